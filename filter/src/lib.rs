@@ -1,0 +1,1 @@
+//! cutover-filter (filled in by the filter work).

@@ -1,0 +1,1 @@
+//! migrator library (filled in by the migrator work).

@@ -1,0 +1,1 @@
+//! Envoy end-to-end fixtures (filled in).
