@@ -28,3 +28,29 @@ test: wasm lint
 demo: wasm
 	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; \
 	scripts/with-postgres scripts/demo
+
+# In-VM cost of one request through the filter in the wasmtime harness (a benchmark, not a test).
+# The workspace release profile is tuned for the .wasm (LTO, opt-level "s"); the host side of the
+# benchmark is built with plain opt-level 3 instead, which builds wasmtime far faster.
+.PHONY: bench-filter-vm
+bench-filter-vm: wasm
+	CUTOVER_WASM="$(WASM)" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_OPT_LEVEL=3 \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	cargo run -p cutover-harness --release --example per_request_cost
+
+# Envoy with vs without the filter under wrk (docs/benchmarks.md).
+.PHONY: bench-filter bench-dual-write
+bench-filter: wasm
+	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-filter
+
+# Client latency of writes with dual-write off / on (instant shadow) / on (500 ms shadow).
+bench-dual-write: wasm
+	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-dual-write
+
+# migrator verify vs reladiff 0.6.0 on 1,000,000 rows with 152 differences (a benchmark, not a test).
+bench-verify:
+	scripts/with-postgres scripts/bench-verify
+
+# `migrator copy` vs a `\copy` pipe on a 1,000,000-row table (docs/benchmarks.md).
+bench-migrator:
+	scripts/with-postgres scripts/bench-migrator

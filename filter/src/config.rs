@@ -1,0 +1,804 @@
+//! Filter configuration: the JSON DTO Envoy hands us, and the validated [`FilterConfig`] the
+//! request path uses. Parsing and validation happen once, in `on_configure`; every error names
+//! the offending field (`services[1].new_percentage: must be between 0 and 100, got 150`).
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-cutover-cluster";
+pub const DEFAULT_STICKINESS_HEADERS: [&str; 2] = ["x-correlation-id", "x-request-id"];
+pub const DEFAULT_DUAL_WRITE_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
+pub const DEFAULT_DUAL_WRITE_TIMEOUT_MS: u64 = 5000;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+/// Upper bound for `dual_write.timeout_ms`: a shadow that needs longer than this is a bug, and
+/// the filter keeps per-request state until the shadow answers.
+pub const MAX_DUAL_WRITE_TIMEOUT_MS: u64 = 600_000;
+/// Upper bound for `dual_write.max_body_bytes`; Envoy must also be allowed to buffer that much
+/// (see docs/dual-write.md).
+pub const MAX_BODY_BYTES_LIMIT: u64 = 64 * 1_048_576;
+/// Methods a shadow may be configured for.
+pub const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// A configuration error: the JSON path of the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------------------------
+// DTO: exactly the JSON shape, with defaults, rejecting unknown fields.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_cluster_header")]
+    pub cluster_header: String,
+    #[serde(default = "default_stickiness_headers")]
+    pub stickiness_headers: Vec<String>,
+    #[serde(default = "default_true")]
+    pub emit_feature_headers: bool,
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    pub path_prefixes: Vec<String>,
+    pub legacy_cluster: String,
+    pub new_cluster: String,
+    #[serde(default)]
+    pub use_legacy: bool,
+    /// A JSON number so that out-of-range and fractional values get our message, not serde's.
+    #[serde(default = "default_percentage")]
+    pub new_percentage: serde_json::Number,
+    #[serde(default)]
+    pub feature_header: Option<String>,
+    #[serde(default)]
+    pub stickiness_group: Option<String>,
+    #[serde(default)]
+    pub dual_write: Option<RawDualWrite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDualWrite {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+fn default_cluster_header() -> String {
+    DEFAULT_CLUSTER_HEADER.to_string()
+}
+fn default_stickiness_headers() -> Vec<String> {
+    DEFAULT_STICKINESS_HEADERS.iter().map(|h| h.to_string()).collect()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_percentage() -> serde_json::Number {
+    serde_json::Number::from(0u8)
+}
+fn default_methods() -> Vec<String> {
+    DEFAULT_DUAL_WRITE_METHODS.iter().map(|m| m.to_string()).collect()
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_DUAL_WRITE_TIMEOUT_MS
+}
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated configuration.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Lower-cased request header carrying the chosen cluster to Envoy's `cluster_header` route.
+    pub cluster_header: String,
+    /// Lower-cased, in priority order.
+    pub stickiness_headers: Vec<String>,
+    pub emit_feature_headers: bool,
+    pub services: Vec<ServiceConfig>,
+    /// Every path prefix with its service index, longest first (ties in configuration order).
+    pub prefixes: Vec<(String, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub path_prefixes: Vec<String>,
+    pub legacy_cluster: String,
+    pub new_cluster: String,
+    pub use_legacy: bool,
+    /// 0..=100.
+    pub new_percentage: u8,
+    pub feature_header: Option<String>,
+    pub stickiness_group: String,
+    pub dual_write: DualWriteConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DualWriteConfig {
+    pub enabled: bool,
+    /// Upper-case method names.
+    pub methods: Vec<String>,
+    pub timeout_ms: u64,
+    pub max_body_bytes: u64,
+}
+
+impl DualWriteConfig {
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            methods: default_methods(),
+            timeout_ms: DEFAULT_DUAL_WRITE_TIMEOUT_MS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl FilterConfig {
+    /// Parses and validates the plugin configuration bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw = parse_raw(bytes)?;
+        FilterConfig::try_from(raw)
+    }
+}
+
+/// JSON → DTO. Errors carry the JSON path serde was at (`services[0].dual_write`).
+pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, format!("invalid configuration: {}", err.inner()))
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| ConfigError::new("", format!("invalid configuration: {err}")))?;
+    Ok(raw)
+}
+
+/// An HTTP field name (RFC 9110 token) — anything else could not be sent as a header.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+fn header_name(field: &str, value: &str) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::new(field, "must not be empty"));
+    }
+    if !is_header_name(value) {
+        return Err(ConfigError::new(
+            field,
+            format!("must be a valid HTTP header name, got {value:?}"),
+        ));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// Service names become part of metric names (`cutover.<name>.routed_new`), so they are kept
+/// to characters that survive Envoy's stats and Prometheus naming.
+fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        Err(ConfigError::new(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+impl TryFrom<RawConfig> for FilterConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
+        let cluster_header = header_name("cluster_header", &raw.cluster_header)?;
+
+        if raw.stickiness_headers.is_empty() {
+            return Err(ConfigError::new(
+                "stickiness_headers",
+                "must not be empty (list at least one header carrying a user or correlation id)",
+            ));
+        }
+        let mut stickiness_headers = Vec::with_capacity(raw.stickiness_headers.len());
+        for (i, h) in raw.stickiness_headers.iter().enumerate() {
+            stickiness_headers.push(header_name(&format!("stickiness_headers[{i}]"), h)?);
+        }
+
+        let mut services: Vec<ServiceConfig> = Vec::with_capacity(raw.services.len());
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut prefix_owner: HashMap<String, usize> = HashMap::new();
+        let mut prefixes: Vec<(String, usize)> = Vec::new();
+
+        for (i, s) in raw.services.into_iter().enumerate() {
+            let at = |field: &str| format!("services[{i}].{field}");
+
+            if s.name.is_empty() {
+                return Err(ConfigError::new(at("name"), "must not be empty"));
+            }
+            if !is_service_name(&s.name) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!(
+                        "must contain only ASCII letters, digits, '_' and '-' (it is part of metric names), got {:?}",
+                        s.name
+                    ),
+                ));
+            }
+            if let Some(first) = names.get(&s.name) {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("duplicate service name {:?} (also services[{first}])", s.name),
+                ));
+            }
+            names.insert(s.name.clone(), i);
+
+            if s.path_prefixes.is_empty() {
+                return Err(ConfigError::new(at("path_prefixes"), "must not be empty"));
+            }
+            for (j, p) in s.path_prefixes.iter().enumerate() {
+                let field = at(&format!("path_prefixes[{j}]"));
+                if !p.starts_with('/') {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("must start with '/', got {p:?}"),
+                    ));
+                }
+                if let Some(owner) = prefix_owner.get(p) {
+                    let owner_name = if *owner == i {
+                        s.name.as_str()
+                    } else {
+                        services
+                            .get(*owner)
+                            .map(|o| o.name.as_str())
+                            .unwrap_or_default()
+                    };
+                    return Err(ConfigError::new(
+                        field,
+                        format!("prefix {p:?} is already claimed by service {owner_name:?}"),
+                    ));
+                }
+                prefix_owner.insert(p.clone(), i);
+                prefixes.push((p.clone(), i));
+            }
+
+            non_empty(&at("legacy_cluster"), &s.legacy_cluster)?;
+            non_empty(&at("new_cluster"), &s.new_cluster)?;
+            if s.legacy_cluster == s.new_cluster {
+                return Err(ConfigError::new(
+                    at("new_cluster"),
+                    format!(
+                        "must differ from legacy_cluster (both are {:?})",
+                        s.new_cluster
+                    ),
+                ));
+            }
+
+            let new_percentage = match (s.new_percentage.as_u64(), s.new_percentage.as_i64()) {
+                (Some(p), _) if p <= 100 => p as u8,
+                (Some(_), _) | (None, Some(_)) => {
+                    return Err(ConfigError::new(
+                        at("new_percentage"),
+                        format!("must be between 0 and 100, got {}", s.new_percentage),
+                    ))
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        at("new_percentage"),
+                        format!(
+                            "must be an integer between 0 and 100, got {}",
+                            s.new_percentage
+                        ),
+                    ))
+                }
+            };
+
+            let feature_header = match &s.feature_header {
+                Some(h) => {
+                    header_name(&at("feature_header"), h)?;
+                    Some(h.clone())
+                }
+                None => None,
+            };
+
+            let stickiness_group = match s.stickiness_group {
+                Some(g) => {
+                    non_empty(&at("stickiness_group"), &g)?;
+                    g
+                }
+                None => s.name.clone(),
+            };
+
+            let dual_write = match s.dual_write {
+                None => DualWriteConfig::disabled(),
+                Some(d) => validate_dual_write(&at("dual_write"), d)?,
+            };
+
+            services.push(ServiceConfig {
+                name: s.name,
+                path_prefixes: s.path_prefixes,
+                legacy_cluster: s.legacy_cluster,
+                new_cluster: s.new_cluster,
+                use_legacy: s.use_legacy,
+                new_percentage,
+                feature_header,
+                stickiness_group,
+                dual_write,
+            });
+        }
+
+        // Longest prefix first; the sort is stable so equal lengths keep configuration order
+        // (equal-length prefixes are distinct strings, so at most one of them can match).
+        prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+
+        Ok(FilterConfig {
+            cluster_header,
+            stickiness_headers,
+            emit_feature_headers: raw.emit_feature_headers,
+            services,
+            prefixes,
+        })
+    }
+}
+
+fn validate_dual_write(at: &str, d: RawDualWrite) -> Result<DualWriteConfig, ConfigError> {
+    if d.methods.is_empty() && d.enabled {
+        return Err(ConfigError::new(
+            format!("{at}.methods"),
+            "must not be empty when dual_write is enabled",
+        ));
+    }
+    let mut methods: Vec<String> = Vec::with_capacity(d.methods.len());
+    for (k, m) in d.methods.iter().enumerate() {
+        let upper = m.to_ascii_uppercase();
+        if !KNOWN_METHODS.contains(&upper.as_str()) {
+            return Err(ConfigError::new(
+                format!("{at}.methods[{k}]"),
+                format!(
+                    "unknown HTTP method {m:?} (expected one of {})",
+                    KNOWN_METHODS.join(", ")
+                ),
+            ));
+        }
+        if !methods.contains(&upper) {
+            methods.push(upper);
+        }
+    }
+    if d.timeout_ms == 0 || d.timeout_ms > MAX_DUAL_WRITE_TIMEOUT_MS {
+        return Err(ConfigError::new(
+            format!("{at}.timeout_ms"),
+            format!(
+                "must be between 1 and {MAX_DUAL_WRITE_TIMEOUT_MS}, got {}",
+                d.timeout_ms
+            ),
+        ));
+    }
+    if d.max_body_bytes > MAX_BODY_BYTES_LIMIT {
+        return Err(ConfigError::new(
+            format!("{at}.max_body_bytes"),
+            format!(
+                "must be at most {MAX_BODY_BYTES_LIMIT}, got {}",
+                d.max_body_bytes
+            ),
+        ));
+    }
+    Ok(DualWriteConfig {
+        enabled: d.enabled,
+        methods,
+        timeout_ms: d.timeout_ms,
+        max_body_bytes: d.max_body_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"{
+      "cluster_header": "x-cutover-cluster",
+      "stickiness_headers": ["x-correlation-id", "x-request-id"],
+      "emit_feature_headers": true,
+      "services": [
+        { "name": "chat",
+          "path_prefixes": ["/api/chat", "/api/conversations", "/hubs/chat"],
+          "legacy_cluster": "chat_legacy", "new_cluster": "chat_new",
+          "use_legacy": false, "new_percentage": 10,
+          "feature_header": "X-Feature-UseLegacyChat",
+          "stickiness_group": "chat",
+          "dual_write": { "enabled": true, "methods": ["POST","PUT","PATCH"], "timeout_ms": 5000, "max_body_bytes": 1048576 } },
+        { "name": "orchestration",
+          "path_prefixes": ["/api/orchestration"],
+          "legacy_cluster": "orchestration_legacy", "new_cluster": "orchestration_new",
+          "use_legacy": true, "new_percentage": 50 } ]
+    }"#;
+
+    /// A one-service configuration with `service_fields` spliced into the service object.
+    fn one_service(service_fields: &str) -> String {
+        format!(
+            r#"{{"services":[{{"name":"chat","path_prefixes":["/api/chat"],
+                "legacy_cluster":"chat_legacy","new_cluster":"chat_new"{service_fields}}}]}}"#
+        )
+    }
+
+    fn reject(json: &str) -> ConfigError {
+        match FilterConfig::from_json(json.as_bytes()) {
+            Ok(c) => panic!("accepted {json}: {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn assert_rejected(json: &str, field: &str, message_part: &str) {
+        let err = reject(json);
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.message.contains(message_part), "{err}");
+    }
+
+    #[test]
+    fn full_example_is_accepted() {
+        let c = FilterConfig::from_json(FULL.as_bytes()).unwrap();
+        assert_eq!(c.cluster_header, "x-cutover-cluster");
+        assert_eq!(c.stickiness_headers, ["x-correlation-id", "x-request-id"]);
+        assert!(c.emit_feature_headers);
+        assert_eq!(c.services.len(), 2);
+        let chat = &c.services[0];
+        assert_eq!(chat.new_percentage, 10);
+        assert_eq!(chat.feature_header.as_deref(), Some("X-Feature-UseLegacyChat"));
+        assert_eq!(
+            chat.dual_write,
+            DualWriteConfig {
+                enabled: true,
+                methods: vec!["POST".into(), "PUT".into(), "PATCH".into()],
+                timeout_ms: 5000,
+                max_body_bytes: 1_048_576
+            }
+        );
+        let orchestration = &c.services[1];
+        assert!(orchestration.use_legacy);
+        assert!(!orchestration.dual_write.enabled);
+        assert_eq!(orchestration.stickiness_group, "orchestration");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = FilterConfig::from_json(one_service("").as_bytes()).unwrap();
+        assert_eq!(c.cluster_header, DEFAULT_CLUSTER_HEADER);
+        assert_eq!(c.stickiness_headers, DEFAULT_STICKINESS_HEADERS);
+        assert!(c.emit_feature_headers);
+        let s = &c.services[0];
+        assert_eq!(s.stickiness_group, "chat");
+        assert_eq!(s.feature_header, None);
+        assert!(!s.use_legacy);
+        assert_eq!(s.new_percentage, 0);
+        assert!(!s.dual_write.enabled);
+
+        let c = FilterConfig::from_json(one_service(r#","dual_write":{}"#).as_bytes()).unwrap();
+        assert_eq!(
+            c.services[0].dual_write,
+            DualWriteConfig {
+                enabled: true,
+                methods: vec!["POST".into(), "PUT".into(), "PATCH".into()],
+                timeout_ms: DEFAULT_DUAL_WRITE_TIMEOUT_MS,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES
+            }
+        );
+    }
+
+    #[test]
+    fn header_names_are_lower_cased_methods_upper_cased() {
+        let c = FilterConfig::from_json(
+            r#"{"cluster_header":"X-Cluster","stickiness_headers":["X-User"],"services":[
+                {"name":"chat","path_prefixes":["/a"],"legacy_cluster":"l","new_cluster":"n",
+                 "dual_write":{"methods":["post","Delete","POST"]}}]}"#
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.cluster_header, "x-cluster");
+        assert_eq!(c.stickiness_headers, ["x-user"]);
+        assert_eq!(c.services[0].dual_write.methods, ["POST", "DELETE"]);
+    }
+
+    #[test]
+    fn prefixes_are_sorted_longest_first() {
+        let c = FilterConfig::from_json(FULL.as_bytes()).unwrap();
+        let lengths: Vec<usize> = c.prefixes.iter().map(|(p, _)| p.len()).collect();
+        let mut sorted = lengths.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(lengths, sorted);
+        assert_eq!(c.prefixes.len(), 4);
+    }
+
+    #[test]
+    fn rejects_invalid_json() {
+        let err = reject(r#"{"services": ["#);
+        assert!(err.message.starts_with("invalid configuration"), "{err}");
+        let err = reject("");
+        assert!(err.message.starts_with("invalid configuration"), "{err}");
+        let err = reject(r#"{"services": []} trailing"#);
+        assert!(err.message.starts_with("invalid configuration"), "{err}");
+    }
+
+    #[test]
+    fn rejects_missing_services() {
+        assert_rejected("{}", "", "missing field `services`");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_naming_them() {
+        assert_rejected(
+            r#"{"services":[],"clusterHeader":"x"}"#,
+            "clusterHeader",
+            "unknown field `clusterHeader`",
+        );
+        assert_rejected(
+            &one_service(r#","percentage":10"#),
+            "services[0].percentage",
+            "unknown field `percentage`",
+        );
+        assert_rejected(
+            &one_service(r#","dual_write":{"timeout":5}"#),
+            "services[0].dual_write.timeout",
+            "unknown field `timeout`",
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_types_naming_the_field() {
+        assert_rejected(
+            &one_service(r#","use_legacy":"yes""#),
+            "services[0].use_legacy",
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn rejects_percentage_outside_0_to_100() {
+        let err = reject(&one_service(r#","new_percentage":150"#));
+        assert_eq!(
+            err.to_string(),
+            "services[0].new_percentage: must be between 0 and 100, got 150"
+        );
+        assert_rejected(
+            &one_service(r#","new_percentage":-1"#),
+            "services[0].new_percentage",
+            "got -1",
+        );
+        assert_rejected(
+            &one_service(r#","new_percentage":10.5"#),
+            "services[0].new_percentage",
+            "must be an integer",
+        );
+        for ok in [0, 1, 99, 100] {
+            let c = FilterConfig::from_json(one_service(&format!(r#","new_percentage":{ok}"#)).as_bytes())
+                .unwrap();
+            assert_eq!(u64::from(c.services[0].new_percentage), ok);
+        }
+    }
+
+    #[test]
+    fn rejects_empty_service_name() {
+        assert_rejected(
+            r#"{"services":[{"name":"","path_prefixes":["/a"],"legacy_cluster":"l","new_cluster":"n"}]}"#,
+            "services[0].name",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn rejects_service_names_unfit_for_metrics() {
+        assert_rejected(
+            r#"{"services":[{"name":"my chat","path_prefixes":["/a"],"legacy_cluster":"l","new_cluster":"n"}]}"#,
+            "services[0].name",
+            "ASCII letters",
+        );
+        assert_rejected(
+            r#"{"services":[{"name":"chat.v2","path_prefixes":["/a"],"legacy_cluster":"l","new_cluster":"n"}]}"#,
+            "services[0].name",
+            "ASCII letters",
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_service_names() {
+        assert_rejected(
+            r#"{"services":[
+                {"name":"chat","path_prefixes":["/a"],"legacy_cluster":"l","new_cluster":"n"},
+                {"name":"chat","path_prefixes":["/b"],"legacy_cluster":"l","new_cluster":"n"}]}"#,
+            "services[1].name",
+            "duplicate service name \"chat\" (also services[0])",
+        );
+    }
+
+    #[test]
+    fn rejects_empty_cluster_names() {
+        assert_rejected(
+            r#"{"services":[{"name":"chat","path_prefixes":["/a"],"legacy_cluster":"","new_cluster":"n"}]}"#,
+            "services[0].legacy_cluster",
+            "must not be empty",
+        );
+        assert_rejected(
+            r#"{"services":[{"name":"chat","path_prefixes":["/a"],"legacy_cluster":"l","new_cluster":" "}]}"#,
+            "services[0].new_cluster",
+            "must not be empty",
+        );
+        assert_rejected(
+            r#"{"services":[{"name":"chat","path_prefixes":["/a"],"legacy_cluster":"same","new_cluster":"same"}]}"#,
+            "services[0].new_cluster",
+            "must differ from legacy_cluster",
+        );
+    }
+
+    #[test]
+    fn rejects_a_prefix_claimed_by_two_services() {
+        assert_rejected(
+            r#"{"services":[
+                {"name":"chat","path_prefixes":["/api/chat"],"legacy_cluster":"l","new_cluster":"n"},
+                {"name":"other","path_prefixes":["/x","/api/chat"],"legacy_cluster":"l2","new_cluster":"n2"}]}"#,
+            "services[1].path_prefixes[1]",
+            "prefix \"/api/chat\" is already claimed by service \"chat\"",
+        );
+        assert_rejected(
+            r#"{"services":[{"name":"chat","path_prefixes":["/a","/a"],"legacy_cluster":"l","new_cluster":"n"}]}"#,
+            "services[0].path_prefixes[1]",
+            "already claimed by service \"chat\"",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_prefixes() {
+        assert_rejected(
+            r#"{"services":[{"name":"chat","path_prefixes":[],"legacy_cluster":"l","new_cluster":"n"}]}"#,
+            "services[0].path_prefixes",
+            "must not be empty",
+        );
+        assert_rejected(
+            r#"{"services":[{"name":"chat","path_prefixes":["api"],"legacy_cluster":"l","new_cluster":"n"}]}"#,
+            "services[0].path_prefixes[0]",
+            "must start with '/'",
+        );
+    }
+
+    #[test]
+    fn rejects_empty_stickiness_headers() {
+        assert_rejected(
+            r#"{"stickiness_headers":[],"services":[]}"#,
+            "stickiness_headers",
+            "must not be empty",
+        );
+        assert_rejected(
+            r#"{"stickiness_headers":["x-a",""],"services":[]}"#,
+            "stickiness_headers[1]",
+            "must not be empty",
+        );
+        assert_rejected(
+            r#"{"stickiness_headers":["x a"],"services":[]}"#,
+            "stickiness_headers[0]",
+            "valid HTTP header name",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_header_names() {
+        assert_rejected(r#"{"cluster_header":"","services":[]}"#, "cluster_header", "must not be empty");
+        assert_rejected(
+            &one_service(r#","feature_header":"X Feature""#),
+            "services[0].feature_header",
+            "valid HTTP header name",
+        );
+        assert_rejected(
+            &one_service(r#","stickiness_group":"""#),
+            "services[0].stickiness_group",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_dual_write_methods() {
+        assert_rejected(
+            &one_service(r#","dual_write":{"methods":["POST","FETCH"]}"#),
+            "services[0].dual_write.methods[1]",
+            "unknown HTTP method \"FETCH\"",
+        );
+        assert_rejected(
+            &one_service(r#","dual_write":{"methods":[]}"#),
+            "services[0].dual_write.methods",
+            "must not be empty",
+        );
+        // A disabled block may list no methods.
+        assert!(FilterConfig::from_json(
+            one_service(r#","dual_write":{"enabled":false,"methods":[]}"#).as_bytes()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn rejects_zero_or_huge_timeout() {
+        assert_rejected(
+            &one_service(r#","dual_write":{"timeout_ms":0}"#),
+            "services[0].dual_write.timeout_ms",
+            "must be between 1 and 600000, got 0",
+        );
+        assert_rejected(
+            &one_service(r#","dual_write":{"timeout_ms":600001}"#),
+            "services[0].dual_write.timeout_ms",
+            "got 600001",
+        );
+        assert_rejected(
+            &one_service(r#","dual_write":{"timeout_ms":-5}"#),
+            "services[0].dual_write.timeout_ms",
+            "invalid value",
+        );
+    }
+
+    #[test]
+    fn rejects_huge_body_cap() {
+        assert_rejected(
+            &one_service(r#","dual_write":{"max_body_bytes":67108865}"#),
+            "services[0].dual_write.max_body_bytes",
+            "must be at most 67108864",
+        );
+    }
+
+    #[test]
+    fn error_display_names_the_field() {
+        let err = reject(&one_service(r#","dual_write":{"timeout_ms":0}"#));
+        assert!(err.to_string().starts_with("services[0].dual_write.timeout_ms: "));
+    }
+}

@@ -1,0 +1,702 @@
+//! `migrator copy`: legacy → target, per table in plan order, in keyset-paginated batches.
+//!
+//! Per batch (source key order, `--batch-size` rows after the previous batch's last key):
+//! 1. The source projection of the batch is read with `COPY (SELECT …) TO STDOUT` (text format;
+//!    PostgreSQL does all escaping). While the target works on a batch, the next one is already
+//!    being read from the source (one batch in flight), so both servers work at the same time.
+//! 2. The target rows of the same key window are read the same way. Byte-identical → the batch is
+//!    unchanged and nothing is written but the checkpoint (both sides render the same types with
+//!    the same session settings; any rendering difference only means the exact path below runs).
+//! 3. No target rows in the window → `COPY` straight into the target table (fresh data). Should
+//!    that fail (e.g. the new system inserted one of the keys meanwhile), fall back to 4.
+//! 4. Otherwise `COPY` into a temporary staging table, then
+//!    `INSERT … SELECT … ON CONFLICT (key) DO UPDATE SET … WHERE (t.cols) IS DISTINCT FROM (excluded.cols)`
+//!    for the rows that are missing or differ; `RETURNING (xmax = 0)` tells inserted from updated.
+//!
+//! Each batch commits together with its checkpoint row in `cutover_migrator.copy_checkpoints`.
+//! Runs (`cutover_migrator.copy_runs`): a run is `running` until every selected table is done,
+//! then `complete`. A new `copy` resumes the latest `running` run with the same plan and table
+//! selection (it was interrupted: killed, or stopped by an error) after each table's last
+//! checkpointed key; otherwise it starts a new run from the beginning, so a finished run never
+//! stops a later one from picking up legacy changes. `--restart` abandons an interrupted run.
+//!
+//! A session advisory lock on a dedicated target connection keeps two copies out of one target
+//! database: the second waits (or, with `--no-wait`, exits 6).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Row};
+use tokio::sync::mpsc;
+
+use crate::cli::CopyArgs;
+use crate::db::{self, quote_ident, quote_literal};
+use crate::error::MigratorError;
+use crate::plan::{self, Plan, ResolvedTable, Window};
+use crate::progress::Progress;
+use crate::schema;
+
+/// Schema of the bookkeeping tables in the target.
+pub const BOOKKEEPING_SCHEMA: &str = "cutover_migrator";
+
+/// Advisory lock key of `copy` (advisory locks are per database).
+pub const COPY_LOCK_KEY: i64 = 0x6375_746f_7665_0002;
+
+const BOOKKEEPING_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS cutover_migrator;
+CREATE TABLE IF NOT EXISTS cutover_migrator.copy_runs (
+    run_id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plan_fingerprint text NOT NULL,
+    tables           text[] NOT NULL,
+    status           text NOT NULL CHECK (status IN ('running', 'complete', 'abandoned')),
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz
+);
+CREATE TABLE IF NOT EXISTS cutover_migrator.copy_checkpoints (
+    run_id     bigint NOT NULL REFERENCES cutover_migrator.copy_runs (run_id),
+    table_name text NOT NULL,
+    last_key   text,
+    rows_read  bigint NOT NULL DEFAULT 0,
+    inserted   bigint NOT NULL DEFAULT 0,
+    updated    bigint NOT NULL DEFAULT 0,
+    unchanged  bigint NOT NULL DEFAULT 0,
+    batches    bigint NOT NULL DEFAULT 0,
+    done       boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, table_name)
+);
+";
+
+/// Row counts of a table (or batch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rows_read: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.rows_read += other.rows_read;
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// The checkpoint of one table in one run.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    pub last_key: Option<String>,
+    pub counts: Counts,
+    pub batches: u64,
+    pub done: bool,
+}
+
+struct TableSummary {
+    name: String,
+    counts: Counts,
+    elapsed: Duration,
+}
+
+pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
+    let plan = Plan::load(args.plan.plan.as_deref())?;
+    let selected = plan.select(&args.tables.tables)?;
+    let target_url = &args.target.target_url;
+    let mut target = db::connect("target", target_url).await?;
+    let mut source = db::connect("source", &args.source.source_url).await?;
+    schema::check_migrated(&mut target).await?;
+    let tables = plan::resolve(&mut source, &mut target, &selected).await?;
+    let batch_size = u64::from(args.batch_size);
+
+    if args.dry_run {
+        let mut summaries = Vec::new();
+        for table in &tables {
+            summaries.push(copy_table(&mut source, &mut target, table, None, Checkpoint::default(), batch_size, true).await?);
+        }
+        print_summary(&summaries, true);
+        return Ok(0);
+    }
+
+    let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
+    let mut lock = db::connect("target", target_url).await?;
+    let result = async {
+        acquire_lock(&mut lock, &database, args.no_wait).await?;
+        copy_locked(&mut source, &mut target, &plan, &tables, batch_size, args.restart).await
+    }
+    .await;
+    // Closing the lock connection releases the lock, whatever happened.
+    db::close(lock).await;
+    result
+}
+
+async fn acquire_lock(lock: &mut PgConnection, database: &str, no_wait: bool) -> anyhow::Result<()> {
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(COPY_LOCK_KEY).fetch_one(&mut *lock).await?;
+    if got {
+        return Ok(());
+    }
+    let holder: Option<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND objid = ($1::int8 & 4294967295)::oid AND classid = ($1::int8 >> 32)::oid LIMIT 1",
+    )
+    .bind(COPY_LOCK_KEY)
+    .fetch_optional(&mut *lock)
+    .await
+    .ok()
+    .flatten();
+    let who = holder.map(|pid| format!(" (server process {pid})")).unwrap_or_default();
+    if no_wait {
+        return Err(MigratorError::Locked(format!(
+            "another `migrator copy` is copying into {database}{who}; not waiting (--no-wait)"
+        ))
+        .into());
+    }
+    eprintln!("copy: another `migrator copy` is copying into {database}{who}; waiting for it to finish");
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(COPY_LOCK_KEY).execute(&mut *lock).await?;
+    eprintln!("copy: lock acquired");
+    Ok(())
+}
+
+async fn copy_locked(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    plan: &Plan,
+    tables: &[ResolvedTable],
+    batch_size: u64,
+    restart: bool,
+) -> anyhow::Result<u8> {
+    sqlx::raw_sql(BOOKKEEPING_DDL).execute(&mut *target).await?;
+    let names: Vec<String> = tables.iter().map(|t| t.name().to_string()).collect();
+    if restart {
+        let abandoned = sqlx::query(
+            "UPDATE cutover_migrator.copy_runs SET status = 'abandoned', finished_at = now() \
+             WHERE status = 'running' AND plan_fingerprint = $1 AND tables = $2",
+        )
+        .bind(&plan.fingerprint)
+        .bind(&names)
+        .execute(&mut *target)
+        .await?;
+        if abandoned.rows_affected() > 0 {
+            eprintln!("copy: --restart: abandoned the interrupted run; starting from the beginning");
+        }
+    }
+    let interrupted: Option<i64> = sqlx::query_scalar(
+        "SELECT run_id FROM cutover_migrator.copy_runs WHERE status = 'running' AND plan_fingerprint = $1 AND tables = $2 \
+         ORDER BY run_id DESC LIMIT 1",
+    )
+    .bind(&plan.fingerprint)
+    .bind(&names)
+    .fetch_optional(&mut *target)
+    .await?;
+    let mut checkpoints: HashMap<String, Checkpoint> = HashMap::new();
+    let run_id = match interrupted {
+        Some(run_id) => {
+            checkpoints = load_checkpoints(target, run_id).await?;
+            eprintln!("copy: resuming interrupted run {run_id} after its last checkpoints");
+            run_id
+        }
+        None => {
+            let others: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover_migrator.copy_runs WHERE status = 'running'")
+                .fetch_one(&mut *target)
+                .await?;
+            if others > 0 {
+                eprintln!(
+                    "copy: note: {others} interrupted run(s) with another plan or table selection exist; \
+                     starting a new run (run with the same plan and --tables to resume one)"
+                );
+            }
+            let run_id: i64 = sqlx::query_scalar(
+                "INSERT INTO cutover_migrator.copy_runs (plan_fingerprint, tables, status) VALUES ($1, $2, 'running') RETURNING run_id",
+            )
+            .bind(&plan.fingerprint)
+            .bind(&names)
+            .fetch_one(&mut *target)
+            .await?;
+            run_id
+        }
+    };
+    let mut summaries = Vec::new();
+    for table in tables {
+        let checkpoint = checkpoints.remove(table.name()).unwrap_or_default();
+        if !checkpoint.done {
+            sqlx::query(
+                "INSERT INTO cutover_migrator.copy_checkpoints (run_id, table_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(run_id)
+            .bind(table.name())
+            .execute(&mut *target)
+            .await?;
+        }
+        summaries.push(copy_table(source, target, table, Some(run_id), checkpoint, batch_size, false).await?);
+    }
+    sqlx::query("UPDATE cutover_migrator.copy_runs SET status = 'complete', finished_at = now() WHERE run_id = $1")
+        .bind(run_id)
+        .execute(&mut *target)
+        .await?;
+    print_summary(&summaries, false);
+    Ok(0)
+}
+
+/// Checkpoints of one run, by table name.
+pub async fn load_checkpoints(target: &mut PgConnection, run_id: i64) -> sqlx::Result<HashMap<String, Checkpoint>> {
+    let rows = sqlx::query(
+        "SELECT table_name, last_key, rows_read, inserted, updated, unchanged, batches, done \
+         FROM cutover_migrator.copy_checkpoints WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *target)
+    .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let n = |c: &str| -> sqlx::Result<u64> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+        out.insert(
+            r.try_get::<String, _>("table_name")?,
+            Checkpoint {
+                last_key: r.try_get("last_key")?,
+                counts: Counts { rows_read: n("rows_read")?, inserted: n("inserted")?, updated: n("updated")?, unchanged: n("unchanged")? },
+                batches: n("batches")?,
+                done: r.try_get("done")?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One batch read from the source: text-format COPY rows, key order.
+struct Batch {
+    data: Vec<u8>,
+    rows: u64,
+    /// Key window: (after, last_key].
+    after: Option<String>,
+    last_key: String,
+}
+
+async fn copy_table(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    table: &ResolvedTable,
+    run_id: Option<i64>,
+    checkpoint: Checkpoint,
+    batch_size: u64,
+    dry_run: bool,
+) -> anyhow::Result<TableSummary> {
+    let started = Instant::now();
+    let name = table.name().to_string();
+    if checkpoint.done {
+        eprintln!("copy: {name}: already done in this run");
+        return Ok(TableSummary { name, counts: checkpoint.counts, elapsed: started.elapsed() });
+    }
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.source_from_sql()))
+        .fetch_one(&mut *source)
+        .await
+        .map_err(|e| anyhow::anyhow!("table {name}: counting source rows: {}", db::describe_db_error(&e)))?;
+    if let Some(key) = &checkpoint.last_key {
+        eprintln!("copy: {name}: resuming after key {key} ({} rows already done)", checkpoint.counts.rows_read);
+    }
+    let mut progress = Progress::new(&name, total.max(0) as u64, checkpoint.counts.rows_read);
+    let staging = format!("cutover_staging_{}", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS pg_temp.{s}; CREATE TEMP TABLE {s} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {t} WITH NO DATA",
+        s = quote_ident(&staging),
+        cols = table.target_column_list(),
+        t = table.plan.target.sql()
+    ))
+    .execute(&mut *target)
+    .await?;
+
+    let (tx, mut rx) = mpsc::channel::<Batch>(1);
+    let producer = produce(source, table, checkpoint.last_key.clone(), batch_size, tx);
+    let mut counts = checkpoint.counts;
+    let consumer = async {
+        while let Some(batch) = rx.recv().await {
+            let batch_counts = apply_batch(target, table, &staging, &batch, run_id, dry_run).await?;
+            counts.add(batch_counts);
+            progress.advance(batch.rows);
+        }
+        anyhow::Ok(())
+    };
+    tokio::try_join!(producer, consumer)?;
+    progress.finish();
+    if let Some(run_id) = run_id {
+        sqlx::query("UPDATE cutover_migrator.copy_checkpoints SET done = true, updated_at = now() WHERE run_id = $1 AND table_name = $2")
+            .bind(run_id)
+            .bind(&name)
+            .execute(&mut *target)
+            .await?;
+    }
+    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS pg_temp.{}", quote_ident(&staging))).execute(&mut *target).await?;
+    Ok(TableSummary { name, counts, elapsed: started.elapsed() })
+}
+
+async fn copy_out(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Vec<u8>> {
+    let mut stream = conn.copy_out_raw(sql).await?;
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        data.extend_from_slice(&chunk?);
+    }
+    Ok(data)
+}
+
+async fn copy_in(conn: &mut PgConnection, sql: &str, data: &[u8]) -> sqlx::Result<u64> {
+    let mut copy = conn.copy_in_raw(sql).await?;
+    copy.send(data).await?;
+    copy.finish().await
+}
+
+/// Reads the source in key order, batch after batch, into `tx` (one batch in flight).
+async fn produce(
+    source: &mut PgConnection,
+    table: &ResolvedTable,
+    mut after: Option<String>,
+    batch_size: u64,
+    tx: mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
+    loop {
+        let select = table.source_select_sql(
+            &Window { after: after.as_deref(), up_to: None, ordered: true, limit: Some(batch_size) },
+            None,
+        );
+        let data = copy_out(source, &format!("COPY ({select}) TO STDOUT"))
+            .await
+            .map_err(|e| anyhow::anyhow!("table {}: reading the source: {}", table.name(), db::describe_db_error(&e)))?;
+        // Text COPY escapes newlines inside values, so every raw newline ends a row.
+        let rows = data.iter().filter(|b| **b == b'\n').count() as u64;
+        if rows == 0 {
+            return Ok(());
+        }
+        let last_key = last_key_of(&data).ok_or_else(|| MigratorError::DataRejected {
+            table: table.name().to_string(),
+            key: "NULL".into(),
+            detail: format!("the source key expression `{}` is NULL for some rows", table.key().from),
+        })?;
+        let full = rows == batch_size;
+        let batch = Batch { data, rows, after: after.clone(), last_key: last_key.clone() };
+        if tx.send(batch).await.is_err() {
+            return Ok(()); // the consumer stopped (its error is reported)
+        }
+        if !full {
+            return Ok(());
+        }
+        after = Some(last_key);
+    }
+}
+
+/// The first field of the last row of text-format COPY data, unescaped; None for a NULL key.
+fn last_key_of(data: &[u8]) -> Option<String> {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let line_start = body.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let line = &body[line_start..];
+    let field = line.split(|b| *b == b'\t').next().unwrap_or(line);
+    if field == b"\\N" {
+        return None;
+    }
+    Some(unescape_copy_text(field))
+}
+
+fn unescape_copy_text(field: &[u8]) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] != b'\\' || i + 1 == field.len() {
+            out.push(field[i]);
+            i += 1;
+            continue;
+        }
+        let c = field[i + 1];
+        i += 2;
+        match c {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut value = u32::from(c - b'0');
+                let mut n = 1;
+                while n < 3 && i < field.len() && (b'0'..=b'7').contains(&field[i]) {
+                    value = value * 8 + u32::from(field[i] - b'0');
+                    i += 1;
+                    n += 1;
+                }
+                out.push((value & 0xff) as u8);
+            }
+            b'x' => {
+                let mut value = 0u32;
+                let mut n = 0;
+                while n < 2 && i < field.len() && field[i].is_ascii_hexdigit() {
+                    value = value * 16 + char::from(field[i]).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    n += 1;
+                }
+                out.push(value as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn write_checkpoint(
+    conn: &mut PgConnection,
+    run_id: i64,
+    table: &str,
+    last_key: &str,
+    counts: Counts,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE cutover_migrator.copy_checkpoints SET last_key = $3, rows_read = rows_read + $4, inserted = inserted + $5, \
+                updated = updated + $6, unchanged = unchanged + $7, batches = batches + 1, updated_at = now() \
+         WHERE run_id = $1 AND table_name = $2",
+    )
+    .bind(run_id)
+    .bind(table)
+    .bind(last_key)
+    .bind(counts.rows_read as i64)
+    .bind(counts.inserted as i64)
+    .bind(counts.updated as i64)
+    .bind(counts.unchanged as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_batch(
+    target: &mut PgConnection,
+    table: &ResolvedTable,
+    staging: &str,
+    batch: &Batch,
+    run_id: Option<i64>,
+    dry_run: bool,
+) -> anyhow::Result<Counts> {
+    let name = table.name();
+    let window = Window { after: batch.after.as_deref(), up_to: Some(&batch.last_key), ordered: true, limit: None };
+    let existing = copy_out(target, &format!("COPY ({}) TO STDOUT", table.target_select_sql(&window, None))).await?;
+
+    if existing == batch.data {
+        let counts = Counts { rows_read: batch.rows, unchanged: batch.rows, ..Counts::default() };
+        if let Some(run_id) = run_id {
+            let mut tx = target.begin().await?;
+            write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
+            tx.commit().await?;
+        }
+        return Ok(counts);
+    }
+
+    let columns = table.target_column_list();
+    if existing.is_empty() {
+        let counts = Counts { rows_read: batch.rows, inserted: batch.rows, ..Counts::default() };
+        let Some(run_id) = run_id else { return Ok(counts) }; // dry run: all of them would be inserted
+        let mut tx = target.begin().await?;
+        let direct = copy_in(&mut tx, &format!("COPY {} ({columns}) FROM STDIN", table.plan.target.sql()), &batch.data).await;
+        match direct {
+            Ok(_) => {
+                write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
+                tx.commit().await?;
+                return Ok(counts);
+            }
+            // Rejected (a key appeared meanwhile, a constraint): the staging path decides and explains.
+            Err(e) if db::sqlstate(&e).is_some() => tx.rollback().await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let range = format!("after {} up to {}", batch.after.as_deref().unwrap_or("the first key"), batch.last_key);
+    let mut tx = target.begin().await?;
+    copy_in(&mut tx, &format!("COPY pg_temp.{} ({columns}) FROM STDIN", quote_ident(staging)), &batch.data)
+        .await
+        .map_err(|e| MigratorError::DataRejected {
+            table: name.to_string(),
+            key: format!("(batch {range})"),
+            detail: db::describe_db_error(&e),
+        })?;
+    if dry_run {
+        let row = sqlx::query(&dry_run_sql(table, staging)).fetch_one(&mut *tx).await?;
+        let inserted = row.try_get::<i64, _>(0)? as u64;
+        let updated = row.try_get::<i64, _>(1)? as u64;
+        tx.rollback().await?;
+        return Ok(Counts { rows_read: batch.rows, inserted, updated, unchanged: batch.rows - inserted - updated });
+    }
+    sqlx::query("SAVEPOINT cutover_batch").execute(&mut *tx).await?;
+    let upserted = sqlx::query(&upsert_sql(table, staging, None)).fetch_one(&mut *tx).await;
+    let row = match upserted {
+        Ok(row) => row,
+        Err(e) if db::sqlstate(&e).is_some() => {
+            sqlx::query("ROLLBACK TO SAVEPOINT cutover_batch").execute(&mut *tx).await?;
+            let rejected = diagnose(&mut tx, table, staging, &e, &range).await?;
+            tx.rollback().await?;
+            return Err(rejected.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let inserted = row.try_get::<i64, _>(0)? as u64;
+    let updated = row.try_get::<i64, _>(1)? as u64;
+    let counts = Counts { rows_read: batch.rows, inserted, updated, unchanged: batch.rows - inserted - updated };
+    if let Some(run_id) = run_id {
+        write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
+
+fn non_key_columns(table: &ResolvedTable) -> Vec<String> {
+    table.columns[1..].iter().map(|c| quote_ident(&c.name)).collect()
+}
+
+fn row_of(alias: &str, cols: &[String]) -> String {
+    format!("({})", cols.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", "))
+}
+
+/// Counts what an upsert of the staged rows would insert and update.
+fn dry_run_sql(table: &ResolvedTable, staging: &str) -> String {
+    let key = quote_ident(&table.key().name);
+    let rest = non_key_columns(table);
+    let changed = if rest.is_empty() {
+        "false".to_string()
+    } else {
+        format!("{} IS DISTINCT FROM {}", row_of("cur", &rest), row_of("s", &rest))
+    };
+    format!(
+        "SELECT count(*) FILTER (WHERE cur.{key} IS NULL), count(*) FILTER (WHERE cur.{key} IS NOT NULL AND {changed}) \
+         FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key}",
+        staging = quote_ident(staging),
+        target = table.plan.target.sql()
+    )
+}
+
+/// Inserts the staged rows that are missing, updates those that differ, and returns
+/// (inserted, updated). `up_to`: only staged keys up to this one (used to find a rejected row).
+fn upsert_sql(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> String {
+    let key = quote_ident(&table.key().name);
+    let rest = non_key_columns(table);
+    let all: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let target = table.plan.target.sql();
+    let staging = quote_ident(staging);
+    let limit = up_to
+        .map(|k| format!(" AND s.{key} <= CAST({} AS {})", quote_literal(k), table.key().sql_type))
+        .unwrap_or_default();
+    let select_cols = all.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+    let (filter, conflict) = if rest.is_empty() {
+        ("cur.{key} IS NULL".replace("{key}", &key), "DO NOTHING".to_string())
+    } else {
+        (
+            format!("(cur.{key} IS NULL OR {} IS DISTINCT FROM {})", row_of("cur", &rest), row_of("s", &rest)),
+            format!(
+                "DO UPDATE SET {} WHERE {} IS DISTINCT FROM {}",
+                rest.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", "),
+                row_of("t", &rest),
+                row_of("excluded", &rest)
+            ),
+        )
+    };
+    format!(
+        "WITH upserted AS ( \
+           INSERT INTO {target} AS t ({cols}) \
+           SELECT {select_cols} FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key} \
+           WHERE {filter}{limit} \
+           ON CONFLICT ({key}) {conflict} \
+           RETURNING (t.xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted",
+        cols = all.join(", ")
+    )
+}
+
+/// After the upsert of a batch failed: finds the first staged row (in key order) that the
+/// target rejects, by bisecting on key prefixes inside savepoints, and names it.
+async fn diagnose(
+    conn: &mut PgConnection,
+    table: &ResolvedTable,
+    staging: &str,
+    original: &sqlx::Error,
+    range: &str,
+) -> anyhow::Result<MigratorError> {
+    let name = table.name().to_string();
+    let key = quote_ident(&table.key().name);
+    if db::sqlstate(original).as_deref() == Some("21000") {
+        // "ON CONFLICT DO UPDATE command cannot affect row a second time": a key repeats.
+        let dup: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT s.{key}::text FROM pg_temp.{} AS s GROUP BY s.{key} HAVING count(*) > 1 ORDER BY s.{key} LIMIT 1",
+            quote_ident(staging)
+        ))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(dup) = dup {
+            return Ok(MigratorError::DataRejected { table: name, key: dup, detail: "the source has this key more than once".into() });
+        }
+    }
+    let keys: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT s.{key}::text FROM pg_temp.{} AS s ORDER BY s.{key}",
+        quote_ident(staging)
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let probe = async |conn: &mut PgConnection, up_to: &str| -> anyhow::Result<Option<sqlx::Error>> {
+        sqlx::query("SAVEPOINT cutover_probe").execute(&mut *conn).await?;
+        let outcome = sqlx::query(&upsert_sql(table, staging, Some(up_to))).fetch_one(&mut *conn).await;
+        sqlx::query("ROLLBACK TO SAVEPOINT cutover_probe").execute(&mut *conn).await?;
+        match outcome {
+            Ok(_) => Ok(None),
+            Err(e) if db::sqlstate(&e).is_some() => Ok(Some(e)),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let (mut lo, mut hi) = (0usize, keys.len().saturating_sub(1));
+    let mut error = match keys.last() {
+        Some(last) => probe(conn, last).await?,
+        None => None,
+    };
+    if error.is_none() {
+        return Ok(MigratorError::DataRejected {
+            table: name,
+            key: format!("(batch {range})"),
+            detail: db::describe_db_error(original),
+        });
+    }
+    // Smallest prefix that fails: its last key is the rejected row.
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match probe(conn, &keys[mid]).await? {
+            Some(e) => {
+                error = Some(e);
+                hi = mid;
+            }
+            None => lo = mid + 1,
+        }
+    }
+    let detail = error.as_ref().map(db::describe_db_error).unwrap_or_else(|| db::describe_db_error(original));
+    Ok(MigratorError::DataRejected { table: name, key: keys[lo].clone(), detail })
+}
+
+fn print_summary(summaries: &[TableSummary], dry_run: bool) {
+    let (ins, upd) = if dry_run { ("would insert", "would update") } else { ("inserted", "updated") };
+    println!("{:<20} {:>12} {:>12} {:>12} {:>10}", "table", ins, upd, "unchanged", "elapsed");
+    for s in summaries {
+        println!(
+            "{:<20} {:>12} {:>12} {:>12} {:>9.2}s",
+            s.name,
+            s.counts.inserted,
+            s.counts.updated,
+            s.counts.unchanged,
+            s.elapsed.as_secs_f64()
+        );
+    }
+    if dry_run {
+        println!("dry run: nothing was written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_key_is_first_field_of_last_row_unescaped() {
+        assert_eq!(last_key_of(b"a\tx\nb\\tc\ty\n").as_deref(), Some("b\tc"));
+        assert_eq!(last_key_of(b"k1\n").as_deref(), Some("k1"));
+        assert_eq!(last_key_of(b"a\tb\n\\N\tc\n"), None);
+        assert_eq!(unescape_copy_text(b"\\\\x\\101\\x41"), "\\xAA");
+    }
+}

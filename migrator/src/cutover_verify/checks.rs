@@ -1,0 +1,402 @@
+//! The checklist: each check turns observed figures into pass / fail / no data.
+
+use serde::Serialize;
+
+use super::services::ServiceSpec;
+use super::stats::Observed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Not enough data to judge; never counts as passing.
+    NoData,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Stable identifier, e.g. `chat.new_5xx_rate`.
+    pub id: String,
+    /// `null` for checks that are not about one service (data).
+    pub service: Option<String>,
+    pub kind: CheckKind,
+    pub status: Status,
+    /// The figure compared with the threshold (unit in `unit`); `null` without data.
+    pub value: Option<f64>,
+    pub unit: &'static str,
+    /// Human-readable threshold, e.g. `< 1%`.
+    pub threshold: String,
+    /// The figures behind the value, or why there is no data.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Split,
+    #[serde(rename = "new_5xx_rate")]
+    New5xxRate,
+    NewLatencyP95,
+    NewLatencyP99,
+    DualWriteFailureRate,
+    DualWriteMismatchRate,
+    Health,
+    Data,
+}
+
+impl CheckKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckKind::Split => "share routed to new",
+            CheckKind::New5xxRate => "new cluster 5xx rate",
+            CheckKind::NewLatencyP95 => "new cluster p95 latency",
+            CheckKind::NewLatencyP99 => "new cluster p99 latency",
+            CheckKind::DualWriteFailureRate => "dual-write failure rate",
+            CheckKind::DualWriteMismatchRate => "dual-write mismatch rate",
+            CheckKind::Health => "health",
+            CheckKind::Data => "data verify",
+        }
+    }
+
+    pub fn id_suffix(self) -> &'static str {
+        match self {
+            CheckKind::Split => "split",
+            CheckKind::New5xxRate => "new_5xx_rate",
+            CheckKind::NewLatencyP95 => "new_p95_ms",
+            CheckKind::NewLatencyP99 => "new_p99_ms",
+            CheckKind::DualWriteFailureRate => "dual_write_failure_rate",
+            CheckKind::DualWriteMismatchRate => "dual_write_mismatch_rate",
+            CheckKind::Health => "health",
+            CheckKind::Data => "data",
+        }
+    }
+}
+
+/// Limits; rates and the split tolerance in percent (points).
+#[derive(Debug, Clone, Serialize)]
+pub struct Thresholds {
+    pub max_error_rate_pct: f64,
+    pub max_p95_ms: f64,
+    pub max_p99_ms: f64,
+    pub split_tolerance_pct: f64,
+    pub min_requests: u64,
+    pub max_dual_write_failure_pct: f64,
+    pub max_mismatch_pct: f64,
+}
+
+/// `expected`: a percentage given on the command line for this service, which wins over the gauge.
+pub fn service_checks(
+    spec: &ServiceSpec,
+    observed: &Observed,
+    limits: &Thresholds,
+    expected: Option<f64>,
+) -> Vec<Check> {
+    let mut checks = vec![
+        split_check(spec, observed, limits, expected),
+        error_rate_check(spec, observed, limits),
+        latency_check(spec, observed, limits, CheckKind::NewLatencyP95),
+        latency_check(spec, observed, limits, CheckKind::NewLatencyP99),
+    ];
+    if dual_write_active(spec, observed) {
+        checks.push(dual_write_failure_check(spec, observed, limits));
+        checks.push(mismatch_check(spec, observed, limits));
+    }
+    checks
+}
+
+fn check(spec: &ServiceSpec, kind: CheckKind, unit: &'static str, threshold: String) -> Check {
+    Check {
+        id: format!("{}.{}", spec.name, kind.id_suffix()),
+        service: Some(spec.name.clone()),
+        kind,
+        status: Status::NoData,
+        value: None,
+        unit,
+        threshold,
+        detail: String::new(),
+    }
+}
+
+fn filter_stat(service: &str, name: &str) -> String {
+    format!("wasmcustom.cutover.{service}.{name}")
+}
+
+fn cluster_stat(cluster: &str, name: &str) -> String {
+    format!("cluster.{cluster}.{name}")
+}
+
+fn pct(part: f64, whole: f64) -> f64 {
+    part / whole * 100.0
+}
+
+/// Formats a percentage without noise: `10%`, `9.87%`.
+pub fn fmt_pct(v: f64) -> String {
+    let s = format!("{v:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+fn fmt_ms(v: f64) -> String {
+    let s = format!("{v:.1}");
+    format!("{} ms", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// The percentage the filter is configured to send to new, and where that figure came from.
+pub fn configured_percentage(spec: &ServiceSpec, observed: &Observed, expected: Option<f64>) -> Option<(f64, &'static str)> {
+    if let Some(p) = expected {
+        return Some((p, "--expect-percentage"));
+    }
+    if let Some(p) = observed.gauge(&filter_stat(&spec.name, "new_percentage")) {
+        let use_legacy = observed.gauge(&filter_stat(&spec.name, "use_legacy")).unwrap_or(0.0) > 0.0;
+        return Some((if use_legacy { 0.0 } else { p }, "Envoy gauge"));
+    }
+    spec.file_percentage.map(|p| (p, "filter configuration file"))
+}
+
+fn split_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, expected: Option<f64>) -> Check {
+    let configured = configured_percentage(spec, observed, expected);
+    let threshold = match configured {
+        Some((p, _)) => format!("{} ± {} points", fmt_pct(p), limits.split_tolerance_pct),
+        None => format!("configured ± {} points", limits.split_tolerance_pct),
+    };
+    let mut c = check(spec, CheckKind::Split, "%", threshold);
+    let new = observed.counter(&filter_stat(&spec.name, "routed_new"));
+    let legacy = observed.counter(&filter_stat(&spec.name, "routed_legacy"));
+    let Some((configured, source)) = configured else {
+        c.detail = "configured percentage unknown (no Envoy gauge, no --filter-config, no --expect-percentage)".into();
+        return c;
+    };
+    if new.is_none() && legacy.is_none() {
+        c.detail = format!("Envoy has no routing counters for service {:?} (filter not loaded or no request yet)", spec.name);
+        return c;
+    }
+    let (new, legacy) = (new.unwrap_or(0.0), legacy.unwrap_or(0.0));
+    let total = new + legacy;
+    if total < limits.min_requests as f64 || total == 0.0 {
+        c.detail = format!("{total} routed requests, need at least {}", limits.min_requests);
+        return c;
+    }
+    let share = pct(new, total);
+    c.value = Some(share);
+    c.status = if (share - configured).abs() <= limits.split_tolerance_pct { Status::Pass } else { Status::Fail };
+    c.detail = format!("{new} of {total} requests to new; configured {} ({source})", fmt_pct(configured));
+    c
+}
+
+fn error_rate_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
+    let mut c = check(spec, CheckKind::New5xxRate, "%", format!("< {}", fmt_pct(limits.max_error_rate_pct)));
+    let Some(completed) = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_completed")) else {
+        c.detail = format!("Envoy has no cluster {:?}", spec.new_cluster);
+        return c;
+    };
+    // Envoy creates the per-class counters on the first response of that class.
+    let errors = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_5xx")).unwrap_or(0.0);
+    if completed < limits.min_requests as f64 || completed == 0.0 {
+        c.detail = format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
+        return c;
+    }
+    let rate = pct(errors, completed);
+    c.value = Some(rate);
+    c.status = if rate < limits.max_error_rate_pct { Status::Pass } else { Status::Fail };
+    c.detail = format!("{errors} 5xx of {completed} completed on {}", spec.new_cluster);
+    c
+}
+
+fn latency_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, kind: CheckKind) -> Check {
+    let (quantile, max) = match kind {
+        CheckKind::NewLatencyP95 => (95.0, limits.max_p95_ms),
+        _ => (99.0, limits.max_p99_ms),
+    };
+    let mut c = check(spec, kind, "ms", format!("< {}", fmt_ms(max)));
+    let completed = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_completed")).unwrap_or(0.0);
+    if completed < limits.min_requests as f64 || completed == 0.0 {
+        c.detail = format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
+        return c;
+    }
+    let Some(value) = observed.quantile(&cluster_stat(&spec.new_cluster, "upstream_rq_time"), quantile) else {
+        c.detail = format!(
+            "Envoy has not computed upstream_rq_time for {} yet (quantiles refresh at each stats flush, 5 s by default)",
+            spec.new_cluster
+        );
+        return c;
+    };
+    c.value = Some(value);
+    c.status = if value < max { Status::Pass } else { Status::Fail };
+    c.detail = format!("p{quantile} of upstream_rq_time on {} since Envoy started", spec.new_cluster);
+    c
+}
+
+const SHADOW_FAILURES: [&str; 5] =
+    ["shadow_failed_3xx", "shadow_failed_4xx", "shadow_failed_5xx", "shadow_failed_reset", "shadow_timed_out"];
+
+fn dual_write_active(spec: &ServiceSpec, observed: &Observed) -> bool {
+    match observed.gauge(&filter_stat(&spec.name, "dual_write_enabled")) {
+        Some(g) => g > 0.0,
+        None => {
+            spec.file_dual_write.unwrap_or(false)
+                || observed.counter(&filter_stat(&spec.name, "shadow_sent")).unwrap_or(0.0) > 0.0
+        }
+    }
+}
+
+fn dual_write_failure_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
+    let mut c =
+        check(spec, CheckKind::DualWriteFailureRate, "%", format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)));
+    let succeeded = observed.counter(&filter_stat(&spec.name, "shadow_succeeded")).unwrap_or(0.0);
+    let failed: f64 =
+        SHADOW_FAILURES.iter().map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0)).sum();
+    let skipped = observed.counter(&filter_stat(&spec.name, "shadow_skipped_body_too_large")).unwrap_or(0.0);
+    let finished = succeeded + failed;
+    if finished < limits.min_requests as f64 || finished == 0.0 {
+        c.detail = format!("{finished} finished shadow requests, need at least {}", limits.min_requests);
+        return c;
+    }
+    let rate = pct(failed, finished);
+    c.value = Some(rate);
+    c.status = if rate < limits.max_dual_write_failure_pct { Status::Pass } else { Status::Fail };
+    c.detail = format!("{failed} failed of {finished} finished shadow requests ({skipped} skipped: body too large)");
+    c
+}
+
+/// The filter counts a mismatch when exactly one of primary and shadow answered 2xx; the rate is
+/// over every shadow request that finished (succeeded or failed).
+fn mismatch_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
+    let mut c = check(spec, CheckKind::DualWriteMismatchRate, "%", format!("< {}", fmt_pct(limits.max_mismatch_pct)));
+    let finished = finished_shadows(spec, observed);
+    let mismatched = observed.counter(&filter_stat(&spec.name, "shadow_mismatch")).unwrap_or(0.0);
+    if finished < limits.min_requests as f64 || finished == 0.0 {
+        c.detail = format!("{finished} finished shadow requests, need at least {}", limits.min_requests);
+        return c;
+    }
+    let rate = pct(mismatched, finished);
+    c.value = Some(rate);
+    c.status = if rate < limits.max_mismatch_pct { Status::Pass } else { Status::Fail };
+    c.detail = format!("{mismatched} primary/shadow status mismatches (one 2xx, the other not) of {finished} finished");
+    c
+}
+
+fn finished_shadows(spec: &ServiceSpec, observed: &Observed) -> f64 {
+    let succeeded = observed.counter(&filter_stat(&spec.name, "shadow_succeeded")).unwrap_or(0.0);
+    let failed: f64 =
+        SHADOW_FAILURES.iter().map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0)).sum();
+    succeeded + failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::stats::Snapshot;
+    use super::*;
+
+    fn limits() -> Thresholds {
+        Thresholds {
+            max_error_rate_pct: 1.0,
+            max_p95_ms: 500.0,
+            max_p99_ms: 1000.0,
+            split_tolerance_pct: 5.0,
+            min_requests: 50,
+            max_dual_write_failure_pct: 1.0,
+            max_mismatch_pct: 1.0,
+        }
+    }
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec { name: "chat".into(), new_cluster: "chat_new".into(), file_percentage: None, file_dual_write: None }
+    }
+
+    fn observed(stats: &[(&str, f64)], p95: Option<f64>) -> Observed {
+        let mut entries: Vec<String> = stats.iter().map(|(n, v)| format!(r#"{{"name":"{n}","value":{v}}}"#)).collect();
+        if let Some(p95) = p95 {
+            entries.push(format!(
+                r#"{{"histograms":{{"supported_quantiles":[95,99],"computed_quantiles":[{{"name":"cluster.chat_new.upstream_rq_time","values":[{{"cumulative":{p95},"interval":null}},{{"cumulative":{},"interval":null}}]}}]}}}}"#,
+                p95 * 2.0
+            ));
+        }
+        let json = format!(r#"{{"stats":[{}]}}"#, entries.join(","));
+        Observed { latest: Snapshot::parse(&json).unwrap(), baseline: None }
+    }
+
+    fn by_kind(checks: &[Check], kind: CheckKind) -> &Check {
+        checks.iter().find(|c| c.kind == kind).unwrap()
+    }
+
+    #[test]
+    fn healthy_figures_pass() {
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 10.0),
+                ("wasmcustom.cutover.chat.routed_new", 98.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 902.0),
+                ("cluster.chat_new.upstream_rq_completed", 98.0),
+            ],
+            Some(12.0),
+        );
+        let checks = service_checks(&spec(), &o, &limits(), None);
+        assert_eq!(checks.len(), 4, "no dual-write checks when it is off");
+        for c in &checks {
+            assert_eq!(c.status, Status::Pass, "{c:?}");
+        }
+        assert!((by_kind(&checks, CheckKind::Split).value.unwrap() - 9.8).abs() < 1e-9);
+        assert_eq!(by_kind(&checks, CheckKind::NewLatencyP99).value, Some(24.0));
+    }
+
+    #[test]
+    fn failures_show_their_figures() {
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 10.0),
+                ("wasmcustom.cutover.chat.routed_new", 500.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 500.0),
+                ("cluster.chat_new.upstream_rq_completed", 200.0),
+                ("cluster.chat_new.upstream_rq_5xx", 30.0),
+                ("wasmcustom.cutover.chat.dual_write_enabled", 1.0),
+                ("wasmcustom.cutover.chat.shadow_succeeded", 90.0),
+                ("wasmcustom.cutover.chat.shadow_failed_5xx", 10.0),
+                ("wasmcustom.cutover.chat.shadow_mismatch", 9.0),
+            ],
+            Some(800.0),
+        );
+        let checks = service_checks(&spec(), &o, &limits(), None);
+        assert_eq!(checks.len(), 6);
+        for c in &checks {
+            assert_eq!(c.status, Status::Fail, "{c:?}");
+        }
+        assert_eq!(by_kind(&checks, CheckKind::Split).value, Some(50.0));
+        assert_eq!(by_kind(&checks, CheckKind::New5xxRate).value, Some(15.0));
+        assert_eq!(by_kind(&checks, CheckKind::DualWriteFailureRate).value, Some(10.0));
+        assert_eq!(by_kind(&checks, CheckKind::DualWriteMismatchRate).value, Some(9.0));
+    }
+
+    #[test]
+    fn too_few_requests_is_no_data() {
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 10.0),
+                ("wasmcustom.cutover.chat.routed_new", 1.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 9.0),
+                ("cluster.chat_new.upstream_rq_completed", 1.0),
+            ],
+            None,
+        );
+        for c in service_checks(&spec(), &o, &limits(), None) {
+            assert_eq!(c.status, Status::NoData, "{c:?}");
+            assert_eq!(c.value, None);
+        }
+    }
+
+    #[test]
+    fn expected_percentage_and_use_legacy() {
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 50.0),
+                ("wasmcustom.cutover.chat.use_legacy", 1.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 100.0),
+            ],
+            None,
+        );
+        let split = split_check(&spec(), &o, &limits(), None);
+        assert_eq!(split.status, Status::Pass, "use_legacy means 0% configured: {split:?}");
+        let split = split_check(&spec(), &o, &limits(), Some(25.0));
+        assert_eq!(split.status, Status::Fail);
+    }
+}

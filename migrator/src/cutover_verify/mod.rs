@@ -1,0 +1,302 @@
+//! `migrator cutover-verify`: the cutover checklist computed from Envoy's live stats, health
+//! requests through Envoy, and optionally a `verify` of the data.
+
+pub mod checks;
+pub mod http;
+pub mod report;
+pub mod services;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use checks::{Check, CheckKind, Status, Thresholds};
+use report::Report;
+use services::ServiceSpec;
+use stats::{Observed, Snapshot};
+
+/// Options of `migrator cutover-verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CutoverVerifyArgs {
+    /// Envoy admin base URL, e.g. http://127.0.0.1:9901.
+    #[arg(long, env = "ENVOY_ADMIN_URL")]
+    pub admin_url: String,
+
+    /// Envoy listener base URL, used for the health requests (--health).
+    #[arg(long, env = "ENVOY_LISTENER_URL")]
+    pub listener_url: Option<String>,
+
+    /// The cutover filter's JSON configuration: which services exist, their new cluster, and the
+    /// configured percentage when Envoy has no gauge for it. Without it (and without --service),
+    /// services are discovered from Envoy's `wasmcustom.cutover.<S>.new_percentage` gauges and
+    /// their new cluster is assumed to be `<S>_new`.
+    #[arg(long, value_name = "FILE")]
+    pub filter_config: Option<PathBuf>,
+
+    /// A service to check and its new cluster, NAME=CLUSTER (repeatable), e.g. chat=chat_new.
+    #[arg(long = "service", value_name = "NAME=CLUSTER")]
+    pub services: Vec<String>,
+
+    /// The percentage a service is expected to route to new, SERVICE=PERCENT (repeatable); compared
+    /// with the observed split instead of the configured percentage Envoy reports.
+    #[arg(long = "expect-percentage", value_name = "SERVICE=PERCENT")]
+    pub expect_percentage: Vec<String>,
+
+    /// A health path requested through the listener, SERVICE=PATH (repeatable); expects 200.
+    #[arg(long = "health", value_name = "SERVICE=PATH")]
+    pub health: Vec<String>,
+
+    /// Sample the stats twice, SECS apart, and judge counters on the difference, so that traffic
+    /// from earlier rollout steps does not count. Latency quantiles are Envoy's cumulative ones.
+    #[arg(long, value_name = "SECS")]
+    pub window: Option<f64>,
+
+    /// Maximum 5xx rate of the new cluster, in percent.
+    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
+    pub max_error_rate: f64,
+
+    /// Maximum p95 upstream latency of the new cluster, in milliseconds.
+    #[arg(long, default_value_t = 500.0, value_name = "MS")]
+    pub max_p95_ms: f64,
+
+    /// Maximum p99 upstream latency of the new cluster, in milliseconds.
+    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
+    pub max_p99_ms: f64,
+
+    /// Allowed distance between the observed share routed to new and the configured percentage, in
+    /// percentage points.
+    #[arg(long, default_value_t = 5.0, value_name = "POINTS")]
+    pub split_tolerance: f64,
+
+    /// Requests a rate or latency check needs before it is judged; with fewer it reports "no data".
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub min_requests: u64,
+
+    /// Maximum dual-write (shadow request) failure rate, in percent.
+    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
+    pub max_dual_write_failure_rate: f64,
+
+    /// Maximum dual-write mismatch rate, in percent of successful shadow requests.
+    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
+    pub max_mismatch_rate: f64,
+
+    /// Timeout of each HTTP request to Envoy, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub http_timeout_ms: u64,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = crate::verify::OutputFormat::Text)]
+    pub format: crate::verify::OutputFormat,
+
+    /// Also run `migrator verify` (source and target URLs, plan, as for verify) and add its result.
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub verify_args: crate::verify::VerifySharedArgs,
+}
+
+impl CutoverVerifyArgs {
+    fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        let percent = |name: &str, v: f64| -> anyhow::Result<f64> {
+            if !(0.0..=100.0).contains(&v) {
+                bail!("--{name} must be between 0 and 100, got {v}");
+            }
+            Ok(v)
+        };
+        for (name, v) in [("max-p95-ms", self.max_p95_ms), ("max-p99-ms", self.max_p99_ms)] {
+            if v.is_nan() || v <= 0.0 {
+                bail!("--{name} must be positive, got {v}");
+            }
+        }
+        Ok(Thresholds {
+            max_error_rate_pct: percent("max-error-rate", self.max_error_rate)?,
+            max_p95_ms: self.max_p95_ms,
+            max_p99_ms: self.max_p99_ms,
+            split_tolerance_pct: percent("split-tolerance", self.split_tolerance)?,
+            min_requests: self.min_requests,
+            max_dual_write_failure_pct: percent("max-dual-write-failure-rate", self.max_dual_write_failure_rate)?,
+            max_mismatch_pct: percent("max-mismatch-rate", self.max_mismatch_rate)?,
+        })
+    }
+}
+
+/// Runs the checklist and prints it; returns the exit code: 0 every check passed, 1 a check failed
+/// or had no data, 2 any error (Envoy unreachable, bad options, verify error; printed here).
+pub async fn run(args: CutoverVerifyArgs) -> anyhow::Result<u8> {
+    let result = checklist(&args).await;
+    Ok(result.unwrap_or_else(|e| crate::verify::error_exit(&e)))
+}
+
+async fn checklist(args: &CutoverVerifyArgs) -> anyhow::Result<u8> {
+    let report = build_report(args).await?;
+    match args.format {
+        crate::verify::OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?)
+        }
+        crate::verify::OutputFormat::Text => {
+            print!("{}", report.render_text());
+            if let Some(verify) = &report.verify {
+                if verify.get("identical").and_then(|v| v.as_bool()) == Some(false) {
+                    println!("(verify details: run `migrator verify` or use --format json)");
+                }
+            }
+        }
+    }
+    Ok(if report.passed { 0 } else { 1 })
+}
+
+pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
+    let thresholds = args.thresholds()?;
+    let timeout = Duration::from_millis(args.http_timeout_ms);
+    let expected = parse_expected(&args.expect_percentage)?;
+    let health = parse_health(&args.health)?;
+    if !health.is_empty() && args.listener_url.is_none() {
+        bail!("--health needs --listener-url (the Envoy listener to send the health requests through)");
+    }
+    let file_services = match &args.filter_config {
+        Some(path) => Some(services::from_filter_config_file(path)?),
+        None => None,
+    };
+
+    // Verify runs concurrently with the stats window; it does not touch Envoy.
+    let verify_future = async {
+        if args.verify {
+            Some(crate::verify::run_for_cutover(&args.verify_args).await)
+        } else {
+            None
+        }
+    };
+    let stats_future = async {
+        let window = match args.window {
+            Some(w) if w.is_nan() || w <= 0.0 || w > 3600.0 => bail!("--window must be between 0 and 3600 seconds, got {w}"),
+            other => other,
+        };
+        let baseline = match window {
+            Some(w) => {
+                let first = fetch_stats(&args.admin_url, timeout).await?;
+                tokio::time::sleep(Duration::from_secs_f64(w)).await;
+                Some(first)
+            }
+            None => None,
+        };
+        let latest = fetch_stats(&args.admin_url, timeout).await?;
+        anyhow::Ok(Observed { latest, baseline })
+    };
+    let (observed, verify) = tokio::join!(stats_future, verify_future);
+    let observed = observed?;
+
+    let service_list = services::resolve(services::from_gauges(&observed.latest), file_services, &args.services)?;
+    for name in expected.keys().chain(health.keys()) {
+        if !service_list.iter().any(|s| &s.name == name) {
+            bail!(
+                "service {name:?} (from --expect-percentage/--health) is not among the checked services: {}",
+                service_list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+
+    let mut all_checks: Vec<Check> = Vec::new();
+    for spec in &service_list {
+        all_checks.extend(checks::service_checks(spec, &observed, &thresholds, expected.get(&spec.name).copied()));
+        if let (Some(listener), Some(paths)) = (&args.listener_url, health.get(&spec.name)) {
+            for path in paths {
+                all_checks.push(health_check(spec, listener, path, timeout).await);
+            }
+        }
+    }
+    let verify_json = match verify {
+        Some(result) => {
+            let verify_report = result?;
+            all_checks.push(data_check(&verify_report));
+            Some(serde_json::to_value(&verify_report).context("serializing the verify report")?)
+        }
+        None => None,
+    };
+    Ok(Report::new(
+        crate::db::redact(&args.admin_url),
+        args.window,
+        thresholds,
+        all_checks,
+        verify_json,
+    ))
+}
+
+async fn fetch_stats(admin_url: &str, timeout: Duration) -> anyhow::Result<Snapshot> {
+    let url = http::join(admin_url, "/stats?format=json");
+    let response = http::get(&url, timeout).await.context("reading Envoy's admin stats")?;
+    if response.status != 200 {
+        bail!("GET {url}: HTTP {} (is this Envoy's admin address?)", response.status);
+    }
+    let body = String::from_utf8(response.body).with_context(|| format!("GET {url}: body is not UTF-8"))?;
+    Snapshot::parse(&body).with_context(|| format!("GET {url}"))
+}
+
+async fn health_check(spec: &ServiceSpec, listener: &str, path: &str, timeout: Duration) -> Check {
+    let url = http::join(listener, path);
+    let mut check = Check {
+        id: format!("{}.health:{path}", spec.name),
+        service: Some(spec.name.clone()),
+        kind: CheckKind::Health,
+        status: Status::Fail,
+        value: None,
+        unit: "",
+        threshold: "HTTP 200".to_string(),
+        detail: String::new(),
+    };
+    match http::get(&url, timeout).await {
+        Ok(response) => {
+            check.value = Some(f64::from(response.status));
+            check.status = if response.status == 200 { Status::Pass } else { Status::Fail };
+            let routed = response.header("x-routed-to").map(|s| format!(", routed to {s}")).unwrap_or_default();
+            check.detail = format!("GET {path}: HTTP {}{routed}", response.status);
+        }
+        // A service that does not answer is a failed check, not a tool error.
+        Err(e) => check.detail = e.to_string(),
+    }
+    check
+}
+
+fn data_check(verify: &crate::verify::VerifyReport) -> Check {
+    let differences = verify.differences as f64;
+    Check {
+        id: "data".to_string(),
+        service: None,
+        kind: CheckKind::Data,
+        status: if verify.identical { Status::Pass } else { Status::Fail },
+        value: Some(differences),
+        unit: "rows",
+        threshold: "0 differing rows".to_string(),
+        detail: verify.summary_line(),
+    }
+}
+
+fn parse_expected(args: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for arg in args {
+        let (service, value) =
+            services::split_pair(arg).ok_or_else(|| services::ServiceError::BadPercentageArg(arg.clone()))?;
+        let pct: f64 = value.parse().map_err(|_| services::ServiceError::BadPercentageArg(arg.clone()))?;
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(services::ServiceError::BadPercentageArg(arg.clone()).into());
+        }
+        out.insert(service, pct);
+    }
+    Ok(out)
+}
+
+fn parse_health(args: &[String]) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for arg in args {
+        let (service, path) =
+            services::split_pair(arg).ok_or_else(|| services::ServiceError::BadHealthArg(arg.clone()))?;
+        if !path.starts_with('/') {
+            return Err(services::ServiceError::BadHealthArg(arg.clone()).into());
+        }
+        out.entry(service).or_default().push(path);
+    }
+    Ok(out)
+}

@@ -1,0 +1,556 @@
+//! The copy plan: a TOML file that says which legacy data goes where (format in docs/migrator.md).
+//!
+//! Two steps, as everywhere in this project: [`Plan::parse`] reads the file into a checked,
+//! typed [`Plan`] (errors name the table/column); [`resolve`] then checks it against both
+//! databases and returns [`ResolvedTable`]s, which know the target column types and build every
+//! SQL statement `copy` and `verify` run, so both read exactly the same projection:
+//!
+//! ```text
+//! SELECT CAST(("id") AS uuid) AS "id", CAST(coalesce(("is_active"), (true)) AS boolean) AS "is_active", …
+//! FROM "legacy"."users" AS src
+//! ```
+//!
+//! Each source expression is cast to the target column's exact type (with typmod), so source and
+//! target values have the same type and the same text rendering. Columns come in plan order with
+//! the key column moved first. Keyset pagination compares and orders by the key *expression*
+//! ([`ResolvedTable::source_key_sql`]), never by an output alias.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+use sqlx::postgres::PgConnection;
+use sqlx::Row;
+
+use crate::db::{quote_ident, quote_literal};
+use crate::error::MigratorError;
+
+/// The plan shipped with the migrator (`migrations/plan.toml`), used when `--plan` is not given.
+pub const SHIPPED_PLAN: &str = include_str!("../../migrations/plan.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanDto {
+    #[serde(default)]
+    table: Vec<TableDto>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableDto {
+    name: String,
+    source: Option<String>,
+    source_query: Option<String>,
+    target: String,
+    key: String,
+    columns: Vec<ColumnDto>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnDto {
+    name: String,
+    from: Option<String>,
+    default: Option<String>,
+}
+
+/// `schema.table` (schema defaults to `public`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    fn parse(text: &str) -> Option<TableName> {
+        let parts: Vec<&str> = text.trim().split('.').collect();
+        let valid = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('"');
+        match parts.as_slice() {
+            [name] if valid(name) => Some(TableName { schema: "public".into(), name: name.to_string() }),
+            [schema, name] if valid(schema) && valid(name) => {
+                Some(TableName { schema: schema.to_string(), name: name.to_string() })
+            }
+            _ => None,
+        }
+    }
+
+    /// The quoted SQL name, `"schema"."table"`.
+    pub fn sql(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Table(TableName),
+    /// A SELECT whose output columns the `from` expressions refer to.
+    Query(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnPlan {
+    /// Target column name.
+    pub name: String,
+    /// SQL expression over the source row (default: the source column of the same name).
+    pub from: String,
+    /// SQL expression used when `from` is NULL.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePlan {
+    /// The name used by `--tables`, checkpoints and reports.
+    pub name: String,
+    pub source: Source,
+    pub target: TableName,
+    /// Target column that identifies a row (must be unique in the target); its `from` expression
+    /// is the source key.
+    pub key: String,
+    /// Key column first, then the others in plan order.
+    pub columns: Vec<ColumnPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub tables: Vec<TablePlan>,
+    /// Stable hash of the plan text: a resumed copy must use the plan it started with.
+    pub fingerprint: String,
+}
+
+fn invalid(msg: impl Into<String>) -> MigratorError {
+    MigratorError::PlanInvalid(msg.into())
+}
+
+impl Plan {
+    /// Reads `--plan` (or the shipped plan when `None`).
+    pub fn load(path: Option<&Path>) -> Result<Plan, MigratorError> {
+        match path {
+            None => Plan::parse(SHIPPED_PLAN, "the shipped plan"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| MigratorError::Usage(format!("cannot read plan file {}: {e}", path.display())))?;
+                Plan::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// Parses and checks a plan; `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Plan, MigratorError> {
+        let dto: PlanDto = toml::from_str(text).map_err(|e| invalid(format!("{origin}: {e}")))?;
+        if dto.table.is_empty() {
+            return Err(invalid(format!("{origin}: no [[table]] entries")));
+        }
+        let mut names = HashSet::new();
+        let mut tables = Vec::with_capacity(dto.table.len());
+        for t in dto.table {
+            let label = format!("{origin}: table {}", t.name);
+            if t.name.trim().is_empty() {
+                return Err(invalid(format!("{origin}: a table has an empty name")));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(invalid(format!("{label}: listed twice")));
+            }
+            let source = match (t.source, t.source_query) {
+                (Some(table), None) => Source::Table(
+                    TableName::parse(&table)
+                        .ok_or_else(|| invalid(format!("{label}: source {table:?} is not a table name (schema.table)")))?,
+                ),
+                (None, Some(query)) if !query.trim().is_empty() => Source::Query(query),
+                (None, Some(_)) => return Err(invalid(format!("{label}: source_query is empty"))),
+                (Some(_), Some(_)) => return Err(invalid(format!("{label}: give either source or source_query, not both"))),
+                (None, None) => return Err(invalid(format!("{label}: source (a table) or source_query (a SELECT) is required"))),
+            };
+            let target = TableName::parse(&t.target)
+                .ok_or_else(|| invalid(format!("{label}: target {:?} is not a table name (schema.table)", t.target)))?;
+            if t.columns.is_empty() {
+                return Err(invalid(format!("{label}: no columns")));
+            }
+            let mut seen = HashSet::new();
+            let mut columns = Vec::with_capacity(t.columns.len());
+            for c in t.columns {
+                if c.name.is_empty() || !seen.insert(c.name.clone()) {
+                    return Err(invalid(format!("{label}: column {:?} is empty or listed twice", c.name)));
+                }
+                let blank = |s: &Option<String>| s.as_deref().is_some_and(|s| s.trim().is_empty());
+                if blank(&c.from) || blank(&c.default) {
+                    return Err(invalid(format!("{label}: column {}: empty `from` or `default`", c.name)));
+                }
+                columns.push(ColumnPlan {
+                    from: c.from.unwrap_or_else(|| quote_ident(&c.name)),
+                    name: c.name,
+                    default: c.default,
+                });
+            }
+            let key_index = columns
+                .iter()
+                .position(|c| c.name == t.key)
+                .ok_or_else(|| invalid(format!("{label}: key column {} is not among its columns", t.key)))?;
+            if columns[key_index].default.is_some() {
+                return Err(invalid(format!("{label}: key column {} cannot have a default", t.key)));
+            }
+            let key_column = columns.remove(key_index);
+            columns.insert(0, key_column);
+            tables.push(TablePlan { name: t.name, source, target, key: t.key, columns });
+        }
+        Ok(Plan { tables, fingerprint: fnv1a_hex(text) })
+    }
+
+    /// The tables named in `--tables` (all when empty), in plan order.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&TablePlan>, MigratorError> {
+        for name in names {
+            if !self.tables.iter().any(|t| &t.name == name) {
+                let known: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+                return Err(invalid(format!("--tables: the plan has no table {name} (it has: {})", known.join(", "))));
+            }
+        }
+        Ok(self.tables.iter().filter(|t| names.is_empty() || names.contains(&t.name)).collect())
+    }
+}
+
+fn fnv1a_hex(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// A target column with its type, and the source expression that fills it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedColumn {
+    pub name: String,
+    /// `format_type` of the target column, e.g. `timestamp with time zone`, `numeric(10,2)`.
+    pub sql_type: String,
+    pub from: String,
+    pub default: Option<String>,
+}
+
+impl ResolvedColumn {
+    /// The source expression with its NULL default, cast to the target type.
+    pub fn source_expr(&self) -> String {
+        match &self.default {
+            Some(default) => format!("CAST(coalesce(({}), ({default})) AS {})", self.from, self.sql_type),
+            None => format!("CAST(({}) AS {})", self.from, self.sql_type),
+        }
+    }
+}
+
+/// A plan table checked against both databases.
+#[derive(Debug, Clone)]
+pub struct ResolvedTable {
+    pub plan: TablePlan,
+    /// Key first, then plan order.
+    pub columns: Vec<ResolvedColumn>,
+}
+
+/// Optional parts of a generated SELECT.
+#[derive(Debug, Clone, Default)]
+pub struct Window<'a> {
+    /// Only keys strictly greater than this key (as text; cast to the key type).
+    pub after: Option<&'a str>,
+    /// Only keys less than or equal to this key.
+    pub up_to: Option<&'a str>,
+    pub ordered: bool,
+    pub limit: Option<u64>,
+}
+
+impl ResolvedTable {
+    pub fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    pub fn key(&self) -> &ResolvedColumn {
+        &self.columns[0]
+    }
+
+    pub fn column_names(&self) -> Vec<&str> {
+        self.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// Quoted, comma-separated target column list (key first).
+    pub fn target_column_list(&self) -> String {
+        self.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `FROM` item of the source, aliased `src`.
+    pub fn source_from_sql(&self) -> String {
+        match &self.plan.source {
+            Source::Table(t) => format!("{} AS src", t.sql()),
+            Source::Query(q) => format!("({q}) AS src"),
+        }
+    }
+
+    /// The source key expression (cast to the key type) used for WHERE and ORDER BY.
+    pub fn source_key_sql(&self) -> String {
+        self.key().source_expr()
+    }
+
+    /// `key_sql > after AND key_sql <= up_to`, literal keys cast to the key type.
+    fn window_predicate(&self, key_sql: &str, window: &Window<'_>) -> Vec<String> {
+        let ty = &self.key().sql_type;
+        let mut preds = Vec::new();
+        if let Some(after) = window.after {
+            preds.push(format!("{key_sql} > CAST({} AS {ty})", quote_literal(after)));
+        }
+        if let Some(up_to) = window.up_to {
+            preds.push(format!("{key_sql} <= CAST({} AS {ty})", quote_literal(up_to)));
+        }
+        preds
+    }
+
+    fn finish(select: String, key_sql: &str, mut preds: Vec<String>, extra: Option<&str>, window: &Window<'_>) -> String {
+        if let Some(extra) = extra {
+            preds.push(format!("({extra})"));
+        }
+        let mut sql = select;
+        if !preds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&preds.join(" AND "));
+        }
+        if window.ordered {
+            sql.push_str(&format!(" ORDER BY {key_sql}"));
+        }
+        if let Some(limit) = window.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        sql
+    }
+
+    /// The source projection: `SELECT <expr> AS "<target column>", … FROM <source> AS src`.
+    pub fn source_projection_sql(&self) -> String {
+        let items: Vec<String> =
+            self.columns.iter().map(|c| format!("{} AS {}", c.source_expr(), quote_ident(&c.name))).collect();
+        format!("SELECT {} FROM {}", items.join(", "), self.source_from_sql())
+    }
+
+    /// The source projection restricted to a key window; `extra` is an additional predicate over
+    /// source columns (use [`Self::source_key_sql`] to refer to the key).
+    pub fn source_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
+        let key_sql = self.source_key_sql();
+        let preds = self.window_predicate(&key_sql, window);
+        Self::finish(self.source_projection_sql(), &key_sql, preds, extra, window)
+    }
+
+    /// The target side: `SELECT "<col>", … FROM <target table>` over the same key window.
+    pub fn target_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
+        let key_sql = quote_ident(&self.key().name);
+        let preds = self.window_predicate(&key_sql, window);
+        let select = format!("SELECT {} FROM {}", self.target_column_list(), self.plan.target.sql());
+        Self::finish(select, &key_sql, preds, extra, window)
+    }
+}
+
+struct TargetColumn {
+    name: String,
+    sql_type: String,
+    not_null: bool,
+    has_default: bool,
+    attnum: i16,
+}
+
+/// Checks `tables` against both databases: tables and columns exist, every target column that
+/// needs a value gets one, the key is unique in the target, and every source expression runs.
+/// Errors are [`MigratorError::PlanInvalid`] naming the table and column.
+pub async fn resolve(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    tables: &[&TablePlan],
+) -> anyhow::Result<Vec<ResolvedTable>> {
+    let mut resolved = Vec::with_capacity(tables.len());
+    for table in tables {
+        resolved.push(resolve_table(source, target, table).await?);
+    }
+    Ok(resolved)
+}
+
+async fn regclass(conn: &mut PgConnection, name: &TableName) -> sqlx::Result<Option<i64>> {
+    let row = sqlx::query("SELECT to_regclass($1)::oid::int8 AS oid").bind(name.sql()).fetch_one(&mut *conn).await?;
+    row.try_get::<Option<i64>, _>("oid")
+}
+
+async fn resolve_table(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    table: &TablePlan,
+) -> anyhow::Result<ResolvedTable> {
+    let label = format!("table {}", table.name);
+
+    // Target: table, columns, types, key uniqueness.
+    let Some(target_oid) = regclass(target, &table.target).await? else {
+        return Err(invalid(format!("{label}: target table {} does not exist in the target database", table.target)).into());
+    };
+    let rows = sqlx::query(
+        "SELECT attname::text AS name, format_type(atttypid, atttypmod) AS sql_type, attnotnull AS not_null, \
+                atthasdef AS has_default, attnum \
+         FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+    )
+    .bind(target_oid)
+    .fetch_all(&mut *target)
+    .await?;
+    let target_columns: Vec<TargetColumn> = rows
+        .iter()
+        .map(|r| {
+            Ok(TargetColumn {
+                name: r.try_get("name")?,
+                sql_type: r.try_get("sql_type")?,
+                not_null: r.try_get("not_null")?,
+                has_default: r.try_get("has_default")?,
+                attnum: r.try_get("attnum")?,
+            })
+        })
+        .collect::<sqlx::Result<_>>()?;
+    let mut columns = Vec::with_capacity(table.columns.len());
+    for c in &table.columns {
+        let Some(tc) = target_columns.iter().find(|tc| tc.name == c.name) else {
+            return Err(invalid(format!(
+                "{label}: target column {}.{} does not exist in the target database",
+                table.target, c.name
+            ))
+            .into());
+        };
+        columns.push(ResolvedColumn {
+            name: c.name.clone(),
+            sql_type: tc.sql_type.clone(),
+            from: c.from.clone(),
+            default: c.default.clone(),
+        });
+    }
+    for tc in &target_columns {
+        if tc.not_null && !tc.has_default && !table.columns.iter().any(|c| c.name == tc.name) {
+            return Err(invalid(format!(
+                "{label}: target column {}.{} is NOT NULL without a default, but the plan gives it no value",
+                table.target, tc.name
+            ))
+            .into());
+        }
+    }
+    let key_attnum = target_columns.iter().find(|tc| tc.name == table.key).map(|tc| tc.attnum).unwrap_or(0);
+    let unique: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::int8::oid AND indisunique AND indpred IS NULL \
+                 AND indnkeyatts = 1 AND indkey[0] = $2)",
+    )
+    .bind(target_oid)
+    .bind(key_attnum)
+    .fetch_one(&mut *target)
+    .await?;
+    if !unique {
+        return Err(invalid(format!(
+            "{label}: key column {}.{} has no unique index or primary key of its own in the target",
+            table.target, table.key
+        ))
+        .into());
+    }
+
+    let resolved = ResolvedTable { plan: table.clone(), columns };
+
+    // Source: table and plain columns first (precise messages), then every expression runs.
+    match &table.source {
+        Source::Table(source_table) => {
+            let Some(source_oid) = regclass(source, source_table).await? else {
+                return Err(invalid(format!("{label}: source table {source_table} does not exist in the source database")).into());
+            };
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped",
+            )
+            .bind(source_oid)
+            .fetch_all(&mut *source)
+            .await?;
+            for c in &table.columns {
+                if c.from == quote_ident(&c.name) && !names.contains(&c.name) {
+                    return Err(invalid(format!(
+                        "{label}: source column {source_table}.{} does not exist in the source database (give the column a `from` expression)",
+                        c.name
+                    ))
+                    .into());
+                }
+            }
+        }
+        Source::Query(query) => {
+            let probe = format!("SELECT * FROM ({query}) AS src LIMIT 0");
+            if let Err(e) = sqlx::query(&probe).fetch_optional(&mut *source).await {
+                if crate::db::sqlstate(&e).is_some() {
+                    return Err(invalid(format!("{label}: source_query fails on the source: {}", crate::db::describe_db_error(&e))).into());
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let probe = format!("{} LIMIT 0", resolved.source_projection_sql());
+    if let Err(e) = sqlx::query(&probe).fetch_optional(&mut *source).await {
+        if crate::db::sqlstate(&e).is_none() {
+            return Err(e.into());
+        }
+        // Find the column whose expression fails, to name it.
+        for c in &resolved.columns {
+            let one = format!("SELECT {} FROM {} LIMIT 0", c.source_expr(), resolved.source_from_sql());
+            if let Err(e) = sqlx::query(&one).fetch_optional(&mut *source).await {
+                return Err(invalid(format!(
+                    "{label}: column {}: source expression `{}`{} fails on the source: {}",
+                    c.name,
+                    c.from,
+                    c.default.as_deref().map(|d| format!(" (default `{d}`)")).unwrap_or_default(),
+                    crate::db::describe_db_error(&e)
+                ))
+                .into());
+            }
+        }
+        return Err(invalid(format!("{label}: the source projection fails: {}", crate::db::describe_db_error(&e))).into());
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_plan_parses_with_key_first() {
+        let plan = Plan::parse(SHIPPED_PLAN, "shipped").expect("shipped plan");
+        let names: Vec<&str> = plan.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["users", "conversations", "messages", "tasks", "task_executions"]);
+        for t in &plan.tables {
+            assert_eq!(t.columns[0].name, t.key);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_table_and_column() {
+        let text = r#"
+[[table]]
+name = "users"
+source = "legacy.users"
+target = "auth.users"
+key = "uid"
+columns = [{ name = "id" }]
+"#;
+        let err = Plan::parse(text, "p.toml").unwrap_err().to_string();
+        assert!(err.contains("table users") && err.contains("uid"), "{err}");
+        let err = Plan::parse("[[table]]\nname='x'\nsource='a'\ntarget='b'\nkey='id'\ncolumns=[{name='id'}]\nbogus=1\n", "p")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn projection_orders_by_the_key_expression() {
+        let plan = Plan::parse(SHIPPED_PLAN, "shipped").unwrap();
+        let t = &plan.tables[0];
+        let resolved = ResolvedTable {
+            plan: t.clone(),
+            columns: t
+                .columns
+                .iter()
+                .map(|c| ResolvedColumn { name: c.name.clone(), sql_type: "text".into(), from: c.from.clone(), default: c.default.clone() })
+                .collect(),
+        };
+        let sql = resolved.source_select_sql(&Window { after: Some("k'1"), ordered: true, limit: Some(5), ..Default::default() }, None);
+        assert!(sql.ends_with(r#"WHERE CAST(("id") AS text) > CAST('k''1' AS text) ORDER BY CAST(("id") AS text) LIMIT 5"#), "{sql}");
+    }
+}

@@ -1,0 +1,134 @@
+//! `migrator schema`: applies the migrations embedded from `migrations/` at build time.
+//!
+//! Locking: a session advisory lock taken on a dedicated connection that is closed at the end in
+//! every case (closing a connection releases its advisory locks, so an error or a kill cannot
+//! leave the lock behind). A second runner waits for the lock, then finds nothing pending.
+//! sqlx's own lock is disabled because it is not released when a migration fails.
+
+use std::time::Instant;
+
+use sqlx::migrate::{Migration, Migrator};
+use sqlx::postgres::PgConnection;
+use sqlx::Row;
+
+use crate::cli::SchemaArgs;
+use crate::db;
+use crate::error::MigratorError;
+
+/// The migrations of `migrations/` (files `NNN_name.sql`), embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Advisory lock key of `schema` (advisory locks are per database).
+pub const SCHEMA_LOCK_KEY: i64 = 0x6375_746f_7665_0001;
+
+/// A migration recorded in the target's `_sqlx_migrations`.
+#[derive(Debug, Clone)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+    pub checksum: Vec<u8>,
+    pub success: bool,
+    pub installed_on: chrono::DateTime<chrono::Utc>,
+}
+
+/// Embedded (up) migrations.
+pub fn embedded() -> impl Iterator<Item = &'static Migration> {
+    MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration())
+}
+
+/// What `_sqlx_migrations` of the target records (empty when the table does not exist).
+pub async fn applied(conn: &mut PgConnection) -> sqlx::Result<Vec<AppliedMigration>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT version, description, checksum, success, installed_on FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AppliedMigration {
+                version: r.try_get("version")?,
+                description: r.try_get("description")?,
+                checksum: r.try_get("checksum")?,
+                success: r.try_get("success")?,
+                installed_on: r.try_get("installed_on")?,
+            })
+        })
+        .collect()
+}
+
+/// Compares the target's record with the embedded migrations: refuses a changed, unknown or
+/// failed migration, and returns the pending ones.
+pub fn pending(applied: &[AppliedMigration]) -> Result<Vec<&'static Migration>, MigratorError> {
+    for a in applied {
+        let Some(m) = embedded().find(|m| m.version == a.version) else {
+            return Err(MigratorError::MigrationUnknown { version: a.version });
+        };
+        if !a.success {
+            return Err(MigratorError::NotMigrated {
+                detail: format!("migration {} ({}) is recorded as failed", a.version, a.description),
+            });
+        }
+        if a.checksum != *m.checksum {
+            return Err(MigratorError::MigrationChanged { version: a.version, description: m.description.to_string() });
+        }
+    }
+    Ok(embedded().filter(|m| !applied.iter().any(|a| a.version == m.version)).collect())
+}
+
+/// Fails with exit code 4 unless every embedded migration is applied unchanged.
+pub async fn check_migrated(target: &mut PgConnection) -> anyhow::Result<()> {
+    let applied = applied(target).await?;
+    let pending = pending(&applied)?;
+    if !pending.is_empty() {
+        let names: Vec<String> = pending.iter().map(|m| format!("{:03}_{}", m.version, m.description)).collect();
+        return Err(MigratorError::NotMigrated { detail: format!("pending migrations: {}", names.join(", ")) }.into());
+    }
+    Ok(())
+}
+
+pub async fn run(args: SchemaArgs) -> anyhow::Result<u8> {
+    let url = &args.target.target_url;
+    let mut conn = db::connect("target", url).await?;
+    let result = apply(&mut conn, url, args.dry_run).await;
+    // Closing the connection releases the advisory lock whatever happened above.
+    db::close(conn).await;
+    result
+}
+
+async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Result<u8> {
+    let name = db::database_name(url).unwrap_or_else(|| "the target database".into());
+    if !dry_run {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(SCHEMA_LOCK_KEY).fetch_one(&mut *conn).await?;
+        if !got {
+            eprintln!("schema: another `migrator schema` is migrating {name}; waiting for it to finish");
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(SCHEMA_LOCK_KEY).execute(&mut *conn).await?;
+        }
+    }
+    let applied = applied(conn).await?;
+    let pending = pending(&applied)?;
+    if pending.is_empty() {
+        println!("schema: nothing to apply; {} migrations already applied to {name}", applied.len());
+        return Ok(0);
+    }
+    if dry_run {
+        println!("schema: would apply {} migration(s) to {name}:", pending.len());
+        for m in &pending {
+            println!("  {:03}_{}", m.version, m.description);
+        }
+        return Ok(0);
+    }
+    // Our own lock (above) replaces sqlx's, which is not released when a migration fails.
+    let migrator = Migrator { migrations: MIGRATOR.migrations.clone(), locking: false, ..Migrator::DEFAULT };
+    let started = Instant::now();
+    migrator.run(&mut *conn).await.map_err(|e| anyhow::anyhow!("applying migrations to {name}: {}", db::scrub_secrets(&e.to_string())))?;
+    for m in &pending {
+        println!("schema: applied {:03}_{}", m.version, m.description);
+    }
+    println!("schema: {} migration(s) applied to {name} in {:.2}s", pending.len(), started.elapsed().as_secs_f64());
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(SCHEMA_LOCK_KEY).execute(&mut *conn).await?;
+    Ok(0)
+}

@@ -1,0 +1,183 @@
+//! `migrator verify`: an exact comparison of the source projection (the same plan, expressions and
+//! NULL defaults as `copy`) with the target tables.
+//!
+//! Per table, both databases compute — concurrently — a count and a sum of row fingerprints for
+//! each bucket of the key space (buckets are ranges of a hash of the key, so they are even for any
+//! key type); only buckets whose checksums differ are read row by row (key + fingerprint), and
+//! only a sample of the changed rows is read column by column to name the differing columns.
+
+pub mod compare;
+pub mod report;
+pub mod sql;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use sqlx::Row;
+
+use crate::db;
+use crate::plan::{Plan, ResolvedTable, Source};
+use compare::TableJob;
+pub use report::VerifyReport;
+use sql::Projection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table / checklist.
+    Text,
+    /// JSON with a stable schema (docs/migrator.md).
+    Json,
+}
+
+/// Options shared by `verify` and `cutover-verify --verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifySharedArgs {
+    /// Source database URL (the legacy database). Never printed with its password.
+    #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
+    pub source_url: Option<String>,
+
+    /// Target database URL (the new system's database). Never printed with its password.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub target_url: Option<String>,
+
+    /// Plan file (TOML); default: the plan shipped in the binary (migrations/plan.toml).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+
+    /// Only these plan tables (comma-separated plan names).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub tables: Vec<String>,
+
+    /// Changed rows per table whose differing column names are looked up and shown (the JSON
+    /// report lists every key in any case).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub sample: usize,
+
+    /// Leave a column out of the comparison, TABLE.COLUMN (plan table name or target
+    /// schema.table); repeatable. E.g. a column the new system rewrites.
+    #[arg(long = "ignore-column", value_name = "TABLE.COLUMN")]
+    pub ignore_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub shared: VerifySharedArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// `migrator verify`: prints the report; returns exit code 0 identical, 1 differences, 2 any error
+/// (printed here, so that every error is 2 rather than the other commands' specific codes).
+pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+    let result = async {
+        let report = verify(&args.shared).await?;
+        match args.format {
+            OutputFormat::Json => {
+                println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?)
+            }
+            OutputFormat::Text => print!("{}", report.render_text(args.shared.sample)),
+        }
+        anyhow::Ok(if report.identical { 0 } else { 1 })
+    }
+    .await;
+    Ok(result.unwrap_or_else(|e| error_exit(&e)))
+}
+
+/// Prints the error (secrets scrubbed) and returns 2: verify and cutover-verify map every error to 2
+/// so that pipelines can tell "differences" (1) from "could not check" (2).
+pub fn error_exit(err: &anyhow::Error) -> u8 {
+    eprintln!("error: {}", db::scrub_secrets(&format!("{err:#}")));
+    2
+}
+
+/// Used by `cutover-verify --verify`.
+pub async fn run_for_cutover(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
+    verify(args).await.context("--verify")
+}
+
+fn required<'a>(value: &'a Option<String>, what: &str) -> anyhow::Result<&'a str> {
+    match value.as_deref() {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => bail!("{what} is required"),
+    }
+}
+
+pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
+    let source_url = required(&args.source_url, "--source-url (or LEGACY_DATABASE_URL)")?;
+    let target_url = required(&args.target_url, "--target-url (or DATABASE_URL)")?;
+    let plan = Plan::load(args.plan.as_deref())?;
+    let tables = plan.select(&args.tables)?;
+    let (source, target) = tokio::join!(db::connect("source", source_url), db::connect("target", target_url));
+    let (mut source, mut target) = (source?, target?);
+    let resolved = crate::plan::resolve(&mut source, &mut target, &tables).await?;
+    let jobs = build_jobs(&resolved, &args.ignore_columns)?;
+
+    let mut reports = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let estimate: Option<f64> = sqlx::query(sql::TARGET_ROW_ESTIMATE)
+            .bind(&job.target_sql)
+            .fetch_optional(&mut target)
+            .await
+            .with_context(|| format!("table {}: reading the target's row estimate", job.name))?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let mask = compare::bucket_mask(estimate.unwrap_or(0.0));
+        reports.push(compare::compare_table(&mut source, &mut target, job, mask, args.sample).await?);
+    }
+    db::close(source).await;
+    db::close(target).await;
+    Ok(VerifyReport::new(reports))
+}
+
+fn build_jobs(resolved: &[ResolvedTable], ignore: &[String]) -> anyhow::Result<Vec<TableJob>> {
+    let mut ignored: Vec<(String, String)> = Vec::new();
+    for spec in ignore {
+        let Some((table, column)) = spec.rsplit_once('.') else {
+            bail!("--ignore-column {spec:?}: expected TABLE.COLUMN, e.g. users.updated_at");
+        };
+        let Some(t) = resolved.iter().find(|t| t.name() == table || t.plan.target.to_string() == table) else {
+            let known: Vec<&str> = resolved.iter().map(|t| t.name()).collect();
+            bail!("--ignore-column {spec:?}: no table {table} among the verified tables ({})", known.join(", "));
+        };
+        if !t.columns.iter().any(|c| c.name == column) {
+            bail!("--ignore-column {spec:?}: table {} has no compared column {column}", t.name());
+        }
+        if t.key().name == column {
+            bail!("--ignore-column {spec:?}: {column} is the key of table {}; the key cannot be ignored", t.name());
+        }
+        ignored.push((t.name().to_string(), column.to_string()));
+    }
+    Ok(resolved
+        .iter()
+        .map(|t| {
+            let ignored_here: Vec<String> =
+                ignored.iter().filter(|(tn, _)| tn == t.name()).map(|(_, c)| c.clone()).collect();
+            let projection = Projection {
+                key: t.key().name.clone(),
+                key_type: t.key().sql_type.clone(),
+                columns: t
+                    .columns
+                    .iter()
+                    .filter(|c| !ignored_here.contains(&c.name))
+                    .map(|c| (c.name.clone(), c.sql_type.clone()))
+                    .collect(),
+            };
+            TableJob {
+                name: t.name().to_string(),
+                source_label: match &t.plan.source {
+                    Source::Table(name) => name.to_string(),
+                    Source::Query(q) => q.clone(),
+                },
+                target: t.plan.target.to_string(),
+                target_sql: t.plan.target.sql(),
+                source_from: sql::from_clause(&t.source_projection_sql(), true),
+                target_from: sql::from_clause(&t.plan.target.sql(), false),
+                projection,
+                ignored_columns: ignored_here,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,106 @@
+//! The SQL both sides run. Each side renders every compared value the same way: cast to the
+//! target column's type (so source expressions are typed exactly like the target), then to text in
+//! sessions with identical settings (see `crate::db::connect`). A row's fingerprint is
+//! `hashtextextended(ROW(…)::text, 0)`: the row literal keeps NULL (empty field) apart from `''`
+//! (`""`), `jsonb` renders canonically (key order, whitespace), timestamps keep microseconds, and
+//! `numeric` scale is trimmed so `1.0` equals `1.00`.
+
+use crate::db::quote_ident;
+
+/// One table as both sides see it.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    /// The target's key column.
+    pub key: String,
+    /// `format_type` of the key column in the target.
+    pub key_type: String,
+    /// Compared columns (the key included) and their target types, ignored columns left out.
+    pub columns: Vec<(String, String)>,
+}
+
+/// Where a side reads its rows: the source projection (a SELECT whose output columns are named
+/// like the target's) or the target table.
+pub fn from_clause(relation_sql: &str, is_select: bool) -> String {
+    if is_select {
+        format!("({relation_sql}) AS v")
+    } else {
+        format!("{relation_sql} AS v")
+    }
+}
+
+fn typed(column: &str, ty: &str) -> String {
+    let cast = format!("CAST(v.{} AS {ty})", quote_ident(column));
+    // numeric keeps the scale it was written with; equal values must compare equal.
+    if ty.starts_with("numeric") {
+        format!("trim_scale({cast})")
+    } else {
+        cast
+    }
+}
+
+impl Projection {
+    pub fn key_text(&self) -> String {
+        format!("CAST({} AS text)", typed(&self.key, &self.key_type))
+    }
+
+    pub fn row_text(&self) -> String {
+        let fields: Vec<String> = self.columns.iter().map(|(c, t)| typed(c, t)).collect();
+        format!("CAST(ROW({}) AS text)", fields.join(", "))
+    }
+
+    fn bucket(&self, mask: u32) -> String {
+        format!("(hashtext({}) & {mask})", self.key_text())
+    }
+
+    /// Per-bucket `count` and sum of row fingerprints (as text: a numeric that may exceed 64 bits).
+    pub fn bucket_checksums(&self, from: &str, mask: u32) -> String {
+        format!(
+            "SELECT {bucket} AS bucket, count(*) AS n, CAST(sum(hashtextextended({row}, 0)) AS text) AS fingerprint \
+             FROM {from} GROUP BY 1",
+            bucket = self.bucket(mask),
+            row = self.row_text(),
+        )
+    }
+
+    /// Key and row fingerprint of every row in the buckets `$1` (int4[]).
+    pub fn rows_in_buckets(&self, from: &str, mask: u32) -> String {
+        format!(
+            "SELECT {key} AS k, hashtextextended({row}, 0) AS h FROM {from} WHERE {bucket} = ANY($1)",
+            key = self.key_text(),
+            row = self.row_text(),
+            bucket = self.bucket(mask),
+        )
+    }
+
+    /// Each compared column as text (NULL stays NULL) for the keys `$1` (text[]).
+    pub fn column_values(&self, from: &str) -> String {
+        let values: Vec<String> = self.columns.iter().map(|(c, t)| format!("CAST({} AS text)", typed(c, t))).collect();
+        format!(
+            "SELECT {key} AS k, ARRAY[{values}]::text[] AS vals FROM {from} WHERE {typed_key} = ANY(CAST(CAST($1 AS text[]) AS {key_type}[]))",
+            key = self.key_text(),
+            values = values.join(", "),
+            typed_key = typed(&self.key, &self.key_type),
+            key_type = self.key_type,
+        )
+    }
+}
+
+/// The planner's row estimate for the target table, to size the buckets.
+pub const TARGET_ROW_ESTIMATE: &str = "SELECT GREATEST(c.reltuples, 0)::float8 FROM pg_class c WHERE c.oid = to_regclass($1)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn casts_to_target_types_and_trims_numeric_scale() {
+        let p = Projection {
+            key: "id".into(),
+            key_type: "uuid".into(),
+            columns: vec![("id".into(), "uuid".into()), ("amount".into(), "numeric(10,2)".into())],
+        };
+        assert_eq!(p.key_text(), r#"CAST(CAST(v."id" AS uuid) AS text)"#);
+        assert_eq!(p.row_text(), r#"CAST(ROW(CAST(v."id" AS uuid), trim_scale(CAST(v."amount" AS numeric(10,2)))) AS text)"#);
+        assert!(p.bucket_checksums("auth.users AS v", 1023).contains("& 1023"));
+    }
+}

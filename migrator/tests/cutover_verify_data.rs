@@ -1,0 +1,46 @@
+//! `cutover-verify --verify` runs verify and makes its result a check (and embeds the report).
+
+mod cutover_verify_support;
+mod verify_support;
+
+use cutover_verify_support::{boot, check, config};
+use verify_support::Pair;
+
+#[test]
+fn verify_result_is_a_check() {
+    let setup = boot(&config::chat_config(50));
+    setup.traffic(100, |i| format!("user-{i}"));
+    let pair = Pair::with_tasks("cv_data", 200);
+    let args = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "--min-requests".to_string(),
+            "20".to_string(),
+            "--verify".to_string(),
+            "--source-url".to_string(),
+            pair.source.url.clone(),
+            "--target-url".to_string(),
+            pair.target.url.clone(),
+            "--tables".to_string(),
+            "tasks".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+
+    let identical = args(&[]);
+    let report = setup.cutover_verify(&identical.iter().map(String::as_str).collect::<Vec<_>>()).json();
+    let data = check(&report, "data");
+    assert_eq!(data["status"], "pass", "{data}");
+    assert_eq!(data["value"], 0.0);
+    assert_eq!(report["verify"]["identical"], true);
+
+    let key = pair.key(17);
+    pair.target_sql(&format!("DELETE FROM orchestration.coding_tasks WHERE id = '{key}'"));
+    let outcome = setup.cutover_verify(&identical.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    let report = outcome.json();
+    let data = check(&report, "data");
+    assert_eq!(data["status"], "fail", "{data}");
+    assert_eq!(data["value"], 1.0);
+    assert_eq!(report["verify"]["tables"][0]["missing"][0], key.as_str());
+}
