@@ -8,8 +8,8 @@ pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
     let mut h = seed;
     let mut blocks = data.chunks_exact(4);
     for block in &mut blocks {
-        let mut word = [0u8; 4];
-        word.copy_from_slice(block);
+        // `chunks_exact(4)` yields 4-byte blocks; the fallback is unreachable.
+        let word: [u8; 4] = block.try_into().unwrap_or([0; 4]);
         let k = u32::from_le_bytes(word)
             .wrapping_mul(C1)
             .rotate_left(15)

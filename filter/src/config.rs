@@ -101,7 +101,10 @@ fn default_cluster_header() -> String {
     DEFAULT_CLUSTER_HEADER.to_string()
 }
 fn default_stickiness_headers() -> Vec<String> {
-    DEFAULT_STICKINESS_HEADERS.iter().map(|h| h.to_string()).collect()
+    DEFAULT_STICKINESS_HEADERS
+        .iter()
+        .map(|h| h.to_string())
+        .collect()
 }
 fn default_true() -> bool {
     true
@@ -110,7 +113,10 @@ fn default_percentage() -> serde_json::Number {
     serde_json::Number::from(0u8)
 }
 fn default_methods() -> Vec<String> {
-    DEFAULT_DUAL_WRITE_METHODS.iter().map(|m| m.to_string()).collect()
+    DEFAULT_DUAL_WRITE_METHODS
+        .iter()
+        .map(|m| m.to_string())
+        .collect()
 }
 fn default_timeout_ms() -> u64 {
     DEFAULT_DUAL_WRITE_TIMEOUT_MS
@@ -183,11 +189,11 @@ pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
     let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        ConfigError::new(field, format!("invalid configuration: {}", err.inner()))
+        ConfigError::new(field, err.inner().to_string())
     })?;
     deserializer
         .end()
-        .map_err(|err| ConfigError::new("", format!("invalid configuration: {err}")))?;
+        .map_err(|err| ConfigError::new("", err.to_string()))?;
     Ok(raw)
 }
 
@@ -286,7 +292,10 @@ impl TryFrom<RawConfig> for FilterConfig {
             if let Some(first) = names.get(&s.name) {
                 return Err(ConfigError::new(
                     at("name"),
-                    format!("duplicate service name {:?} (also services[{first}])", s.name),
+                    format!(
+                        "duplicate service name {:?} (also services[{first}])",
+                        s.name
+                    ),
                 ));
             }
             names.insert(s.name.clone(), i);
@@ -500,7 +509,10 @@ mod tests {
         assert_eq!(c.services.len(), 2);
         let chat = &c.services[0];
         assert_eq!(chat.new_percentage, 10);
-        assert_eq!(chat.feature_header.as_deref(), Some("X-Feature-UseLegacyChat"));
+        assert_eq!(
+            chat.feature_header.as_deref(),
+            Some("X-Feature-UseLegacyChat")
+        );
         assert_eq!(
             chat.dual_write,
             DualWriteConfig {
@@ -568,11 +580,16 @@ mod tests {
     #[test]
     fn rejects_invalid_json() {
         let err = reject(r#"{"services": ["#);
-        assert!(err.message.starts_with("invalid configuration"), "{err}");
+        assert!(err.message.starts_with("EOF while parsing a list"), "{err}");
         let err = reject("");
-        assert!(err.message.starts_with("invalid configuration"), "{err}");
+        assert!(
+            err.message.starts_with("EOF while parsing a value"),
+            "{err}"
+        );
         let err = reject(r#"{"services": []} trailing"#);
-        assert!(err.message.starts_with("invalid configuration"), "{err}");
+        assert!(err.message.starts_with("trailing characters"), "{err}");
+        let err = reject("[1, 2]");
+        assert!(err.message.starts_with("invalid type"), "{err}");
     }
 
     #[test]
@@ -626,8 +643,10 @@ mod tests {
             "must be an integer",
         );
         for ok in [0, 1, 99, 100] {
-            let c = FilterConfig::from_json(one_service(&format!(r#","new_percentage":{ok}"#)).as_bytes())
-                .unwrap();
+            let c = FilterConfig::from_json(
+                one_service(&format!(r#","new_percentage":{ok}"#)).as_bytes(),
+            )
+            .unwrap();
             assert_eq!(u64::from(c.services[0].new_percentage), ok);
         }
     }
@@ -736,7 +755,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_header_names() {
-        assert_rejected(r#"{"cluster_header":"","services":[]}"#, "cluster_header", "must not be empty");
+        assert_rejected(
+            r#"{"cluster_header":"","services":[]}"#,
+            "cluster_header",
+            "must not be empty",
+        );
         assert_rejected(
             &one_service(r#","feature_header":"X Feature""#),
             "services[0].feature_header",
@@ -799,6 +822,8 @@ mod tests {
     #[test]
     fn error_display_names_the_field() {
         let err = reject(&one_service(r#","dual_write":{"timeout_ms":0}"#));
-        assert!(err.to_string().starts_with("services[0].dual_write.timeout_ms: "));
+        assert!(err
+            .to_string()
+            .starts_with("services[0].dual_write.timeout_ms: "));
     }
 }

@@ -9,7 +9,7 @@
 use crate::config::FilterConfig;
 use crate::metrics::{metric_name, Counter, Gauge};
 use crate::mirror::{
-    body_too_large, declared_too_large, is_mirrored, shadow_headers, shadow_side,
+    body_too_large, declared_too_large, is_mirrored, shadow_headers, shadow_side, SHADOW_HEADER,
 };
 use crate::outcome::{classify, needs_body, parse_status, CallResponse, Outcome, BODY_PREFIX_LEN};
 use crate::routing::{decide, match_service, select_key, Side};
@@ -31,6 +31,8 @@ const TICK: Duration = Duration::from_millis(2);
 const MAX_SHADOWS_IN_FLIGHT: usize = 10_000;
 /// How long after its timeout an unsettled shadow is forgotten.
 const SETTLE_GRACE_MS: u64 = 30_000;
+/// How often the tick looks for shadows that outlived their deadline.
+const EXPIRY_INTERVAL_MS: u64 = 1_000;
 /// Logged paths and ids are cut to this many bytes.
 const LOG_FIELD_MAX: usize = 256;
 
@@ -186,6 +188,8 @@ struct CutoverRoot {
     shared: Rc<RefCell<Shared>>,
     /// Envoy asked us to finish; `done()` is called once no shadow is in flight.
     draining: bool,
+    /// Next time the tick looks for expired shadows.
+    next_expiry_ms: u64,
 }
 
 impl CutoverRoot {
@@ -197,6 +201,7 @@ impl CutoverRoot {
                 tick_armed: false,
             })),
             draining: false,
+            next_expiry_ms: 0,
         }
     }
 
@@ -232,10 +237,12 @@ impl CutoverRoot {
             Duration::from_millis(request.timeout_ms),
         ) {
             Ok(token) => {
-                self.shared
-                    .borrow_mut()
-                    .tracker
-                    .dispatched(request.id, token, now, request.timeout_ms);
+                self.shared.borrow_mut().tracker.dispatched(
+                    request.id,
+                    token,
+                    now,
+                    request.timeout_ms,
+                );
             }
             Err(status) => {
                 log::warn!(
@@ -357,9 +364,13 @@ impl RootContext for CutoverRoot {
         for request in queued {
             self.dispatch(&runtime, request);
         }
-        let expired = self.shared.borrow_mut().tracker.expire(now_ms());
-        for settled in &expired {
-            runtime.report(settled);
+        let now = now_ms();
+        if now >= self.next_expiry_ms {
+            self.next_expiry_ms = now.saturating_add(EXPIRY_INTERVAL_MS);
+            let expired = self.shared.borrow_mut().tracker.expire(now);
+            for settled in &expired {
+                runtime.report(settled);
+            }
         }
         let idle = {
             let shared = self.shared.borrow();
@@ -379,6 +390,7 @@ impl RootContext for CutoverRoot {
             shared: Rc::clone(&self.shared),
             routed: None,
             mirror: Mirror::Off,
+            primary_status: None,
         }))
     }
 
@@ -404,7 +416,9 @@ enum Mirror {
         copied: Vec<u8>,
     },
     /// Handed to the root context; the primary's status is still to be reported.
-    Submitted { id: u64 },
+    Submitted {
+        id: u64,
+    },
 }
 
 struct CutoverHttp {
@@ -414,6 +428,9 @@ struct CutoverHttp {
     /// Service index and side of a matched request.
     routed: Option<(usize, Side)>,
     mirror: Mirror,
+    /// The primary's status once its response headers passed (`Some(None)`: no valid status,
+    /// or the stream ended without a response).
+    primary_status: Option<Option<u16>>,
 }
 
 impl CutoverHttp {
@@ -426,11 +443,11 @@ impl CutoverHttp {
             body,
             timeout_ms: shadow.timeout_ms,
         };
-        let submitted = self
-            .shared
-            .borrow_mut()
-            .tracker
-            .submit(request, shadow.info.clone(), now_ms());
+        let submitted =
+            self.shared
+                .borrow_mut()
+                .tracker
+                .submit(request, shadow.info.clone(), now_ms());
         match submitted {
             Ok(id) => {
                 self.mirror = Mirror::Submitted { id };
@@ -439,6 +456,10 @@ impl CutoverHttp {
                     // From an HTTP context this sets the tick of its root context.
                     let _ = hostcalls::set_tick_period(TICK);
                     self.shared.borrow_mut().tick_armed = true;
+                }
+                // The primary may have answered before the request body was complete.
+                if let Some(status) = self.primary_status {
+                    self.report_primary(status);
                 }
             }
             Err(_) => {
@@ -456,6 +477,9 @@ impl CutoverHttp {
     }
 
     fn report_primary(&mut self, status: Option<u16>) {
+        if self.primary_status.is_none() {
+            self.primary_status = Some(status);
+        }
         let Mirror::Submitted { id } = self.mirror else {
             return;
         };
@@ -468,7 +492,8 @@ impl CutoverHttp {
 
     /// The request body is complete (end of stream or trailers): hand the shadow over.
     fn body_complete(&mut self, runtime: &Runtime) {
-        if let Mirror::Buffering { shadow, copied } = std::mem::replace(&mut self.mirror, Mirror::Off)
+        if let Mirror::Buffering { shadow, copied } =
+            std::mem::replace(&mut self.mirror, Mirror::Off)
         {
             self.submit(runtime, shadow, copied);
         }
@@ -489,10 +514,13 @@ impl HttpContext for CutoverHttp {
         };
         let config = &runtime.config;
 
-        // A client must never pick a cluster.
+        // A client must never pick a cluster, nor pass a real write off as a shadow.
         self.set_http_request_header(&config.cluster_header, None);
+        self.set_http_request_header(SHADOW_HEADER, None);
 
-        let path = self.get_http_request_header_bytes(":path").unwrap_or_default();
+        let path = self
+            .get_http_request_header_bytes(":path")
+            .unwrap_or_default();
         let Some(index) = match_service(config, &path) else {
             self.set_http_request_header(ROUTED_TO_HEADER, None);
             return Action::Continue;

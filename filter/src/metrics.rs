@@ -64,7 +64,11 @@ pub enum Gauge {
 }
 
 impl Gauge {
-    pub const ALL: [Gauge; 3] = [Gauge::NewPercentage, Gauge::UseLegacy, Gauge::DualWriteEnabled];
+    pub const ALL: [Gauge; 3] = [
+        Gauge::NewPercentage,
+        Gauge::UseLegacy,
+        Gauge::DualWriteEnabled,
+    ];
 
     pub fn suffix(self) -> &'static str {
         match self {

@@ -104,7 +104,10 @@ mod tests {
             r#"{{"services":[{{"name":"chat","path_prefixes":["/api/chat"],
                 "legacy_cluster":"chat_legacy","new_cluster":"chat_new"{dual_write}}}]}}"#
         );
-        FilterConfig::from_json(json.as_bytes()).unwrap().services.remove(0)
+        FilterConfig::from_json(json.as_bytes())
+            .unwrap()
+            .services
+            .remove(0)
     }
 
     #[test]
@@ -205,7 +208,11 @@ mod tests {
         let shadow = shadow_headers(&request, "x-cutover-cluster", "x-routed-to");
         assert_eq!(
             shadow,
-            vec![h("x-tag", b"a"), h("x-tag", b"b"), h("x-cutover-shadow", b"true")]
+            vec![
+                h("x-tag", b"a"),
+                h("x-tag", b"b"),
+                h("x-cutover-shadow", b"true")
+            ]
         );
     }
 }

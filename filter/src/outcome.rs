@@ -146,8 +146,20 @@ mod tests {
 
     #[test]
     fn no_usable_status_is_a_reset() {
-        for status in [None, Some(&b""[..]), Some(b"abc"), Some(b"2000"), Some(b"100"), Some(b"600"), Some(b"\xff\xff\xff")] {
-            assert_eq!(classify(&response(status, b"", 10)), Outcome::FailedReset, "{status:?}");
+        for status in [
+            None,
+            Some(&b""[..]),
+            Some(b"abc"),
+            Some(b"2000"),
+            Some(b"100"),
+            Some(b"600"),
+            Some(b"\xff\xff\xff"),
+        ] {
+            assert_eq!(
+                classify(&response(status, b"", 10)),
+                Outcome::FailedReset,
+                "{status:?}"
+            );
         }
     }
 

@@ -147,23 +147,59 @@ mod tests {
             }
         };
 
-        let k = select_key(&headers, lookup(&[("x-correlation-id", b"c1"), ("x-user", b"u1")]));
-        assert_eq!(k, Key { bytes: b"c1".to_vec(), fallback: false });
+        let k = select_key(
+            &headers,
+            lookup(&[("x-correlation-id", b"c1"), ("x-user", b"u1")]),
+        );
+        assert_eq!(
+            k,
+            Key {
+                bytes: b"c1".to_vec(),
+                fallback: false
+            }
+        );
 
         // Empty values are skipped.
-        let k = select_key(&headers, lookup(&[("x-correlation-id", b""), ("x-user", b"u1")]));
-        assert_eq!(k, Key { bytes: b"u1".to_vec(), fallback: false });
+        let k = select_key(
+            &headers,
+            lookup(&[("x-correlation-id", b""), ("x-user", b"u1")]),
+        );
+        assert_eq!(
+            k,
+            Key {
+                bytes: b"u1".to_vec(),
+                fallback: false
+            }
+        );
 
         // Nothing present: x-request-id, flagged.
         let k = select_key(&headers, lookup(&[("x-request-id", b"r1")]));
-        assert_eq!(k, Key { bytes: b"r1".to_vec(), fallback: true });
+        assert_eq!(
+            k,
+            Key {
+                bytes: b"r1".to_vec(),
+                fallback: true
+            }
+        );
 
         let k = select_key(&headers, lookup(&[]));
-        assert_eq!(k, Key { bytes: Vec::new(), fallback: true });
+        assert_eq!(
+            k,
+            Key {
+                bytes: Vec::new(),
+                fallback: true
+            }
+        );
 
         // Raw bytes are kept as they are.
         let k = select_key(&headers, lookup(&[("x-user", b"\xff\x80")]));
-        assert_eq!(k, Key { bytes: b"\xff\x80".to_vec(), fallback: false });
+        assert_eq!(
+            k,
+            Key {
+                bytes: b"\xff\x80".to_vec(),
+                fallback: false
+            }
+        );
     }
 
     fn service(use_legacy: bool, pct: u8) -> ServiceConfig {
@@ -241,9 +277,7 @@ mod tests {
     fn share_routed_to_new_is_within_one_point() {
         const KEYS: usize = 100_000;
         let mut rng = Prng(0x0123_4567_89ab_cdef);
-        let buckets: Vec<u8> = (0..KEYS)
-            .map(|_| bucket("chat", &rng.key()))
-            .collect();
+        let buckets: Vec<u8> = (0..KEYS).map(|_| bucket("chat", &rng.key())).collect();
         for pct in [1u8, 10, 50, 99] {
             let s = {
                 let mut s = service(false, pct);
@@ -255,10 +289,7 @@ mod tests {
                 .filter(|_| decide(&s, &rng.key()) == Side::New)
                 .count();
             // The decision agrees with the raw buckets.
-            assert_eq!(
-                routed_new,
-                buckets.iter().filter(|b| **b <= pct).count()
-            );
+            assert_eq!(routed_new, buckets.iter().filter(|b| **b <= pct).count());
             let share = routed_new as f64 * 100.0 / KEYS as f64;
             assert!(
                 (share - f64::from(pct)).abs() <= 1.0,

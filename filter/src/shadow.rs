@@ -373,7 +373,14 @@ mod tests {
         let mut t = Tracker::new(10, 1000);
         let id = t.submit(request(500), info("/a"), 10_000).unwrap();
         t.dispatched(id, 1, 10_000, 500);
-        assert_eq!(t.dispatched_as(1), Some(Dispatched { id, at_ms: 10_000, timeout_ms: 500 }));
+        assert_eq!(
+            t.dispatched_as(1),
+            Some(Dispatched {
+                id,
+                at_ms: 10_000,
+                timeout_ms: 500
+            })
+        );
         let other = t.submit(request(5000), info("/b"), 10_000).unwrap();
         assert!(t.expire(11_499).is_empty());
         let expired = t.expire(11_500);

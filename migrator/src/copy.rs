@@ -1,9 +1,10 @@
 //! `migrator copy`: legacy → target, per table in plan order, in keyset-paginated batches.
 //!
 //! Per batch (source key order, `--batch-size` rows after the previous batch's last key):
-//! 1. The source projection of the batch is read with `COPY (SELECT …) TO STDOUT` (text format;
-//!    PostgreSQL does all escaping). While the target works on a batch, the next one is already
-//!    being read from the source (one batch in flight), so both servers work at the same time.
+//! 1. The source projection of the batch's key window is read with `COPY (SELECT …) TO STDOUT`
+//!    (text format; PostgreSQL does all escaping). One source connection cuts the key space into
+//!    windows of `--batch-size` keys (index-only scans); two more read windows concurrently, ahead
+//!    of the target, so the servers work in parallel; batches are applied in key order.
 //! 2. The target rows of the same key window are read the same way. Byte-identical → the batch is
 //!    unchanged and nothing is written but the checkpoint (both sides render the same types with
 //!    the same session settings; any rendering difference only means the exact path below runs).
@@ -26,6 +27,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
@@ -111,11 +113,16 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     schema::check_migrated(&mut target).await?;
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
+    let mut readers = Vec::with_capacity(SOURCE_READERS);
+    for _ in 0..SOURCE_READERS {
+        readers.push(db::connect("source", &args.source.source_url).await?);
+    }
+    let mut sources = Sources { keys: source, readers };
 
     if args.dry_run {
         let mut summaries = Vec::new();
         for table in &tables {
-            summaries.push(copy_table(&mut source, &mut target, table, None, Checkpoint::default(), batch_size, true).await?);
+            summaries.push(copy_table(&mut sources, &mut target, table, None, Checkpoint::default(), batch_size, true).await?);
         }
         print_summary(&summaries, true);
         return Ok(0);
@@ -125,7 +132,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let mut lock = db::connect("target", target_url).await?;
     let result = async {
         acquire_lock(&mut lock, &database, args.no_wait).await?;
-        copy_locked(&mut source, &mut target, &plan, &tables, batch_size, args.restart).await
+        copy_locked(&mut sources, &mut target, &plan, &tables, batch_size, args.restart).await
     }
     .await;
     // Closing the lock connection releases the lock, whatever happened.
@@ -161,7 +168,7 @@ async fn acquire_lock(lock: &mut PgConnection, database: &str, no_wait: bool) ->
 }
 
 async fn copy_locked(
-    source: &mut PgConnection,
+    sources: &mut Sources,
     target: &mut PgConnection,
     plan: &Plan,
     tables: &[ResolvedTable],
@@ -169,6 +176,10 @@ async fn copy_locked(
     restart: bool,
 ) -> anyhow::Result<u8> {
     sqlx::raw_sql(BOOKKEEPING_DDL).execute(&mut *target).await?;
+    // Batch commits need not wait for the WAL flush: a batch and its checkpoint commit together,
+    // so a server crash can only lose the last few batches *with* their checkpoints, and the next
+    // run redoes them. The run's completion below is committed synchronously.
+    sqlx::query("SET synchronous_commit = off").execute(&mut *target).await?;
     let names: Vec<String> = tables.iter().map(|t| t.name().to_string()).collect();
     if restart {
         let abandoned = sqlx::query(
@@ -230,8 +241,9 @@ async fn copy_locked(
             .execute(&mut *target)
             .await?;
         }
-        summaries.push(copy_table(source, target, table, Some(run_id), checkpoint, batch_size, false).await?);
+        summaries.push(copy_table(sources, target, table, Some(run_id), checkpoint, batch_size, false).await?);
     }
+    sqlx::query("SET synchronous_commit = on").execute(&mut *target).await?;
     sqlx::query("UPDATE cutover_migrator.copy_runs SET status = 'complete', finished_at = now() WHERE run_id = $1")
         .bind(run_id)
         .execute(&mut *target)
@@ -265,6 +277,12 @@ pub async fn load_checkpoints(target: &mut PgConnection, run_id: i64) -> sqlx::R
     Ok(out)
 }
 
+/// The source connections of a copy: `keys` cuts the key windows, `readers` read them.
+struct Sources {
+    keys: PgConnection,
+    readers: Vec<PgConnection>,
+}
+
 /// One batch read from the source: text-format COPY rows, key order.
 struct Batch {
     data: Vec<u8>,
@@ -275,7 +293,7 @@ struct Batch {
 }
 
 async fn copy_table(
-    source: &mut PgConnection,
+    sources: &mut Sources,
     target: &mut PgConnection,
     table: &ResolvedTable,
     run_id: Option<i64>,
@@ -290,7 +308,7 @@ async fn copy_table(
         return Ok(TableSummary { name, counts: checkpoint.counts, elapsed: started.elapsed() });
     }
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.source_from_sql()))
-        .fetch_one(&mut *source)
+        .fetch_one(&mut sources.keys)
         .await
         .map_err(|e| anyhow::anyhow!("table {name}: counting source rows: {}", db::describe_db_error(&e)))?;
     if let Some(key) = &checkpoint.last_key {
@@ -308,7 +326,7 @@ async fn copy_table(
     .await?;
 
     let (tx, mut rx) = mpsc::channel::<Batch>(1);
-    let producer = produce(source, table, checkpoint.last_key.clone(), batch_size, tx);
+    let producer = produce(&mut sources.keys, std::mem::take(&mut sources.readers), table, checkpoint.last_key.clone(), batch_size, tx);
     let mut counts = checkpoint.counts;
     let consumer = async {
         while let Some(batch) = rx.recv().await {
@@ -318,7 +336,8 @@ async fn copy_table(
         }
         anyhow::Ok(())
     };
-    tokio::try_join!(producer, consumer)?;
+    let (returned, ()) = tokio::try_join!(producer, consumer)?;
+    sources.readers = returned;
     progress.finish();
     if let Some(run_id) = run_id {
         sqlx::query("UPDATE cutover_migrator.copy_checkpoints SET done = true, updated_at = now() WHERE run_id = $1 AND table_name = $2")
@@ -346,42 +365,84 @@ async fn copy_in(conn: &mut PgConnection, sql: &str, data: &[u8]) -> sqlx::Resul
     copy.finish().await
 }
 
-/// Reads the source in key order, batch after batch, into `tx` (one batch in flight).
+/// Source connections reading batches concurrently (plus one that cuts the windows).
+pub const SOURCE_READERS: usize = 2;
+
+/// Reads the source in key order, batch after batch, into `tx`. One connection (`source`) cuts
+/// the key space into windows of `batch_size` rows (index-only scans); the `readers` read the
+/// windows' rows concurrently; batches reach `tx` in key order. Returns the readers for reuse.
 async fn produce(
     source: &mut PgConnection,
+    mut readers: Vec<PgConnection>,
     table: &ResolvedTable,
     mut after: Option<String>,
     batch_size: u64,
     tx: mpsc::Sender<Batch>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<PgConnection>> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut cut_all = false;
     loop {
-        let select = table.source_select_sql(
-            &Window { after: after.as_deref(), up_to: None, ordered: true, limit: Some(batch_size) },
-            None,
-        );
-        let data = copy_out(source, &format!("COPY ({select}) TO STDOUT"))
-            .await
-            .map_err(|e| anyhow::anyhow!("table {}: reading the source: {}", table.name(), db::describe_db_error(&e)))?;
-        // Text COPY escapes newlines inside values, so every raw newline ends a row.
-        let rows = data.iter().filter(|b| **b == b'\n').count() as u64;
-        if rows == 0 {
-            return Ok(());
+        while !cut_all && !readers.is_empty() {
+            let end: Option<String> = sqlx::query_scalar(&table.source_key_at_sql(after.as_deref(), batch_size - 1))
+                .fetch_optional(&mut *source)
+                .await
+                .map_err(|e| anyhow::anyhow!("table {}: reading the source keys: {}", table.name(), db::describe_db_error(&e)))?
+                .flatten();
+            let Some(reader) = readers.pop() else { break };
+            in_flight.push_back(read_window(reader, table, after.clone(), end.clone()));
+            match end {
+                Some(end) => after = Some(end),
+                None => cut_all = true, // fewer than batch_size rows left: the last window is open-ended
+            }
         }
-        let last_key = last_key_of(&data).ok_or_else(|| MigratorError::DataRejected {
-            table: table.name().to_string(),
-            key: "NULL".into(),
-            detail: format!("the source key expression `{}` is NULL for some rows", table.key().from),
-        })?;
-        let full = rows == batch_size;
-        let batch = Batch { data, rows, after: after.clone(), last_key: last_key.clone() };
-        if tx.send(batch).await.is_err() {
-            return Ok(()); // the consumer stopped (its error is reported)
+        let Some((reader, batch)) = in_flight.next().await else { return Ok(readers) };
+        readers.push(reader);
+        if let Some(batch) = batch? {
+            if tx.send(batch).await.is_err() {
+                return Ok(readers); // the consumer stopped (its error is reported)
+            }
         }
-        if !full {
-            return Ok(());
-        }
-        after = Some(last_key);
     }
+}
+
+/// Reads the source rows of the key window (after, up_to] (open-ended without `up_to`).
+async fn read_window(
+    mut reader: PgConnection,
+    table: &ResolvedTable,
+    after: Option<String>,
+    up_to: Option<String>,
+) -> (PgConnection, anyhow::Result<Option<Batch>>) {
+    let select = table.source_select_sql(
+        &Window { after: after.as_deref(), up_to: up_to.as_deref(), ordered: true, limit: None },
+        None,
+    );
+    let data = match copy_out(&mut reader, &format!("COPY ({select}) TO STDOUT")).await {
+        Ok(data) => data,
+        Err(e) => {
+            let err = anyhow::anyhow!("table {}: reading the source: {}", table.name(), db::describe_db_error(&e));
+            return (reader, Err(err));
+        }
+    };
+    // Text COPY escapes newlines inside values, so every raw newline ends a row.
+    let rows = data.iter().filter(|b| **b == b'\n').count() as u64;
+    if rows == 0 {
+        return (reader, Ok(None));
+    }
+    let last_key = match up_to {
+        Some(end) => end,
+        None => match last_key_of(&data) {
+            Some(key) => key,
+            None => {
+                let err = MigratorError::DataRejected {
+                    table: table.name().to_string(),
+                    key: "NULL".into(),
+                    detail: format!("the source key expression `{}` is NULL for some rows", table.key().from),
+                };
+                return (reader, Err(err.into()));
+            }
+        },
+    };
+    (reader, Ok(Some(Batch { data, rows, after, last_key })))
 }
 
 /// The first field of the last row of text-format COPY data, unescaped; None for a NULL key.

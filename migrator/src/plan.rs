@@ -338,6 +338,18 @@ impl ResolvedTable {
         Self::finish(self.source_projection_sql(), &key_sql, preds, extra, window)
     }
 
+    /// The key (as text) `offset` rows after `after` in key order: `copy` uses it to cut the
+    /// source into windows of `offset + 1` rows (an index-only scan when the key is a plain column).
+    pub fn source_key_at_sql(&self, after: Option<&str>, offset: u64) -> String {
+        let key_sql = self.source_key_sql();
+        let window = Window { after, ordered: true, limit: Some(1), ..Window::default() };
+        let preds = self.window_predicate(&key_sql, &window);
+        let select = format!("SELECT CAST({key_sql} AS text) FROM {}", self.source_from_sql());
+        let mut sql = Self::finish(select, &key_sql, preds, None, &Window { limit: None, ..window });
+        sql.push_str(&format!(" OFFSET {offset} LIMIT 1"));
+        sql
+    }
+
     /// The target side: `SELECT "<col>", … FROM <target table>` over the same key window.
     pub fn target_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
         let key_sql = quote_ident(&self.key().name);

@@ -11,24 +11,19 @@ fn verify_result_is_a_check() {
     let setup = boot(&config::chat_config(50));
     setup.traffic(100, |i| format!("user-{i}"));
     let pair = Pair::with_tasks("cv_data", 200);
-    let args = |extra: &'static [&'static str]| {
-        let mut args = vec![
-            "--min-requests".to_string(),
-            "20".to_string(),
-            "--verify".to_string(),
-            "--source-url".to_string(),
-            pair.source.url.clone(),
-            "--target-url".to_string(),
-            pair.target.url.clone(),
-            "--tables".to_string(),
-            "tasks".to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
+    let args = [
+        "--min-requests",
+        "20",
+        "--verify",
+        "--source-url",
+        &pair.source.url,
+        "--target-url",
+        &pair.target.url,
+        "--tables",
+        "tasks",
+    ];
 
-    let identical = args(&[]);
-    let report = setup.cutover_verify(&identical.iter().map(String::as_str).collect::<Vec<_>>()).json();
+    let report = setup.cutover_verify(&args).json();
     let data = check(&report, "data");
     assert_eq!(data["status"], "pass", "{data}");
     assert_eq!(data["value"], 0.0);
@@ -36,7 +31,7 @@ fn verify_result_is_a_check() {
 
     let key = pair.key(17);
     pair.target_sql(&format!("DELETE FROM orchestration.coding_tasks WHERE id = '{key}'"));
-    let outcome = setup.cutover_verify(&identical.iter().map(String::as_str).collect::<Vec<_>>());
+    let outcome = setup.cutover_verify(&args);
     assert_eq!(outcome.code, 1, "{}", outcome.stderr);
     let report = outcome.json();
     let data = check(&report, "data");

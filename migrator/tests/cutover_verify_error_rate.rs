@@ -36,5 +36,10 @@ fn a_failing_share_on_new_fails_the_error_rate_check_with_its_figure() {
     ]);
     assert_eq!(text.code, 1);
     let line = text.stdout.lines().find(|l| l.contains("5xx rate")).expect("an error-rate line");
-    assert!(line.starts_with('❌') && line.contains(&format!("{}%", (value * 100.0).round() / 100.0)) && line.contains("< 1%"), "{line}");
+    assert!(
+        line.starts_with('❌')
+            && line.contains(&format!("{}%", (value * 100.0).round() / 100.0))
+            && line.contains("< 1%"),
+        "{line}"
+    );
 }

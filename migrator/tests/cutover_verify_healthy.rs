@@ -13,7 +13,8 @@ fn a_healthy_setup_passes_every_check() {
     let routed_new = setup.stat("wasmcustom.cutover.chat.routed_new") as f64;
     let routed_legacy = setup.stat("wasmcustom.cutover.chat.routed_legacy") as f64;
 
-    let outcome = setup.cutover_verify(&["--health", "chat=/api/chat/health", "--health", "chat=/api/conversations/health"]);
+    let outcome =
+        setup.cutover_verify(&["--health", "chat=/api/chat/health", "--health", "chat=/api/conversations/health"]);
     assert_eq!(outcome.code, 0, "stdout: {}\nstderr: {}", outcome.stdout, outcome.stderr);
     let report = outcome.json();
     assert_eq!(report["schema"], "cutover-verify/v1");

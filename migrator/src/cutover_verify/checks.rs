@@ -143,7 +143,11 @@ fn fmt_ms(v: f64) -> String {
 }
 
 /// The percentage the filter is configured to send to new, and where that figure came from.
-pub fn configured_percentage(spec: &ServiceSpec, observed: &Observed, expected: Option<f64>) -> Option<(f64, &'static str)> {
+pub fn configured_percentage(
+    spec: &ServiceSpec,
+    observed: &Observed,
+    expected: Option<f64>,
+) -> Option<(f64, &'static str)> {
     if let Some(p) = expected {
         return Some((p, "--expect-percentage"));
     }
@@ -152,6 +156,15 @@ pub fn configured_percentage(spec: &ServiceSpec, observed: &Observed, expected: 
         return Some((if use_legacy { 0.0 } else { p }, "Envoy gauge"));
     }
     spec.file_percentage.map(|p| (p, "filter configuration file"))
+}
+
+/// Allowed distance between observed and configured share, in points: the tolerance, widened to
+/// three standard deviations of a binomial sample of `total` requests when that is larger, so
+/// that a small sample is not failed for noise (a skew beyond the noise still fails).
+pub fn split_allowance(configured_pct: f64, total: f64, tolerance_pct: f64) -> f64 {
+    let p = (configured_pct / 100.0).clamp(0.0, 1.0);
+    let three_sigma = 3.0 * 100.0 * (p * (1.0 - p) / total).sqrt();
+    tolerance_pct.max(three_sigma)
 }
 
 fn split_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, expected: Option<f64>) -> Check {
@@ -168,7 +181,8 @@ fn split_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, exp
         return c;
     };
     if new.is_none() && legacy.is_none() {
-        c.detail = format!("Envoy has no routing counters for service {:?} (filter not loaded or no request yet)", spec.name);
+        c.detail =
+            format!("Envoy has no routing counters for service {:?} (filter not loaded or no request yet)", spec.name);
         return c;
     }
     let (new, legacy) = (new.unwrap_or(0.0), legacy.unwrap_or(0.0));
@@ -178,8 +192,13 @@ fn split_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, exp
         return c;
     }
     let share = pct(new, total);
+    let allowed = split_allowance(configured, total, limits.split_tolerance_pct);
+    if allowed > limits.split_tolerance_pct {
+        let shown = format!("{allowed:.1}");
+        c.threshold = format!("{} ± {} points (3σ of {total} requests)", fmt_pct(configured), shown);
+    }
     c.value = Some(share);
-    c.status = if (share - configured).abs() <= limits.split_tolerance_pct { Status::Pass } else { Status::Fail };
+    c.status = if (share - configured).abs() <= allowed { Status::Pass } else { Status::Fail };
     c.detail = format!("{new} of {total} requests to new; configured {} ({source})", fmt_pct(configured));
     c
 }
@@ -193,7 +212,8 @@ fn error_rate_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds
     // Envoy creates the per-class counters on the first response of that class.
     let errors = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_5xx")).unwrap_or(0.0);
     if completed < limits.min_requests as f64 || completed == 0.0 {
-        c.detail = format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
+        c.detail =
+            format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
         return c;
     }
     let rate = pct(errors, completed);
@@ -211,7 +231,8 @@ fn latency_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, k
     let mut c = check(spec, kind, "ms", format!("< {}", fmt_ms(max)));
     let completed = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_completed")).unwrap_or(0.0);
     if completed < limits.min_requests as f64 || completed == 0.0 {
-        c.detail = format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
+        c.detail =
+            format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
         return c;
     }
     let Some(value) = observed.quantile(&cluster_stat(&spec.new_cluster, "upstream_rq_time"), quantile) else {
@@ -301,7 +322,12 @@ mod tests {
     }
 
     fn spec() -> ServiceSpec {
-        ServiceSpec { name: "chat".into(), new_cluster: "chat_new".into(), file_percentage: None, file_dual_write: None }
+        ServiceSpec {
+            name: "chat".into(),
+            new_cluster: "chat_new".into(),
+            file_percentage: None,
+            file_dual_write: None,
+        }
     }
 
     fn observed(stats: &[(&str, f64)], p95: Option<f64>) -> Observed {
@@ -382,6 +408,37 @@ mod tests {
             assert_eq!(c.status, Status::NoData, "{c:?}");
             assert_eq!(c.value, None);
         }
+    }
+
+    #[test]
+    fn small_samples_get_a_noise_allowance_large_ones_the_tolerance() {
+        assert_eq!(split_allowance(50.0, 10_000.0, 5.0), 5.0);
+        let small = split_allowance(50.0, 100.0, 5.0);
+        assert!((small - 15.0).abs() < 1e-9, "{small}");
+        assert_eq!(split_allowance(0.0, 60.0, 5.0), 5.0, "0 % has no noise");
+        assert_eq!(split_allowance(100.0, 60.0, 5.0), 5.0);
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 50.0),
+                ("wasmcustom.cutover.chat.routed_new", 40.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 60.0),
+            ],
+            None,
+        );
+        assert_eq!(
+            split_check(&spec(), &o, &limits(), None).status,
+            Status::Pass,
+            "10 points off in 100 requests is noise"
+        );
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 50.0),
+                ("wasmcustom.cutover.chat.routed_new", 4000.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 6000.0),
+            ],
+            None,
+        );
+        assert_eq!(split_check(&spec(), &o, &limits(), None).status, Status::Fail, "not in 10,000");
     }
 
     #[test]

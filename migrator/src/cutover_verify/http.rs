@@ -121,9 +121,10 @@ mod tests {
         assert_eq!(plain.status, 200);
         assert_eq!(plain.body, b"ok");
         assert_eq!(plain.header("X-Routed-To"), Some("new"));
-        let chunked =
-            parse_response(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-                .unwrap();
+        let chunked = parse_response(
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(chunked.status, 503);
         assert_eq!(chunked.body, b"abcde");
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());

@@ -172,7 +172,9 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     };
     let stats_future = async {
         let window = match args.window {
-            Some(w) if w.is_nan() || w <= 0.0 || w > 3600.0 => bail!("--window must be between 0 and 3600 seconds, got {w}"),
+            Some(w) if w.is_nan() || w <= 0.0 || w > 3600.0 => {
+                bail!("--window must be between 0 and 3600 seconds, got {w}")
+            }
             other => other,
         };
         let baseline = match window {
@@ -216,13 +218,7 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         }
         None => None,
     };
-    Ok(Report::new(
-        crate::db::redact(&args.admin_url),
-        args.window,
-        thresholds,
-        all_checks,
-        verify_json,
-    ))
+    Ok(Report::new(crate::db::redact(&args.admin_url), args.window, thresholds, all_checks, verify_json))
 }
 
 async fn fetch_stats(admin_url: &str, timeout: Duration) -> anyhow::Result<Snapshot> {

@@ -64,8 +64,8 @@ fn yes() -> bool {
 
 /// Parses the filter configuration JSON (the plugin `configuration` string).
 pub fn from_filter_config_json(text: &str, path: &str) -> Result<Vec<ServiceSpec>, ServiceError> {
-    let doc: FilterConfigDoc =
-        serde_json::from_str(text).map_err(|e| ServiceError::Parse { path: path.to_string(), reason: e.to_string() })?;
+    let doc: FilterConfigDoc = serde_json::from_str(text)
+        .map_err(|e| ServiceError::Parse { path: path.to_string(), reason: e.to_string() })?;
     Ok(doc
         .services
         .into_iter()
@@ -80,7 +80,8 @@ pub fn from_filter_config_json(text: &str, path: &str) -> Result<Vec<ServiceSpec
 
 pub fn from_filter_config_file(path: &Path) -> Result<Vec<ServiceSpec>, ServiceError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ServiceError::Read { path: shown.clone(), reason: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ServiceError::Read { path: shown.clone(), reason: e.to_string() })?;
     from_filter_config_json(&text, &shown)
 }
 
@@ -133,10 +134,12 @@ pub fn resolve(
         merged.insert(spec.name.clone(), spec);
     }
     for (name, cluster) in explicit_pairs {
-        merged
-            .entry(name.clone())
-            .and_modify(|s| s.new_cluster = cluster.clone())
-            .or_insert(ServiceSpec { name, new_cluster: cluster, file_percentage: None, file_dual_write: None });
+        merged.entry(name.clone()).and_modify(|s| s.new_cluster = cluster.clone()).or_insert(ServiceSpec {
+            name,
+            new_cluster: cluster,
+            file_percentage: None,
+            file_dual_write: None,
+        });
     }
     Ok(merged.into_values().collect())
 }

@@ -96,11 +96,7 @@ impl Snapshot {
 
     /// The cumulative value of quantile `percent` (e.g. 95.0) of histogram `name`, when computed.
     pub fn quantile(&self, name: &str, percent: f64) -> Option<f64> {
-        self.quantiles
-            .get(name)?
-            .iter()
-            .find(|(q, _)| (*q - percent).abs() < 1e-9)
-            .and_then(|(_, v)| *v)
+        self.quantiles.get(name)?.iter().find(|(q, _)| (*q - percent).abs() < 1e-9).and_then(|(_, v)| *v)
     }
 
     /// Names of all numeric stats (for discovering services from the filter's gauges).
@@ -177,8 +173,9 @@ mod tests {
     #[test]
     fn window_uses_counter_deltas_and_latest_gauges() {
         let base = Snapshot::parse(r#"{"stats":[{"name":"c","value":10},{"name":"g","value":5}]}"#).unwrap();
-        let now = Snapshot::parse(r#"{"stats":[{"name":"c","value":25},{"name":"g","value":7},{"name":"new","value":3}]}"#)
-            .unwrap();
+        let now =
+            Snapshot::parse(r#"{"stats":[{"name":"c","value":25},{"name":"g","value":7},{"name":"new","value":3}]}"#)
+                .unwrap();
         let observed = Observed { latest: now, baseline: Some(base) };
         assert_eq!(observed.counter("c"), Some(15.0));
         assert_eq!(observed.counter("new"), Some(3.0));

@@ -114,10 +114,8 @@ pub async fn compare_table(
 
     let source_sql = p.bucket_checksums(&job.source_from, mask);
     let target_sql = p.bucket_checksums(&job.target_from, mask);
-    let (source_sums, target_sums) = tokio::join!(
-        checksums(source, &source_sql, "source", name),
-        checksums(target, &target_sql, "target", name)
-    );
+    let (source_sums, target_sums) =
+        tokio::join!(checksums(source, &source_sql, "source", name), checksums(target, &target_sql, "target", name));
     let (source_sums, target_sums) = (source_sums?, target_sums?);
     let source_rows: i64 = source_sums.values().map(|(n, _)| n).sum();
     let target_rows: i64 = target_sums.values().map(|(n, _)| n).sum();
@@ -180,10 +178,8 @@ pub async fn compare_table(
             }
         }
     }
-    let changed = changed_keys
-        .into_iter()
-        .map(|key| ChangedRow { columns: columns_by_key.remove(&key), key })
-        .collect();
+    let changed =
+        changed_keys.into_iter().map(|key| ChangedRow { columns: columns_by_key.remove(&key), key }).collect();
 
     Ok(TableReport::new(
         job,

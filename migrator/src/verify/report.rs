@@ -107,7 +107,13 @@ impl VerifyReport {
             .iter()
             .filter(|t| !t.identical)
             .map(|t| {
-                format!("{} ({} missing, {} extra, {} changed)", t.table, t.missing.len(), t.extra.len(), t.changed.len())
+                format!(
+                    "{} ({} missing, {} extra, {} changed)",
+                    t.table,
+                    t.missing.len(),
+                    t.extra.len(),
+                    t.changed.len()
+                )
             })
             .collect();
         if differing.is_empty() {
@@ -145,7 +151,10 @@ impl VerifyReport {
                     out.push_str(&format!("  {kind:<8} {line}\n"));
                 }
                 if keys.len() > sample {
-                    out.push_str(&format!("  {kind:<8} … and {} more (all keys: --format json)\n", keys.len() - sample));
+                    out.push_str(&format!(
+                        "  {kind:<8} … and {} more (all keys: --format json)\n",
+                        keys.len() - sample
+                    ));
                 }
             };
             list(&mut out, "missing", t.missing.clone());

@@ -85,8 +85,11 @@ impl Projection {
     }
 }
 
-/// The planner's row estimate for the target table, to size the buckets.
-pub const TARGET_ROW_ESTIMATE: &str = "SELECT GREATEST(c.reltuples, 0)::float8 FROM pg_class c WHERE c.oid = to_regclass($1)";
+/// The planner's row estimate for the target table, to size the buckets. A table never analyzed
+/// (just copied, autovacuum not yet run) has no estimate: assume 64 bytes per row of its size, as
+/// too many buckets cost little and too few make the drill-down read more rows.
+pub const TARGET_ROW_ESTIMATE: &str = "SELECT (CASE WHEN c.reltuples > 0 THEN c.reltuples \
+     ELSE pg_relation_size(c.oid) / 64.0 END)::float8 FROM pg_class c WHERE c.oid = to_regclass($1)";
 
 #[cfg(test)]
 mod tests {
@@ -100,7 +103,10 @@ mod tests {
             columns: vec![("id".into(), "uuid".into()), ("amount".into(), "numeric(10,2)".into())],
         };
         assert_eq!(p.key_text(), r#"CAST(CAST(v."id" AS uuid) AS text)"#);
-        assert_eq!(p.row_text(), r#"CAST(ROW(CAST(v."id" AS uuid), trim_scale(CAST(v."amount" AS numeric(10,2)))) AS text)"#);
+        assert_eq!(
+            p.row_text(),
+            r#"CAST(ROW(CAST(v."id" AS uuid), trim_scale(CAST(v."amount" AS numeric(10,2)))) AS text)"#
+        );
         assert!(p.bucket_checksums("auth.users AS v", 1023).contains("& 1023"));
     }
 }

@@ -86,13 +86,18 @@ impl Pair {
 
     /// The key of legacy task `i` as verify prints it (uuid text).
     pub fn key(&self, i: u64) -> String {
-        let row = self.source.client().query_one("SELECT md5('task' || ($1::int8)::text)::uuid::text", &[&(i as i64)]).expect("md5 key");
+        let row = self
+            .source
+            .client()
+            .query_one("SELECT md5('task' || ($1::int8)::text)::uuid::text", &[&(i as i64)])
+            .expect("md5 key");
         row.get(0)
     }
 
     /// `migrator verify --format json <extra>` against this pair.
     pub fn verify(&self, extra: &[&str]) -> Outcome {
-        let mut args = vec!["verify", "--source-url", &self.source.url, "--target-url", &self.target.url, "--format", "json"];
+        let mut args =
+            vec!["verify", "--source-url", &self.source.url, "--target-url", &self.target.url, "--format", "json"];
         args.extend_from_slice(extra);
         run(&args)
     }

@@ -3,7 +3,8 @@
 //! per round, the medians and their ratios (targets: ≥ 0.90× requests/s, ≤ 1.15× p99).
 //!
 //! Env: BENCH_SECONDS (per round and side, default 10), BENCH_ROUNDS (default 3),
-//! BENCH_CONNECTIONS (default 32), ENVOY_BIN, CUTOVER_WASM, WRK (default `wrk`).
+//! BENCH_CONNECTIONS (default 32), BENCH_PATH (default `/api/chat/rooms/1/messages`, a routed path),
+//! ENVOY_BIN, CUTOVER_WASM, WRK (default `wrk`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -100,81 +101,101 @@ fn main() {
     legacy.set_recording(false);
     new.set_recording(false);
     let filter_config = config::chat_config(50);
-    let with_filter = Envoy::builder(&filter_config)
-        .upstream(&legacy)
-        .upstream(&new)
-        .log_level("warning")
-        .boot();
-    let without_filter = Envoy::builder(&filter_config)
-        .upstream(&legacy)
-        .upstream(&new)
-        .without_filter()
-        .log_level("warning")
-        .boot();
+    let builder = || {
+        Envoy::builder(&filter_config)
+            .upstream(&legacy)
+            .upstream(&new)
+            .log_level("warning")
+    };
+    let mut sides = vec![
+        ("cutover filter", builder().boot()),
+        ("no filter", builder().without_filter().boot()),
+    ];
+    // Optional reference: a proxy-wasm filter that does nothing (tests/e2e/noop-filter), the floor
+    // of any Wasm filter's cost.
+    if let Some(noop) = std::env::var_os("BENCH_NOOP_WASM").filter(|v| !v.is_empty()) {
+        sides.push((
+            "no-op wasm filter",
+            builder().wasm(std::path::Path::new(&noop)).boot(),
+        ));
+    }
 
     // Every request carries a different correlation id, so the filter hashes a fresh key each time.
-    let script = with_filter.workdir().join("keys.lua");
+    let path = std::env::var("BENCH_PATH").unwrap_or_else(|_| "/api/chat/rooms/1/messages".into());
+    let script = sides[0].1.workdir().join("keys.lua");
     std::fs::write(
         &script,
-        "counter = 0\nrequest = function()\n  counter = counter + 1\n  return wrk.format(\"GET\", \"/api/chat/rooms/1/messages\", \
-         {[\"x-correlation-id\"] = \"user-\" .. counter})\nend\n",
+        format!(
+            "counter = 0\nrequest = function()\n  counter = counter + 1\n  return wrk.format(\"GET\", \"{path}\", \
+             {{[\"x-correlation-id\"] = \"user-\" .. counter}})\nend\n"
+        ),
     )
     .expect("write the wrk script");
 
-    println!("bench-filter: {rounds} rounds × {seconds}s per side, wrk -t1 -c{connections}, Envoy --concurrency 1, loopback");
-    // Warm both up (VM, connection pools) before measuring.
-    wrk(
-        &format!("{}/", with_filter.listener_url()),
-        &script,
-        2,
-        connections,
-    );
-    wrk(
-        &format!("{}/", without_filter.listener_url()),
-        &script,
-        2,
-        connections,
-    );
-
-    let (mut with_rps, mut with_p99, mut without_rps, mut without_p99) =
-        (vec![], vec![], vec![], vec![]);
-    for round in 1..=rounds {
-        let a = wrk(
-            &format!("{}/", with_filter.listener_url()),
-            &script,
-            seconds,
-            connections,
-        );
-        let b = wrk(
-            &format!("{}/", without_filter.listener_url()),
-            &script,
-            seconds,
-            connections,
-        );
-        println!(
-            "round {round}: with filter {:>9.0} req/s p99 {:>8.2} ms | without {:>9.0} req/s p99 {:>8.2} ms",
-            a.requests_per_second,
-            a.p99.as_secs_f64() * 1e3,
-            b.requests_per_second,
-            b.p99.as_secs_f64() * 1e3
-        );
-        with_rps.push(a.requests_per_second);
-        with_p99.push(a.p99.as_secs_f64() * 1e3);
-        without_rps.push(b.requests_per_second);
-        without_p99.push(b.p99.as_secs_f64() * 1e3);
-    }
-    let routed = with_filter.cutover_counter("chat", "routed_new")
-        + with_filter.cutover_counter("chat", "routed_legacy");
-    assert!(routed > 0, "the filter routed the load");
-    let (rps_a, rps_b) = (median_f64(with_rps), median_f64(without_rps));
-    let (p99_a, p99_b) = (median_f64(with_p99), median_f64(without_p99));
-    let rps_ratio = rps_a / rps_b;
-    let p99_ratio = p99_a / p99_b;
-    println!("median: with filter {rps_a:.0} req/s p99 {p99_a:.2} ms | without {rps_b:.0} req/s p99 {p99_b:.2} ms");
     println!(
-        "ratio requests/s {rps_ratio:.3} (target >= 0.90: {}), ratio p99 {p99_ratio:.3} (target <= 1.15: {})",
+        "bench-filter: {rounds} rounds × {seconds}s per side, wrk -t1 -c{connections} GET {path}, \
+         Envoy --concurrency 1, loopback"
+    );
+    // Warm every side up (VM, connection pools) before measuring.
+    for (_, envoy) in &sides {
+        wrk(
+            &format!("{}/", envoy.listener_url()),
+            &script,
+            2,
+            connections,
+        );
+    }
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    for round in 1..=rounds {
+        let mut line = format!("round {round}:");
+        for (i, (label, envoy)) in sides.iter().enumerate() {
+            let run = wrk(
+                &format!("{}/", envoy.listener_url()),
+                &script,
+                seconds,
+                connections,
+            );
+            let run_p99 = run.p99.as_secs_f64() * 1e3;
+            line += &format!(
+                " | {label} {:.0} req/s p99 {run_p99:.2} ms",
+                run.requests_per_second
+            );
+            rps[i].push(run.requests_per_second);
+            p99[i].push(run_p99);
+        }
+        println!("{line}");
+    }
+    let routed = sides[0].1.cutover_counter("chat", "routed_new")
+        + sides[0].1.cutover_counter("chat", "routed_legacy");
+    // A routed path must have gone through the filter's routing, or the figures mean nothing.
+    assert!(
+        routed > 0 || !path.starts_with("/api/chat"),
+        "the filter routed none of the load"
+    );
+    let medians: Vec<(f64, f64)> = (0..sides.len())
+        .map(|i| (median_f64(rps[i].clone()), median_f64(p99[i].clone())))
+        .collect();
+    for (i, (label, _)) in sides.iter().enumerate() {
+        println!(
+            "median {label:<18} {:>9.0} req/s  p99 {:>7.2} ms",
+            medians[i].0, medians[i].1
+        );
+    }
+    let rps_ratio = medians[0].0 / medians[1].0;
+    let p99_ratio = medians[0].1 / medians[1].1;
+    println!(
+        "ratio cutover/none: requests/s {rps_ratio:.3} (target >= 0.90: {}), p99 {p99_ratio:.3} (target <= 1.15: {})",
         if rps_ratio >= 0.90 { "met" } else { "MISSED" },
         if p99_ratio <= 1.15 { "met" } else { "MISSED" }
     );
+    if sides.len() > 2 {
+        println!(
+            "ratio no-op wasm/none: requests/s {:.3}, p99 {:.3}; cutover/no-op: requests/s {:.3}",
+            medians[2].0 / medians[1].0,
+            medians[2].1 / medians[1].1,
+            medians[0].0 / medians[2].0
+        );
+    }
     println!("filter routed {routed} requests");
 }

@@ -61,6 +61,7 @@ pub struct EnvoyBuilder {
     failure_policy: Option<FailurePolicy>,
     filter_enabled: bool,
     log_level: String,
+    wasm: Option<PathBuf>,
 }
 
 /// Why [`EnvoyBuilder::try_boot`] failed.
@@ -133,6 +134,12 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Load this `.wasm` instead of [`filter_wasm`] (benchmark baselines).
+    pub fn wasm(mut self, path: &Path) -> Self {
+        self.wasm = Some(path.to_path_buf());
+        self
+    }
+
     /// Envoy's `--log-level` (default `info`, so the filter's warn/info lines are in the log).
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = level.to_string();
@@ -150,7 +157,7 @@ impl EnvoyBuilder {
     /// to start (e.g. the filter rejected its configuration).
     pub fn try_boot(self) -> Result<Envoy, BootError> {
         let bin = envoy_bin();
-        let wasm = filter_wasm();
+        let wasm = self.wasm.clone().unwrap_or_else(filter_wasm);
         let workdir = new_workdir();
         const ATTEMPTS: usize = 5;
         let mut last_error = None;
@@ -414,6 +421,7 @@ impl Envoy {
             failure_policy: None,
             filter_enabled: true,
             log_level: "info".to_string(),
+            wasm: None,
         }
     }
 

@@ -129,6 +129,8 @@ pub(crate) struct HostState {
     pub(crate) clock_ns: u64,
     /// What `proxy_get_status` reports: Envoy sets it for a failed HTTP call.
     pub(crate) call_status: (u32, Vec<u8>),
+    /// Reused buffer for values handed to the guest.
+    scratch: Vec<u8>,
     random: RandomState,
     random_draws: u64,
 }
@@ -159,13 +161,16 @@ impl HostState {
             closed_streams: Vec::new(),
             clock_ns,
             call_status: (0, Vec::new()),
+            scratch: Vec::new(),
             random: RandomState::new(),
             random_draws: 0,
         }
     }
 
     pub(crate) fn metric(&self, name: &str) -> Option<&Metric> {
-        self.metric_ids.get(name).map(|&id| &self.metrics[id as usize])
+        self.metric_ids
+            .get(name)
+            .map(|&id| &self.metrics[id as usize])
     }
 }
 
@@ -188,6 +193,33 @@ fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>> {
         Some(bytes) => Ok(bytes.to_vec()),
         None => bail!("guest passed an out-of-bounds buffer ({start}+{len})"),
     }
+}
+
+fn slice(memory: &[u8], ptr: i32, len: i32) -> Result<&[u8]> {
+    let (start, len) = (addr(ptr), addr(len));
+    match memory.get(start..start + len) {
+        Some(bytes) => Ok(bytes),
+        None => bail!("guest passed an out-of-bounds buffer ({start}+{len})"),
+    }
+}
+
+/// Runs `f` on guest memory and host state together, so keys and values are used in place
+/// instead of being copied out first (the in-VM benchmark measures this path).
+fn with_memory<R>(
+    caller: &mut Caller<'_, HostState>,
+    f: impl FnOnce(&[u8], &mut HostState) -> Result<R>,
+) -> Result<R> {
+    let memory = memory(caller)?;
+    let (data, state) = memory.data_and_store_mut(caller);
+    f(data, state)
+}
+
+/// Hands the host's scratch buffer to the guest (see [`return_bytes`]).
+fn return_scratch(caller: &mut Caller<'_, HostState>, ptr_ptr: i32, size_ptr: i32) -> Result<()> {
+    let scratch = std::mem::take(&mut caller.data_mut().scratch);
+    let result = return_bytes(caller, &scratch, ptr_ptr, size_ptr);
+    caller.data_mut().scratch = scratch;
+    result
 }
 
 fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Result<()> {
@@ -234,7 +266,9 @@ fn map_index(map_type: i32) -> Option<usize> {
 }
 
 fn buffer_index(buffer_type: i32) -> Option<usize> {
-    usize::try_from(buffer_type).ok().filter(|&i| i < BUFFER_TYPES)
+    usize::try_from(buffer_type)
+        .ok()
+        .filter(|&i| i < BUFFER_TYPES)
 }
 
 fn status(s: Status) -> Result<i32> {
@@ -302,13 +336,17 @@ fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut caller: Caller<'_, HostState>, map: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
-            let Some(map) = map_index(map) else { return status(Status::BadArgument) };
-            // Envoy serializes an unavailable map as an empty one.
-            let serialized = match caller.data().maps[map].as_ref() {
-                Some(headers) => headers.serialize(),
-                None => Headers::new().serialize(),
+            let Some(map) = map_index(map) else {
+                return status(Status::BadArgument);
             };
-            return_bytes(&mut caller, &serialized, ptr_ptr, size_ptr)?;
+            // Envoy serializes an unavailable map as an empty one.
+            let state = caller.data_mut();
+            state.scratch.clear();
+            match state.maps[map].as_ref() {
+                Some(headers) => headers.serialize_into(&mut state.scratch),
+                None => Headers::new().serialize_into(&mut state.scratch),
+            }
+            return_scratch(&mut caller, ptr_ptr, size_ptr)?;
             status(Status::Ok)
         },
     )?;
@@ -316,7 +354,9 @@ fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_set_header_map_pairs",
         |mut caller: Caller<'_, HostState>, map: i32, ptr: i32, len: i32| -> Result<i32> {
-            let Some(map) = map_index(map) else { return status(Status::BadArgument) };
+            let Some(map) = map_index(map) else {
+                return status(Status::BadArgument);
+            };
             let bytes = read(&caller, ptr, len)?;
             let Some(headers) = Headers::deserialize(&bytes) else {
                 return status(Status::SerializationFailure);
@@ -338,20 +378,27 @@ fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
          ptr_ptr: i32,
          size_ptr: i32|
          -> Result<i32> {
-            let Some(map) = map_index(map) else { return status(Status::BadArgument) };
-            let key = read(&caller, key_ptr, key_len)?;
-            let value = match caller.data().maps[map].as_ref() {
-                Some(headers) => headers.get_bytes(&key).map(<[u8]>::to_vec),
-                // Not available in this callback: Envoy answers BadArgument (the SDK panics).
-                None => return status(Status::BadArgument),
+            let Some(map) = map_index(map) else {
+                return status(Status::BadArgument);
             };
-            match value {
-                Some(value) => {
-                    return_bytes(&mut caller, &value, ptr_ptr, size_ptr)?;
-                    status(Status::Ok)
-                }
-                None => status(Status::NotFound),
+            let found = with_memory(&mut caller, |memory, state| {
+                let key = slice(memory, key_ptr, key_len)?;
+                let value = match state.maps[map].as_ref() {
+                    Some(headers) => headers.get_bytes(key),
+                    // Not available in this callback: Envoy answers BadArgument (the SDK panics).
+                    None => return Ok(Status::BadArgument),
+                };
+                let Some(value) = value else {
+                    return Ok(Status::NotFound);
+                };
+                state.scratch.clear();
+                state.scratch.extend_from_slice(value);
+                Ok(Status::Ok)
+            })?;
+            if found == Status::Ok {
+                return_scratch(&mut caller, ptr_ptr, size_ptr)?;
             }
+            status(found)
         },
     )?;
     linker.func_wrap(
@@ -364,14 +411,18 @@ fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
          value_ptr: i32,
          value_len: i32|
          -> Result<i32> {
-            let Some(map) = map_index(map) else { return status(Status::BadArgument) };
-            let key = read(&caller, key_ptr, key_len)?;
-            let value = read(&caller, value_ptr, value_len)?;
-            match caller.data_mut().maps[map].as_mut() {
-                Some(headers) => headers.replace(&key, &value),
-                None => return status(Status::BadArgument),
-            }
-            status(Status::Ok)
+            let Some(map) = map_index(map) else {
+                return status(Status::BadArgument);
+            };
+            with_memory(&mut caller, |memory, state| {
+                let key = slice(memory, key_ptr, key_len)?;
+                let value = slice(memory, value_ptr, value_len)?;
+                match state.maps[map].as_mut() {
+                    Some(headers) => headers.replace(key, value),
+                    None => return status(Status::BadArgument),
+                }
+                status(Status::Ok)
+            })
         },
     )?;
     linker.func_wrap(
@@ -384,35 +435,48 @@ fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
          value_ptr: i32,
          value_len: i32|
          -> Result<i32> {
-            let Some(map) = map_index(map) else { return status(Status::BadArgument) };
-            let key = read(&caller, key_ptr, key_len)?;
-            let value = read(&caller, value_ptr, value_len)?;
-            match caller.data_mut().maps[map].as_mut() {
-                Some(headers) => headers.add(&key, &value),
-                None => return status(Status::BadArgument),
-            }
-            status(Status::Ok)
+            let Some(map) = map_index(map) else {
+                return status(Status::BadArgument);
+            };
+            with_memory(&mut caller, |memory, state| {
+                let key = slice(memory, key_ptr, key_len)?;
+                let value = slice(memory, value_ptr, value_len)?;
+                match state.maps[map].as_mut() {
+                    Some(headers) => headers.add(key, value),
+                    None => return status(Status::BadArgument),
+                }
+                status(Status::Ok)
+            })
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_remove_header_map_value",
         |mut caller: Caller<'_, HostState>, map: i32, key_ptr: i32, key_len: i32| -> Result<i32> {
-            let Some(map) = map_index(map) else { return status(Status::BadArgument) };
-            let key = read(&caller, key_ptr, key_len)?;
-            match caller.data_mut().maps[map].as_mut() {
-                Some(headers) => headers.remove(&key),
-                None => return status(Status::BadArgument),
-            }
-            status(Status::Ok)
+            let Some(map) = map_index(map) else {
+                return status(Status::BadArgument);
+            };
+            with_memory(&mut caller, |memory, state| {
+                let key = slice(memory, key_ptr, key_len)?;
+                match state.maps[map].as_mut() {
+                    Some(headers) => headers.remove(key),
+                    None => return status(Status::BadArgument),
+                }
+                status(Status::Ok)
+            })
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_get_header_map_size",
         |mut caller: Caller<'_, HostState>, map: i32, ret: i32| -> Result<i32> {
-            let Some(map) = map_index(map) else { return status(Status::BadArgument) };
-            let Some(size) = caller.data().maps[map].as_ref().map(|h| h.serialize().len()) else {
+            let Some(map) = map_index(map) else {
+                return status(Status::BadArgument);
+            };
+            let Some(size) = caller.data().maps[map]
+                .as_ref()
+                .map(|h| h.serialize().len())
+            else {
                 return status(Status::BadArgument);
             };
             write_u32(&mut caller, ret, size as u32)?;
@@ -433,18 +497,22 @@ fn define_buffers(linker: &mut Linker<HostState>) -> Result<()> {
          ptr_ptr: i32,
          size_ptr: i32|
          -> Result<i32> {
-            let Some(buffer) = buffer_index(buffer) else { return status(Status::BadArgument) };
-            let slice = match caller.data().buffers[buffer].as_ref() {
+            let Some(buffer) = buffer_index(buffer) else {
+                return status(Status::BadArgument);
+            };
+            let state = caller.data_mut();
+            match state.buffers[buffer].as_ref() {
                 Some(bytes) => {
                     let start = addr(start).min(bytes.len());
                     let end = start.saturating_add(addr(max_size)).min(bytes.len());
-                    bytes[start..end].to_vec()
+                    state.scratch.clear();
+                    state.scratch.extend_from_slice(&bytes[start..end]);
                 }
                 None => return status(Status::NotFound),
-            };
+            }
             // Envoy leaves the return slots untouched for an empty slice: the SDK sees None.
-            if !slice.is_empty() {
-                return_bytes(&mut caller, &slice, ptr_ptr, size_ptr)?;
+            if !caller.data().scratch.is_empty() {
+                return_scratch(&mut caller, ptr_ptr, size_ptr)?;
             }
             status(Status::Ok)
         },
@@ -459,7 +527,9 @@ fn define_buffers(linker: &mut Linker<HostState>) -> Result<()> {
          ptr: i32,
          len: i32|
          -> Result<i32> {
-            let Some(buffer) = buffer_index(buffer) else { return status(Status::BadArgument) };
+            let Some(buffer) = buffer_index(buffer) else {
+                return status(Status::BadArgument);
+            };
             let data = read(&caller, ptr, len)?;
             let Some(bytes) = caller.data_mut().buffers[buffer].as_mut() else {
                 return status(Status::NotFound);
@@ -509,8 +579,12 @@ fn define_streams(linker: &mut Linker<HostState>) -> Result<()> {
             else {
                 return status(Status::SerializationFailure);
             };
-            caller.data_mut().local_response =
-                Some(LocalResponse { status: status_code as u32, details, body, headers });
+            caller.data_mut().local_response = Some(LocalResponse {
+                status: status_code as u32,
+                details,
+                body,
+                headers,
+            });
             status(Status::Ok)
         },
     )?;
@@ -529,16 +603,22 @@ fn define_streams(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_status",
-        |mut caller: Caller<'_, HostState>, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+        |mut caller: Caller<'_, HostState>,
+         code_ptr: i32,
+         ptr_ptr: i32,
+         size_ptr: i32|
+         -> Result<i32> {
             let (code, message) = caller.data().call_status.clone();
             write_u32(&mut caller, code_ptr, code)?;
             return_bytes(&mut caller, &message, ptr_ptr, size_ptr)?;
             status(Status::Ok)
         },
     )?;
-    linker.func_wrap("env", "proxy_done", |_: Caller<'_, HostState>| -> Result<i32> {
-        status(Status::Ok)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_done",
+        |_: Caller<'_, HostState>| -> Result<i32> { status(Status::Ok) },
+    )?;
     Ok(())
 }
 
@@ -558,8 +638,8 @@ fn define_http_calls(linker: &mut Linker<HostState>) -> Result<()> {
          timeout_ms: i32,
          token_ptr: i32|
          -> Result<i32> {
-            let cluster = String::from_utf8_lossy(&read(&caller, upstream_ptr, upstream_len)?)
-                .into_owned();
+            let cluster =
+                String::from_utf8_lossy(&read(&caller, upstream_ptr, upstream_len)?).into_owned();
             let headers = Headers::deserialize(&read(&caller, headers_ptr, headers_len)?);
             let trailers = Headers::deserialize(&read(&caller, trailers_ptr, trailers_len)?);
             let (Some(headers), Some(trailers)) = (headers, trailers) else {
@@ -571,7 +651,10 @@ fn define_http_calls(linker: &mut Linker<HostState>) -> Result<()> {
             if timeout_ms < 0 || caller.data().unreachable_clusters.contains(&cluster) {
                 return status(Status::BadArgument);
             }
-            if [":method", ":path", ":authority"].iter().any(|h| headers.get(h).is_none()) {
+            if [":method", ":path", ":authority"]
+                .iter()
+                .any(|h| headers.get(h).is_none())
+            {
                 return status(Status::BadArgument);
             }
             let state = caller.data_mut();
@@ -617,13 +700,20 @@ fn define_metrics(linker: &mut Linker<HostState>) -> Result<()> {
             let id = match state.metric_ids.get(&name) {
                 Some(&id) => {
                     if state.metrics[id as usize].kind != kind {
-                        bail!("metric {name} defined as {:?} and as {kind:?}", state.metrics[id as usize].kind);
+                        bail!(
+                            "metric {name} defined as {:?} and as {kind:?}",
+                            state.metrics[id as usize].kind
+                        );
                     }
                     id
                 }
                 None => {
                     let id = state.metrics.len() as u32;
-                    state.metrics.push(Metric { name: name.clone(), kind, value: 0 });
+                    state.metrics.push(Metric {
+                        name: name.clone(),
+                        kind,
+                        value: 0,
+                    });
                     state.metric_ids.insert(name, id);
                     id
                 }
@@ -768,7 +858,12 @@ fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         WASI,
         "fd_write",
-        |mut caller: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| -> Result<i32> {
+        |mut caller: Caller<'_, HostState>,
+         fd: i32,
+         iovs: i32,
+         iovs_len: i32,
+         nwritten: i32|
+         -> Result<i32> {
             if fd != 1 && fd != 2 {
                 return Ok(ERRNO_BADF);
             }
@@ -781,15 +876,22 @@ fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
             }
             let count = written.len() as u32;
             let state = caller.data_mut();
-            if fd == 1 { &mut state.stdout } else { &mut state.stderr }.extend_from_slice(&written);
+            if fd == 1 {
+                &mut state.stdout
+            } else {
+                &mut state.stderr
+            }
+            .extend_from_slice(&written);
             write_u32(&mut caller, nwritten, count)?;
             Ok(ERRNO_SUCCESS)
         },
     )?;
     for name in ["fd_close", "fd_fdstat_get", "fd_prestat_get"] {
-        linker.func_wrap(WASI, name, |_: Caller<'_, HostState>, _: i32| -> Result<i32> {
-            Ok(ERRNO_BADF)
-        })?;
+        linker.func_wrap(
+            WASI,
+            name,
+            |_: Caller<'_, HostState>, _: i32| -> Result<i32> { Ok(ERRNO_BADF) },
+        )?;
     }
     linker.func_wrap(
         WASI,
@@ -799,12 +901,16 @@ fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         WASI,
         "fd_read",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> { Ok(ERRNO_BADF) },
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> {
+            Ok(ERRNO_BADF)
+        },
     )?;
     linker.func_wrap(
         WASI,
         "fd_seek",
-        |_: Caller<'_, HostState>, _: i32, _: i64, _: i32, _: i32| -> Result<i32> { Ok(ERRNO_BADF) },
+        |_: Caller<'_, HostState>, _: i32, _: i64, _: i32, _: i32| -> Result<i32> {
+            Ok(ERRNO_BADF)
+        },
     )?;
     // No environment and no arguments, as in Envoy.
     for name in ["environ_sizes_get", "args_sizes_get"] {
@@ -819,9 +925,11 @@ fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
         )?;
     }
     for name in ["environ_get", "args_get"] {
-        linker.func_wrap(WASI, name, |_: Caller<'_, HostState>, _: i32, _: i32| -> Result<i32> {
-            Ok(ERRNO_SUCCESS)
-        })?;
+        linker.func_wrap(
+            WASI,
+            name,
+            |_: Caller<'_, HostState>, _: i32, _: i32| -> Result<i32> { Ok(ERRNO_SUCCESS) },
+        )?;
     }
     linker.func_wrap(
         WASI,
@@ -862,16 +970,24 @@ fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(ERRNO_SUCCESS)
         },
     )?;
-    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, HostState>| -> Result<i32> {
-        Ok(ERRNO_SUCCESS)
-    })?;
+    linker.func_wrap(
+        WASI,
+        "sched_yield",
+        |_: Caller<'_, HostState>| -> Result<i32> { Ok(ERRNO_SUCCESS) },
+    )?;
     linker.func_wrap(
         WASI,
         "poll_oneoff",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> { Ok(ERRNO_NOSYS) },
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> {
+            Ok(ERRNO_NOSYS)
+        },
     )?;
-    linker.func_wrap(WASI, "proc_exit", |_: Caller<'_, HostState>, code: i32| -> Result<()> {
-        bail!("the module called proc_exit({code})")
-    })?;
+    linker.func_wrap(
+        WASI,
+        "proc_exit",
+        |_: Caller<'_, HostState>, code: i32| -> Result<()> {
+            bail!("the module called proc_exit({code})")
+        },
+    )?;
     Ok(())
 }

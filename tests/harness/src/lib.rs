@@ -26,8 +26,8 @@ mod wasm_file;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -61,7 +61,11 @@ pub enum Error {
     Rejected { logs: Vec<LogLine> },
     /// The VM trapped (a panic in the filter is an `unreachable` with `panic = "abort"`); Envoy
     /// would fail the VM, so every later call on this `Filter` fails too.
-    Trap { during: String, message: String, stderr: String },
+    Trap {
+        during: String,
+        message: String,
+        stderr: String,
+    },
     /// The test asked for something the host cannot do (an unknown call token, …).
     Usage(String),
 }
@@ -77,7 +81,11 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Trap { during, message, stderr } => {
+            Error::Trap {
+                during,
+                message,
+                stderr,
+            } => {
                 write!(f, "the VM trapped during {during}: {message}")?;
                 if !stderr.is_empty() {
                     write!(f, "\nfilter stderr:\n{stderr}")?;
@@ -134,11 +142,14 @@ fn engine() -> &'static Engine {
 fn instance_pre(path: &Path) -> Result<InstancePre<HostState>, Error> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, InstancePre<HostState>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(pre) = cache.get(path) {
         return Ok(pre.clone());
     }
-    let wasm_error = |what: &str, e: wasmtime::Error| Error::Wasm(format!("{what} {}: {e:#}", path.display()));
+    let wasm_error =
+        |what: &str, e: wasmtime::Error| Error::Wasm(format!("{what} {}: {e:#}", path.display()));
     let module = compile_cached(path).map_err(|e| wasm_error("cannot compile", e))?;
     let mut linker = Linker::new(engine());
     host::define(&mut linker).map_err(|e| wasm_error("cannot define host functions for", e))?;
@@ -146,7 +157,9 @@ fn instance_pre(path: &Path) -> Result<InstancePre<HostState>, Error> {
     linker
         .define_unknown_imports_as_traps(&module)
         .map_err(|e| wasm_error("cannot stub the imports of", e))?;
-    let pre = linker.instantiate_pre(&module).map_err(|e| wasm_error("cannot link", e))?;
+    let pre = linker
+        .instantiate_pre(&module)
+        .map_err(|e| wasm_error("cannot link", e))?;
     cache.insert(path.to_path_buf(), pre.clone());
     Ok(pre)
 }
@@ -173,7 +186,9 @@ fn compile_cached(path: &Path) -> wasmtime::Result<Module> {
     // concurrent test process never reads half a file.
     if let Ok(serialized) = module.serialize() {
         let partial = cache_dir.join(format!("{key:016x}.{}.partial", std::process::id()));
-        if std::fs::create_dir_all(&cache_dir).is_ok() && std::fs::write(&partial, serialized).is_ok() {
+        if std::fs::create_dir_all(&cache_dir).is_ok()
+            && std::fs::write(&partial, serialized).is_ok()
+        {
             let _ = std::fs::rename(&partial, &cached);
         }
     }
@@ -197,7 +212,9 @@ impl Filter {
         if filter.configure(config)? {
             Ok(filter)
         } else {
-            Err(Error::Rejected { logs: filter.logs().to_vec() })
+            Err(Error::Rejected {
+                logs: filter.logs().to_vec(),
+            })
         }
     }
 
@@ -211,17 +228,24 @@ impl Filter {
     /// Like [`Filter::start`] with an explicit `.wasm`.
     pub fn start_from(path: &Path) -> Result<Filter, Error> {
         let pre = instance_pre(path)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let mut store = Store::new(engine(), HostState::new(now.as_nanos() as u64));
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| Error::Wasm(format!("cannot instantiate {}: {e:#}", path.display())))?;
         let missing = |name: &str, e: wasmtime::Error| {
-            Error::Wasm(format!("{} does not export {name} as proxy-wasm 0.2.1 expects: {e:#}", path.display()))
+            Error::Wasm(format!(
+                "{} does not export {name} as proxy-wasm 0.2.1 expects: {e:#}",
+                path.display()
+            ))
         };
         macro_rules! export {
             ($name:literal) => {
-                instance.get_typed_func(&mut store, $name).map_err(|e| missing($name, e))?
+                instance
+                    .get_typed_func(&mut store, $name)
+                    .map_err(|e| missing($name, e))?
             };
         }
         let exports = Exports {
@@ -247,7 +271,13 @@ impl Filter {
         store.data_mut().memory = Some(memory);
         store.data_mut().allocate = Some(allocate);
 
-        let mut filter = Filter { store, exports, next_context_id: ROOT_CONTEXT_ID + 1, trapped: None, wasm_path: path.to_path_buf() };
+        let mut filter = Filter {
+            store,
+            exports,
+            next_context_id: ROOT_CONTEXT_ID + 1,
+            trapped: None,
+            wasm_path: path.to_path_buf(),
+        };
         // A reactor module initialises its runtime in _initialize; a command module in _start.
         for entry in ["_initialize", "_start"] {
             if let Ok(init) = instance.get_typed_func::<(), ()>(&mut filter.store, entry) {
@@ -255,7 +285,11 @@ impl Filter {
                 break;
             }
         }
-        filter.store.data_mut().live_contexts.insert(ROOT_CONTEXT_ID);
+        filter
+            .store
+            .data_mut()
+            .live_contexts
+            .insert(ROOT_CONTEXT_ID);
         let create = filter.exports.on_context_create.clone();
         filter.call(ROOT_CONTEXT_ID, "proxy_on_context_create(root)", |store| {
             create.call(store, (ROOT_CONTEXT_ID as i32, 0))
@@ -277,7 +311,8 @@ impl Filter {
 
     /// Calls `proxy_on_configure` with `config` as the plugin configuration; returns its verdict.
     pub fn configure(&mut self, config: &str) -> Result<bool, Error> {
-        self.store.data_mut().buffers[BUFFER_PLUGIN_CONFIGURATION] = Some(config.as_bytes().to_vec());
+        self.store.data_mut().buffers[BUFFER_PLUGIN_CONFIGURATION] =
+            Some(config.as_bytes().to_vec());
         let configure = self.exports.on_configure.clone();
         let result = self.call(ROOT_CONTEXT_ID, "proxy_on_configure", |store| {
             configure.call(store, (ROOT_CONTEXT_ID as i32, config.len() as i32))
@@ -310,9 +345,10 @@ impl Filter {
         let id = self.next_context_id;
         self.next_context_id += 1;
         self.store.data_mut().live_contexts.insert(id);
-        self.store.data_mut().local_response = None;
         let create = self.exports.on_context_create.clone();
-        self.call(id, "proxy_on_context_create", |store| create.call(store, (id as i32, ROOT_CONTEXT_ID as i32)))?;
+        self.call(id, "proxy_on_context_create", |store| {
+            create.call(store, (id as i32, ROOT_CONTEXT_ID as i32))
+        })?;
         let mut stream = Stream {
             filter: self,
             id,
@@ -333,7 +369,9 @@ impl Filter {
     /// Calls `proxy_on_tick` on the root context.
     pub fn tick(&mut self) -> Result<(), Error> {
         let tick = self.exports.on_tick.clone();
-        self.call(ROOT_CONTEXT_ID, "proxy_on_tick", |store| tick.call(store, ROOT_CONTEXT_ID as i32))
+        self.call(ROOT_CONTEXT_ID, "proxy_on_tick", |store| {
+            tick.call(store, ROOT_CONTEXT_ID as i32)
+        })
     }
 
     /// The tick period the filter asked for, if any.
@@ -349,7 +387,10 @@ impl Filter {
     /// Makes `proxy_http_call` to `cluster` fail with `BadArgument`, as Envoy does for a cluster
     /// it does not know.
     pub fn make_cluster_unknown(&mut self, cluster: &str) {
-        self.store.data_mut().unreachable_clusters.insert(cluster.to_string());
+        self.store
+            .data_mut()
+            .unreachable_clusters
+            .insert(cluster.to_string());
     }
 
     /// Answers the pending call `token`: `Some(status)` with headers and body, or `None` for a
@@ -365,7 +406,9 @@ impl Filter {
     ) -> Result<(), Error> {
         let calls = &mut self.store.data_mut().http_calls;
         let Some(index) = calls.iter().position(|c| c.token == token) else {
-            return Err(Error::Usage(format!("no pending HTTP call with token {token}")));
+            return Err(Error::Usage(format!(
+                "no pending HTTP call with token {token}"
+            )));
         };
         let call = calls.remove(index);
         let (num_headers, body_size) = match status {
@@ -391,7 +434,16 @@ impl Filter {
         let callback = self.exports.on_http_call_response.clone();
         let context = call.context_id;
         let result = self.call(context, "proxy_on_http_call_response", |store| {
-            callback.call(store, (context as i32, token as i32, num_headers as i32, body_size as i32, 0))
+            callback.call(
+                store,
+                (
+                    context as i32,
+                    token as i32,
+                    num_headers as i32,
+                    body_size as i32,
+                    0,
+                ),
+            )
         });
         let state = self.store.data_mut();
         state.maps[MAP_HTTP_CALL_RESPONSE_HEADERS] = None;
@@ -418,14 +470,22 @@ impl Filter {
 
     /// Every metric the filter defined, in definition order.
     pub fn metric_names(&self) -> Vec<String> {
-        self.store.data().metrics.iter().map(|m| m.name.clone()).collect()
+        self.store
+            .data()
+            .metrics
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     fn expect_metric(&self, name: &str, kind: MetricKind) -> u64 {
         match self.metric(name) {
             Some((found, value)) if found == kind => value,
             Some((found, _)) => panic!("metric {name} is a {found:?}, not a {kind:?}"),
-            None => panic!("the filter defined no metric {name}; it defined {:?}", self.metric_names()),
+            None => panic!(
+                "the filter defined no metric {name}; it defined {:?}",
+                self.metric_names()
+            ),
         }
     }
 
@@ -446,7 +506,10 @@ impl Filter {
     /// What the module wrote to stdout and stderr through WASI.
     pub fn stdio(&self) -> (String, String) {
         let state = self.store.data();
-        (String::from_utf8_lossy(&state.stdout).into_owned(), String::from_utf8_lossy(&state.stderr).into_owned())
+        (
+            String::from_utf8_lossy(&state.stdout).into_owned(),
+            String::from_utf8_lossy(&state.stderr).into_owned(),
+        )
     }
 
     /// The log level `proxy_get_log_level` reports (Envoy's default: info).
@@ -456,7 +519,10 @@ impl Filter {
 
     /// Sets a property `proxy_get_property` answers; `path` segments as in the SDK.
     pub fn set_property(&mut self, path: &[&str], value: &[u8]) {
-        self.store.data_mut().properties.insert(path.join("\0").into_bytes(), value.to_vec());
+        self.store
+            .data_mut()
+            .properties
+            .insert(path.join("\0").into_bytes(), value.to_vec());
     }
 
     /// Moves the clock the filter reads forward.
@@ -489,7 +555,11 @@ impl Filter {
             Err(e) => {
                 let message = format!("{e:#}");
                 self.trapped = Some(format!("{during}: {message}"));
-                Err(Error::Trap { during: during.to_string(), message, stderr: self.stdio().1 })
+                Err(Error::Trap {
+                    during: during.to_string(),
+                    message,
+                    stderr: self.stdio().1,
+                })
             }
         }
     }
@@ -555,7 +625,9 @@ impl Stream<'_> {
 
     fn deliver_request_headers(&mut self, end_of_stream: bool) -> Result<(), Error> {
         let count = self.request.len();
-        self.filter.store.data_mut().maps[MAP_REQUEST_HEADERS] = Some(std::mem::take(&mut self.request));
+        self.before_request_callback();
+        self.filter.store.data_mut().maps[MAP_REQUEST_HEADERS] =
+            Some(std::mem::take(&mut self.request));
         let callback = self.filter.exports.on_request_headers.clone();
         let id = self.id;
         let result = self.filter.call(id, "proxy_on_request_headers", |store| {
@@ -565,7 +637,8 @@ impl Stream<'_> {
         let action = Action::from_abi(result?);
         self.request_action = action;
         // Envoy keeps the map reachable only while the filter holds the headers back.
-        self.request_headers_held = action != Action::Continue && !self.continued_request();
+        let continued = self.continued_request();
+        self.request_headers_held = action != Action::Continue && !continued;
         Ok(())
     }
 
@@ -574,6 +647,7 @@ impl Stream<'_> {
     pub fn send_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {
         self.buffered_body.extend_from_slice(chunk);
         let size = self.buffered_body.len();
+        self.before_request_callback();
         let state = self.filter.store.data_mut();
         state.buffers[BUFFER_REQUEST_BODY] = Some(std::mem::take(&mut self.buffered_body));
         if self.request_headers_held {
@@ -584,17 +658,24 @@ impl Stream<'_> {
         let result = self.filter.call(id, "proxy_on_request_body", |store| {
             callback.call(store, (id as i32, size as i32, end_of_stream as i32))
         });
-        if self.request_headers_held {
-            self.after_request_callback();
-        }
-        self.buffered_body = self.filter.store.data_mut().buffers[BUFFER_REQUEST_BODY].take().unwrap_or_default();
+        self.after_request_callback();
+        self.buffered_body = self.filter.store.data_mut().buffers[BUFFER_REQUEST_BODY]
+            .take()
+            .unwrap_or_default();
         let action = Action::from_abi(result?);
         self.body_actions.push(action);
-        if action == Action::Continue || self.continued_request() {
+        let continued = self.continued_request();
+        if action == Action::Continue || continued {
             self.upstream_body.append(&mut self.buffered_body);
             self.request_headers_held = false;
         }
         Ok(action)
+    }
+
+    fn before_request_callback(&mut self) {
+        let state = self.filter.store.data_mut();
+        state.continued_streams.clear();
+        state.local_response = None;
     }
 
     fn after_request_callback(&mut self) {
@@ -616,12 +697,20 @@ impl Stream<'_> {
 
     /// Delivers the upstream's response headers (with `:status`, end of stream) and returns them
     /// as the filter left them.
-    pub fn respond<V: AsRef<[u8]>>(&mut self, status: u16, headers: &[(&str, V)]) -> Result<Response, Error> {
-        let mut response = Headers::new();
-        response.add(b":status", status.to_string().as_bytes());
-        for (name, value) in headers {
-            response.add(name.as_bytes(), value.as_ref());
-        }
+    pub fn respond<V: AsRef<[u8]>>(
+        &mut self,
+        status: u16,
+        headers: &[(&str, V)],
+    ) -> Result<Response, Error> {
+        let status = status.to_string();
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.len() + 1);
+        pairs.push((b":status", status.as_bytes()));
+        pairs.extend(
+            headers
+                .iter()
+                .map(|(name, value)| (name.as_bytes(), value.as_ref())),
+        );
+        let response = Headers::from_pairs(&pairs);
         let count = response.len();
         self.filter.store.data_mut().maps[MAP_RESPONSE_HEADERS] = Some(response);
         let callback = self.filter.exports.on_response_headers.clone();
@@ -629,7 +718,9 @@ impl Stream<'_> {
         let result = self.filter.call(id, "proxy_on_response_headers", |store| {
             callback.call(store, (id as i32, count as i32, 1))
         });
-        let headers = self.filter.store.data_mut().maps[MAP_RESPONSE_HEADERS].take().unwrap_or_default();
+        let headers = self.filter.store.data_mut().maps[MAP_RESPONSE_HEADERS]
+            .take()
+            .unwrap_or_default();
         let action = Action::from_abi(result?);
         self.response = Some(headers.clone());
         Ok(Response { headers, action })
@@ -653,15 +744,21 @@ impl Stream<'_> {
             self.filter.exports.on_delete.clone(),
         );
         let state = self.filter.store.data_mut();
-        state.maps[MAP_REQUEST_HEADERS] = Some(self.request.clone());
-        state.maps[MAP_RESPONSE_HEADERS] = self.response.clone();
-        let logged = self.filter.call(id, "proxy_on_log", |store| exports.0.call(store, id as i32));
+        state.maps[MAP_REQUEST_HEADERS] = Some(std::mem::take(&mut self.request));
+        state.maps[MAP_RESPONSE_HEADERS] = self.response.take();
+        let logged = self
+            .filter
+            .call(id, "proxy_on_log", |store| exports.0.call(store, id as i32));
         let state = self.filter.store.data_mut();
-        state.maps[MAP_REQUEST_HEADERS] = None;
-        state.maps[MAP_RESPONSE_HEADERS] = None;
+        self.request = state.maps[MAP_REQUEST_HEADERS].take().unwrap_or_default();
+        self.response = state.maps[MAP_RESPONSE_HEADERS].take();
         logged?;
-        self.filter.call(id, "proxy_on_done", |store| exports.1.call(store, id as i32))?;
-        let deleted = self.filter.call(id, "proxy_on_delete", |store| exports.2.call(store, id as i32));
+        self.filter.call(id, "proxy_on_done", |store| {
+            exports.1.call(store, id as i32)
+        })?;
+        let deleted = self.filter.call(id, "proxy_on_delete", |store| {
+            exports.2.call(store, id as i32)
+        });
         self.filter.store.data_mut().live_contexts.remove(&id);
         deleted
     }

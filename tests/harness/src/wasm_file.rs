@@ -61,8 +61,8 @@ fn newest_filter_source(workspace: &Path) -> Result<SystemTime, String> {
     })?;
     let mut dirs = vec![filter.join("src")];
     while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -83,11 +83,20 @@ fn build_filter(workspace: &Path) -> Result<PathBuf, String> {
     let target_dir = workspace.join(FIXTURE_TARGET_DIR);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args(["build", "-p", "cutover-filter", "--target", "wasm32-wasip1", "--release"])
+        .args([
+            "build",
+            "-p",
+            "cutover-filter",
+            "--target",
+            "wasm32-wasip1",
+            "--release",
+        ])
         .current_dir(workspace)
         .env("CARGO_TARGET_DIR", &target_dir)
         .output()
-        .map_err(|e| format!("cannot run cargo to build the filter .wasm: {e} (run `make wasm`)"))?;
+        .map_err(|e| {
+            format!("cannot run cargo to build the filter .wasm: {e} (run `make wasm`)")
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
@@ -103,6 +112,9 @@ fn build_filter(workspace: &Path) -> Result<PathBuf, String> {
     if built.is_file() {
         Ok(built)
     } else {
-        Err(format!("cargo reported success but {} does not exist", built.display()))
+        Err(format!(
+            "cargo reported success but {} does not exist",
+            built.display()
+        ))
     }
 }

@@ -13,8 +13,17 @@ fn post(f: &mut Filter, len: usize) -> Result<(), Error> {
     for (i, chunk) in chunks.iter().enumerate() {
         s.send_body(chunk, i + 1 == chunks.len())?;
     }
-    assert!(s.local_response().is_none(), "the filter must not answer (e.g. 413): {:?}", s.local_response());
-    assert!(s.upstream_body() == payload, "primary got {} of {} bytes", s.upstream_body().len(), payload.len());
+    assert!(
+        s.local_response().is_none(),
+        "the filter must not answer (e.g. 413): {:?}",
+        s.local_response()
+    );
+    assert!(
+        s.upstream_body() == payload,
+        "primary got {} of {} bytes",
+        s.upstream_body().len(),
+        payload.len()
+    );
     s.respond(200, &[] as &[(&str, &str)])?;
     s.finish()?;
     f.tick()
@@ -24,7 +33,14 @@ fn post(f: &mut Filter, len: usize) -> Result<(), Error> {
 fn a_body_over_the_cap_skips_the_shadow_and_counts_it() -> Result<(), Error> {
     let mut f = Filter::boot(&chat_dual_write(50, CAP))?;
     post(&mut f, 100 * 1024)?;
-    assert!(f.pending_http_calls().is_empty(), "{:?}", f.pending_http_calls().iter().map(|c| &c.cluster).collect::<Vec<_>>());
+    assert!(
+        f.pending_http_calls().is_empty(),
+        "{:?}",
+        f.pending_http_calls()
+            .iter()
+            .map(|c| &c.cluster)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(f.counter("cutover.chat.shadow_skipped_body_too_large"), 1);
     assert_eq!(f.counter("cutover.chat.shadow_sent"), 0);
     Ok(())

@@ -12,7 +12,10 @@ const MIB: u64 = 1 << 20;
 /// A mirrored POST whose primary answered `primary_status`; the HTTP context is finished
 /// (`proxy_on_done`/`proxy_on_delete`) before the shadow answers. Returns the shadow's token.
 fn write_then_finish(f: &mut Filter, primary_status: u16) -> Result<u32, Error> {
-    let mut s = f.request(&request("POST", "/api/chat/send?x=1", "corr-77"), Some(b"{\"m\":\"hi\"}"))?;
+    let mut s = f.request(
+        &request("POST", "/api/chat/send?x=1", "corr-77"),
+        Some(b"{\"m\":\"hi\"}"),
+    )?;
     s.respond(primary_status, &[] as &[(&str, &str)])?;
     s.finish()?;
     f.tick()?;
@@ -22,13 +25,30 @@ fn write_then_finish(f: &mut Filter, primary_status: u16) -> Result<u32, Error> 
 }
 
 fn shadow_counters(f: &Filter) -> [(String, u64); 9] {
-    ["succeeded", "failed_3xx", "failed_4xx", "failed_5xx", "failed_reset", "timed_out", "mismatch", "sent", "skipped_body_too_large"]
-        .map(|s| { let name = format!("cutover.chat.shadow_{s}"); let v = f.counter(&name); (s.to_string(), v) })
+    [
+        "succeeded",
+        "failed_3xx",
+        "failed_4xx",
+        "failed_5xx",
+        "failed_reset",
+        "timed_out",
+        "mismatch",
+        "sent",
+        "skipped_body_too_large",
+    ]
+    .map(|s| {
+        let name = format!("cutover.chat.shadow_{s}");
+        let v = f.counter(&name);
+        (s.to_string(), v)
+    })
 }
 
 fn assert_counters(f: &Filter, expected: &[(&str, u64)]) {
     for (name, value) in shadow_counters(f) {
-        let want = expected.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+        let want = expected
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v);
         assert_eq!(value, want, "shadow_{name}");
     }
 }
@@ -37,7 +57,12 @@ fn assert_counters(f: &Filter, expected: &[(&str, u64)]) {
 fn a_2xx_shadow_counts_succeeded() -> Result<(), Error> {
     let mut f = Filter::boot(&chat_dual_write(0, MIB))?;
     let token = write_then_finish(&mut f, 201)?;
-    f.deliver_http_call_response(token, Some(200), &[("content-type", "application/json")], b"{}")?;
+    f.deliver_http_call_response(
+        token,
+        Some(200),
+        &[("content-type", "application/json")],
+        b"{}",
+    )?;
     assert_counters(&f, &[("sent", 1), ("succeeded", 1)]);
     Ok(())
 }
@@ -51,7 +76,11 @@ fn primary_201_and_shadow_500_count_failed_5xx_and_mismatch_and_log_it() -> Resu
     assert_counters(&f, &[("sent", 1), ("failed_5xx", 1), ("mismatch", 1)]);
     let warnings = f.logs_at_least(LogLevel::Warn);
     assert!(
-        warnings.iter().any(|l| ["chat", "POST", "/api/chat/send", "corr-77", "201", "500"].iter().all(|w| l.message.contains(w))),
+        warnings.iter().any(
+            |l| ["chat", "POST", "/api/chat/send", "corr-77", "201", "500"]
+                .iter()
+                .all(|w| l.message.contains(w))
+        ),
         "no warning naming service, method, path, correlation id and both statuses: {warnings:?}"
     );
     Ok(())
@@ -73,7 +102,15 @@ fn status_classes_3xx_and_4xx_are_counted_apart() -> Result<(), Error> {
     f.deliver_http_call_response(t1, Some(302), &[("location", "/elsewhere")], b"")?;
     let t2 = write_then_finish(&mut f, 200)?;
     f.deliver_http_call_response(t2, Some(409), &[] as &[(&str, &str)], b"conflict")?;
-    assert_counters(&f, &[("sent", 2), ("failed_3xx", 1), ("failed_4xx", 1), ("mismatch", 2)]);
+    assert_counters(
+        &f,
+        &[
+            ("sent", 2),
+            ("failed_3xx", 1),
+            ("failed_4xx", 1),
+            ("mismatch", 2),
+        ],
+    );
     Ok(())
 }
 
@@ -105,25 +142,40 @@ fn envoys_timeout_reply_counts_timed_out() -> Result<(), Error> {
     let token = write_then_finish(&mut f, 201)?;
     // Envoy's async client answers a call whose timeout fired with a local 504.
     f.advance_clock(Duration::from_millis(5000));
-    f.deliver_http_call_response(token, Some(504), &[("content-type", "text/plain")], b"upstream request timeout")?;
+    f.deliver_http_call_response(
+        token,
+        Some(504),
+        &[("content-type", "text/plain")],
+        b"upstream request timeout",
+    )?;
     assert_counters(&f, &[("sent", 1), ("timed_out", 1), ("mismatch", 1)]);
     Ok(())
 }
 
 #[test]
-fn the_outcome_is_counted_whether_the_shadow_answers_before_or_after_the_primary() -> Result<(), Error> {
+fn the_outcome_is_counted_whether_the_shadow_answers_before_or_after_the_primary(
+) -> Result<(), Error> {
     let mut f = Filter::boot(&chat_dual_write(0, MIB))?;
     // Shadow first: it answers while the client's request is still waiting for the primary.
     let mut s = f.request(&request("POST", "/api/chat/send", "early"), Some(b"{}"))?;
     s.filter().tick()?;
     let token = s.filter().pending_http_calls()[0].token;
-    s.filter().deliver_http_call_response(token, Some(500), &[] as &[(&str, &str)], b"")?;
+    s.filter()
+        .deliver_http_call_response(token, Some(500), &[] as &[(&str, &str)], b"")?;
     s.respond(201, &[] as &[(&str, &str)])?;
     s.finish()?;
     // Shadow last: it answers after the HTTP context was deleted.
     let token = write_then_finish(&mut f, 201)?;
     f.deliver_http_call_response(token, Some(200), &[] as &[(&str, &str)], b"")?;
-    assert_counters(&f, &[("sent", 2), ("failed_5xx", 1), ("succeeded", 1), ("mismatch", 1)]);
+    assert_counters(
+        &f,
+        &[
+            ("sent", 2),
+            ("failed_5xx", 1),
+            ("succeeded", 1),
+            ("mismatch", 1),
+        ],
+    );
     Ok(())
 }
 
@@ -131,7 +183,10 @@ fn the_outcome_is_counted_whether_the_shadow_answers_before_or_after_the_primary
 fn many_writes_in_flight_are_all_accounted_for() -> Result<(), Error> {
     let mut f = Filter::boot(&chat_dual_write(50, MIB))?;
     for n in 0..50 {
-        let mut s = f.request(&request("POST", "/api/chat/send", &format!("c{n}")), Some(b"{}"))?;
+        let mut s = f.request(
+            &request("POST", "/api/chat/send", &format!("c{n}")),
+            Some(b"{}"),
+        )?;
         s.respond(200, &[] as &[(&str, &str)])?;
         s.finish()?;
     }
@@ -142,6 +197,14 @@ fn many_writes_in_flight_are_all_accounted_for() -> Result<(), Error> {
         let status = if i % 5 == 0 { None } else { Some(200) };
         f.deliver_http_call_response(token, status, &[] as &[(&str, &str)], b"")?;
     }
-    assert_counters(&f, &[("sent", 50), ("succeeded", 40), ("failed_reset", 10), ("mismatch", 10)]);
+    assert_counters(
+        &f,
+        &[
+            ("sent", 50),
+            ("succeeded", 40),
+            ("failed_reset", 10),
+            ("mismatch", 10),
+        ],
+    );
     Ok(())
 }

@@ -10,7 +10,10 @@ fn routed_counters_equal_the_decisions_made() -> Result<(), Error> {
     let mut f = Filter::boot(&config(&[chat(50), orchestration_on_legacy()]))?;
     let (mut new, mut legacy) = (0, 0);
     for n in 0..200 {
-        let s = f.request(&request("POST", "/api/chat/send", &format!("corr-{n}")), Some(b"{}"))?;
+        let s = f.request(
+            &request("POST", "/api/chat/send", &format!("corr-{n}")),
+            Some(b"{}"),
+        )?;
         match s.upstream_headers().get_str("x-routed-to") {
             Some("new") => new += 1,
             Some("legacy") => legacy += 1,
@@ -18,14 +21,20 @@ fn routed_counters_equal_the_decisions_made() -> Result<(), Error> {
         }
     }
     for n in 0..7 {
-        f.request(&request("GET", "/api/orchestration/x", &format!("o{n}")), None)?;
+        f.request(
+            &request("GET", "/api/orchestration/x", &format!("o{n}")),
+            None,
+        )?;
     }
     for _ in 0..5 {
         f.request(&request("GET", "/static/app.js", "anyone"), None)?;
     }
     assert_eq!(f.counter("cutover.chat.routed_new"), new);
     assert_eq!(f.counter("cutover.chat.routed_legacy"), legacy);
-    assert!(new > 60 && legacy > 60, "a 50% split of 200 keys: new {new}, legacy {legacy}");
+    assert!(
+        new > 60 && legacy > 60,
+        "a 50% split of 200 keys: new {new}, legacy {legacy}"
+    );
     assert_eq!(f.counter("cutover.orchestration.routed_legacy"), 7);
     assert_eq!(f.counter("cutover.orchestration.routed_new"), 0);
     assert_eq!(f.counter("cutover.chat.no_key"), 0);
@@ -34,10 +43,16 @@ fn routed_counters_equal_the_decisions_made() -> Result<(), Error> {
 
 #[test]
 fn a_request_without_a_stickiness_key_counts_no_key() -> Result<(), Error> {
-    let cfg = json!({ "stickiness_headers": ["x-user-id", "x-correlation-id"], "services": [chat(50)] });
+    let cfg =
+        json!({ "stickiness_headers": ["x-user-id", "x-correlation-id"], "services": [chat(50)] });
     let mut f = Filter::boot(&cfg.to_string())?;
     // Only Envoy's x-request-id: no key (the fallback hashes x-request-id).
-    let only_request_id = [(":method", "GET"), (":path", "/api/chat/1"), (":authority", "gw"), ("x-request-id", "generated")];
+    let only_request_id = [
+        (":method", "GET"),
+        (":path", "/api/chat/1"),
+        (":authority", "gw"),
+        ("x-request-id", "generated"),
+    ];
     f.request(&only_request_id, None)?;
     f.request(&only_request_id, None)?;
     // An empty stickiness header is no key either.
@@ -50,7 +65,10 @@ fn a_request_without_a_stickiness_key_counts_no_key() -> Result<(), Error> {
     f.request(&by_user, None)?;
     f.request(&request("GET", "/api/chat/1", "corr-1"), None)?;
     assert_eq!(f.counter("cutover.chat.no_key"), 3);
-    assert_eq!(f.counter("cutover.chat.routed_new") + f.counter("cutover.chat.routed_legacy"), 5);
+    assert_eq!(
+        f.counter("cutover.chat.routed_new") + f.counter("cutover.chat.routed_legacy"),
+        5
+    );
     Ok(())
 }
 
@@ -71,9 +89,18 @@ fn gauges_publish_the_live_configuration() -> Result<(), Error> {
 fn every_contract_counter_is_defined_at_zero_before_traffic() -> Result<(), Error> {
     let f = Filter::boot(&config(&[chat(10)]))?;
     for suffix in [
-        "routed_legacy", "routed_new", "no_key", "shadow_sent", "shadow_succeeded",
-        "shadow_failed_3xx", "shadow_failed_4xx", "shadow_failed_5xx", "shadow_failed_reset",
-        "shadow_timed_out", "shadow_skipped_body_too_large", "shadow_mismatch",
+        "routed_legacy",
+        "routed_new",
+        "no_key",
+        "shadow_sent",
+        "shadow_succeeded",
+        "shadow_failed_3xx",
+        "shadow_failed_4xx",
+        "shadow_failed_5xx",
+        "shadow_failed_reset",
+        "shadow_timed_out",
+        "shadow_skipped_body_too_large",
+        "shadow_mismatch",
     ] {
         assert_eq!(f.counter(&format!("cutover.chat.{suffix}")), 0, "{suffix}");
     }

@@ -6,7 +6,10 @@ use cutover_harness::{Error, Filter};
 
 fn routed(f: &mut Filter, headers: &[(&str, Vec<u8>)]) -> Result<String, Error> {
     let s = f.request(headers, None)?;
-    Ok(s.upstream_headers().get_str("x-routed-to").unwrap_or("<none>").to_string())
+    Ok(s.upstream_headers()
+        .get_str("x-routed-to")
+        .unwrap_or("<none>")
+        .to_string())
 }
 
 #[test]
@@ -18,16 +21,29 @@ fn an_obs_text_key_is_hashed_as_raw_bytes_and_later_requests_still_work() -> Res
         headers.retain(|(name, _)| *name != "x-correlation-id");
         headers.push(("x-correlation-id", key.clone()));
         let mut s = f.request(&headers, None)?;
-        assert_eq!(s.upstream_headers().get("x-correlation-id"), Some(&key[..]), "the key is forwarded untouched");
-        assert_eq!(s.upstream_headers().get_str("x-routed-to"), Some(expected_side("chat", &key, 50)));
+        assert_eq!(
+            s.upstream_headers().get("x-correlation-id"),
+            Some(&key[..]),
+            "the key is forwarded untouched"
+        );
+        assert_eq!(
+            s.upstream_headers().get_str("x-routed-to"),
+            Some(expected_side("chat", &key, 50))
+        );
         s.respond(200, &[("x-upstream-bytes", &b"\xff\xfe"[..])])?;
         s.finish()?;
     }
     for n in 0..20 {
         let key = format!("plain-{n}");
-        assert_eq!(routed(&mut f, &request("GET", "/api/chat/1", &key))?, expected_side("chat", key.as_bytes(), 50));
+        assert_eq!(
+            routed(&mut f, &request("GET", "/api/chat/1", &key))?,
+            expected_side("chat", key.as_bytes(), 50)
+        );
     }
-    assert_eq!(f.counter("cutover.chat.routed_new") + f.counter("cutover.chat.routed_legacy"), 40);
+    assert_eq!(
+        f.counter("cutover.chat.routed_new") + f.counter("cutover.chat.routed_legacy"),
+        40
+    );
     Ok(())
 }
 
@@ -38,12 +54,18 @@ fn obs_text_in_an_unrelated_header_is_forwarded_untouched() -> Result<(), Error>
     headers.push(("x-display-name", b"Jos\xe9 \xff".to_vec()));
     headers.push(("cookie", b"\xff=\xff".to_vec()));
     let mut s = f.request(&headers, Some(b"{}"))?;
-    assert_eq!(s.upstream_headers().get("x-display-name"), Some(&b"Jos\xe9 \xff"[..]));
+    assert_eq!(
+        s.upstream_headers().get("x-display-name"),
+        Some(&b"Jos\xe9 \xff"[..])
+    );
     assert_eq!(s.upstream_headers().get("cookie"), Some(&b"\xff=\xff"[..]));
     let r = s.respond(200, &[("x-reply", &b"\xff"[..])])?;
     assert_eq!(r.headers.get("x-reply"), Some(&b"\xff"[..]));
     s.finish()?;
-    assert_eq!(routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?, expected_side("chat", b"user-2", 50));
+    assert_eq!(
+        routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
+        expected_side("chat", b"user-2", 50)
+    );
     Ok(())
 }
 
@@ -52,11 +74,17 @@ fn an_obs_text_path_is_not_a_trap() -> Result<(), Error> {
     let mut f = Filter::boot(&config(&[chat(50)]))?;
     let mut headers = request("GET", "/api/chat/x", "user-1");
     headers[1].1 = b"/api/chat/\xff\xfe?q=\xff".to_vec();
-    assert_eq!(routed(&mut f, &headers)?, expected_side("chat", b"user-1", 50));
+    assert_eq!(
+        routed(&mut f, &headers)?,
+        expected_side("chat", b"user-1", 50)
+    );
     let mut unmatched = request("GET", "/", "user-1");
     unmatched[1].1 = b"/\xff".to_vec();
     assert_eq!(routed(&mut f, &unmatched)?, "<none>");
-    assert_eq!(routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?, expected_side("chat", b"user-2", 50));
+    assert_eq!(
+        routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
+        expected_side("chat", b"user-2", 50)
+    );
     Ok(())
 }
 
@@ -71,8 +99,15 @@ fn an_empty_key_falls_back_and_an_8_kib_key_is_hashed_whole() -> Result<(), Erro
         let mut headers = request("GET", "/api/chat/1", "");
         headers.retain(|(name, _)| *name != "x-correlation-id");
         headers.push(("x-correlation-id", big.clone()));
-        assert_eq!(routed(&mut f, &headers)?, expected_side("chat", &big, 50), "8 KiB of {fill:#x}");
+        assert_eq!(
+            routed(&mut f, &headers)?,
+            expected_side("chat", &big, 50),
+            "8 KiB of {fill:#x}"
+        );
     }
-    assert_eq!(routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?, expected_side("chat", b"user-2", 50));
+    assert_eq!(
+        routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
+        expected_side("chat", b"user-2", 50)
+    );
     Ok(())
 }

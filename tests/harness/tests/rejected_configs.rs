@@ -10,12 +10,22 @@ use serde_json::{json, Value};
 fn assert_rejected(json: &str, names: &[&str]) {
     let mut f = Filter::start().expect("VM starts");
     f.clear_logs();
-    let accepted = f.configure(json).expect("on_configure runs without trapping");
+    let accepted = f
+        .configure(json)
+        .expect("on_configure runs without trapping");
     assert!(!accepted, "accepted a bad configuration: {json}");
     let problems = f.logs_at_least(LogLevel::Warn);
-    assert_eq!(problems.len(), 1, "expected one warning/error for {json}, got {problems:?}");
+    assert_eq!(
+        problems.len(),
+        1,
+        "expected one warning/error for {json}, got {problems:?}"
+    );
     for name in names {
-        assert!(problems[0].message.contains(name), "log line {:?} does not name {name:?} (config {json})", problems[0].message);
+        assert!(
+            problems[0].message.contains(name),
+            "log line {:?} does not name {name:?} (config {json})",
+            problems[0].message
+        );
     }
 }
 
@@ -31,29 +41,52 @@ fn invalid_json() {
 
 #[test]
 fn unknown_fields_at_top_level_in_a_service_and_in_dual_write() {
-    assert_rejected(&json!({"services": [chat(10)], "cluster_heder": "x"}).to_string(), &["cluster_heder"]);
-    assert_rejected(&config(&[with(chat(10), "new_percent", json!(5))]), &["new_percent"]);
-    let dw = with(chat(10), "dual_write", json!({"enabled": true, "timeout": 5}));
+    assert_rejected(
+        &json!({"services": [chat(10)], "cluster_heder": "x"}).to_string(),
+        &["cluster_heder"],
+    );
+    assert_rejected(
+        &config(&[with(chat(10), "new_percent", json!(5))]),
+        &["new_percent"],
+    );
+    let dw = with(
+        chat(10),
+        "dual_write",
+        json!({"enabled": true, "timeout": 5}),
+    );
     assert_rejected(&config(&[dw]), &["timeout"]);
 }
 
 #[test]
 fn percentage_outside_0_to_100() {
     assert_rejected(&config(&[chat(101)]), &["new_percentage"]);
-    assert_rejected(&config(&[with(chat(0), "new_percentage", json!(-1))]), &["new_percentage"]);
+    assert_rejected(
+        &config(&[with(chat(0), "new_percentage", json!(-1))]),
+        &["new_percentage"],
+    );
 }
 
 #[test]
 fn empty_or_duplicate_service_names() {
     assert_rejected(&config(&[with(chat(10), "name", json!(""))]), &["name"]);
-    let other = with(with(chat(10), "path_prefixes", json!(["/other"])), "name", json!("chat"));
+    let other = with(
+        with(chat(10), "path_prefixes", json!(["/other"])),
+        "name",
+        json!("chat"),
+    );
     assert_rejected(&two_services(other), &["name", "chat"]);
 }
 
 #[test]
 fn empty_cluster_names() {
-    assert_rejected(&config(&[with(chat(10), "legacy_cluster", json!(""))]), &["legacy_cluster"]);
-    assert_rejected(&config(&[with(chat(10), "new_cluster", json!(""))]), &["new_cluster"]);
+    assert_rejected(
+        &config(&[with(chat(10), "legacy_cluster", json!(""))]),
+        &["legacy_cluster"],
+    );
+    assert_rejected(
+        &config(&[with(chat(10), "new_cluster", json!(""))]),
+        &["new_cluster"],
+    );
 }
 
 #[test]
@@ -75,17 +108,27 @@ fn empty_stickiness_headers() {
 fn bad_dual_write_method_and_zero_timeout() {
     let mut bad_method = dual_write(1024);
     bad_method["methods"] = json!(["POST", "FETCH"]);
-    assert_rejected(&config(&[with(chat(10), "dual_write", bad_method)]), &["methods", "FETCH"]);
+    assert_rejected(
+        &config(&[with(chat(10), "dual_write", bad_method)]),
+        &["methods", "FETCH"],
+    );
     let mut zero_timeout = dual_write(1024);
     zero_timeout["timeout_ms"] = json!(0);
-    assert_rejected(&config(&[with(chat(10), "dual_write", zero_timeout)]), &["timeout_ms"]);
+    assert_rejected(
+        &config(&[with(chat(10), "dual_write", zero_timeout)]),
+        &["timeout_ms"],
+    );
 }
 
 #[test]
 fn boot_reports_the_rejection_with_the_log_line() {
     match Filter::boot(&config(&[chat(101)])) {
         Err(Error::Rejected { logs }) => {
-            assert!(logs.iter().any(|l| l.level >= LogLevel::Warn && l.message.contains("new_percentage")), "{logs:?}");
+            assert!(
+                logs.iter()
+                    .any(|l| l.level >= LogLevel::Warn && l.message.contains("new_percentage")),
+                "{logs:?}"
+            );
         }
         Err(other) => panic!("expected a rejection, got {other}"),
         Ok(_) => panic!("a 101% configuration was accepted"),

@@ -22,7 +22,10 @@ fn kill_switch_and_zero_percent_route_to_legacy() -> Result<(), Error> {
     let mut zero = Filter::boot(&config(&[chat(0)]))?;
     for f in [&mut killed, &mut zero] {
         for n in 0..50 {
-            let s = f.request(&request("GET", "/api/conversations/1", &format!("u{n}")), None)?;
+            let s = f.request(
+                &request("GET", "/api/conversations/1", &format!("u{n}")),
+                None,
+            )?;
             assert_eq!(s.upstream_headers().get_str(CLUSTER), Some("chat_legacy"));
             assert_eq!(s.upstream_headers().get_str("x-routed-to"), Some("legacy"));
         }
@@ -42,15 +45,27 @@ fn client_supplied_cluster_header_is_overwritten_on_a_matched_request() -> Resul
 }
 
 #[test]
-fn unmatched_request_loses_a_spoofed_cluster_header_and_gets_no_routing_headers() -> Result<(), Error> {
+fn unmatched_request_loses_a_spoofed_cluster_header_and_gets_no_routing_headers(
+) -> Result<(), Error> {
     let mut f = Filter::boot(&config(&[chat(100)]))?;
     let mut headers = request("GET", "/static/app.js", "user-1");
     headers.push((CLUSTER, b"chat_new".to_vec()));
     headers.push(("x-routed-to", b"new".to_vec()));
     let s = f.request(&headers, None)?;
-    assert!(!s.upstream_headers().contains(CLUSTER), "{:?}", s.upstream_headers());
-    assert!(!s.upstream_headers().contains("x-routed-to"), "{:?}", s.upstream_headers());
-    assert_eq!(s.upstream_headers().get_str("x-correlation-id"), Some("user-1"));
+    assert!(
+        !s.upstream_headers().contains(CLUSTER),
+        "{:?}",
+        s.upstream_headers()
+    );
+    assert!(
+        !s.upstream_headers().contains("x-routed-to"),
+        "{:?}",
+        s.upstream_headers()
+    );
+    assert_eq!(
+        s.upstream_headers().get_str("x-correlation-id"),
+        Some("user-1")
+    );
     Ok(())
 }
 
@@ -69,7 +84,11 @@ fn the_longest_matching_prefix_picks_the_service() -> Result<(), Error> {
         ("/api", "api_new"),
     ] {
         let s = f.request(&request("GET", path, "user-7"), None)?;
-        assert_eq!(s.upstream_headers().get_str(CLUSTER), Some(cluster), "path {path}");
+        assert_eq!(
+            s.upstream_headers().get_str(CLUSTER),
+            Some(cluster),
+            "path {path}"
+        );
     }
     Ok(())
 }

@@ -66,15 +66,24 @@ pub fn murmur3_x86_32(data: &[u8], seed: u32) -> u32 {
     let tail = chunks.remainder();
     for chunk in chunks {
         let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(0xcc9e2d51).rotate_left(15).wrapping_mul(0x1b873593);
-        h = (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe6546b64);
+        k = k
+            .wrapping_mul(0xcc9e2d51)
+            .rotate_left(15)
+            .wrapping_mul(0x1b873593);
+        h = (h ^ k)
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe6546b64);
     }
     let mut k = 0u32;
     for (i, byte) in tail.iter().enumerate() {
         k ^= (*byte as u32) << (8 * i);
     }
     if !tail.is_empty() {
-        h ^= k.wrapping_mul(0xcc9e2d51).rotate_left(15).wrapping_mul(0x1b873593);
+        h ^= k
+            .wrapping_mul(0xcc9e2d51)
+            .rotate_left(15)
+            .wrapping_mul(0x1b873593);
     }
     h ^= data.len() as u32;
     h ^= h >> 16;
@@ -105,8 +114,14 @@ pub fn assert_known_vectors() {
     assert_eq!(murmur3_x86_32(b"hello", 0), 0x248bfa47);
     assert_eq!(unleash_bucket("Feature.flexibleRollout.10", b"174"), 10);
     assert_eq!(unleash_bucket("Feature.flexibleRollout.10", b"499"), 32);
-    assert_eq!(unleash_bucket("Feature.flexibleRollout.userId.55", b"25"), 55);
-    assert_eq!(unleash_bucket("Feature.flexibleRollout.sessionId.42", b"147"), 42);
+    assert_eq!(
+        unleash_bucket("Feature.flexibleRollout.userId.55", b"25"),
+        55
+    );
+    assert_eq!(
+        unleash_bucket("Feature.flexibleRollout.sessionId.42", b"147"),
+        42
+    );
 }
 
 /// A deterministic body of `len` bytes (every byte value occurs, so truncation or re-encoding shows).
@@ -116,5 +131,9 @@ pub fn body(len: usize) -> Vec<u8> {
 
 /// A chat service with dual-write on, all traffic to `new_percentage`.
 pub fn chat_dual_write(new_percentage: u32, max_body_bytes: u64) -> String {
-    config(&[with(chat(new_percentage), "dual_write", dual_write(max_body_bytes))])
+    config(&[with(
+        chat(new_percentage),
+        "dual_write",
+        dual_write(max_body_bytes),
+    )])
 }
