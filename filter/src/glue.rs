@@ -73,6 +73,24 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A header value as the `&str` the SDK's `dispatch_http_call` wants, with its bytes unchanged.
+///
+/// Envoy forwards obs-text (0x80–0xFF) in header values and the shadow must carry them as they
+/// are, but proxy-wasm 0.2.5 has no bytes variant of `dispatch_http_call`, and a registered
+/// callout (needed for `on_http_call_response`) can only come from it. Valid UTF-8 is converted
+/// safely; anything else is passed through unchecked.
+fn header_value_for_sdk(value: &[u8]) -> &str {
+    match std::str::from_utf8(value) {
+        Ok(text) => text,
+        // SAFETY: a `str` that is not UTF-8 is only a problem for code that relies on the
+        // encoding. The value goes straight into `hostcalls::dispatch_http_call`, whose
+        // serialisation in proxy-wasm 0.2.5 (pinned with `=` in Cargo.toml) only calls `len()`
+        // and `as_bytes()` on it — byte-level operations that assume nothing about UTF-8 — and
+        // the `&str` does not outlive that call.
+        Err(_) => unsafe { std::str::from_utf8_unchecked(value) },
+    }
+}
+
 /// Bytes for a log line: lossy UTF-8, cut to [`LOG_FIELD_MAX`].
 fn for_log(bytes: &[u8]) -> String {
     let cut = bytes.get(..LOG_FIELD_MAX).unwrap_or(bytes);
@@ -214,15 +232,11 @@ impl CutoverRoot {
             .unwrap_or_default();
         runtime.count_by_name(&service, Counter::ShadowSent);
 
-        // The SDK only takes header values as &str. Values that are not UTF-8 (obs-text) are
-        // left out of the shadow rather than altered; see docs/dual-write.md.
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len());
-        for (name, value) in &request.headers {
-            match std::str::from_utf8(value) {
-                Ok(value) => headers.push((name.as_str(), value)),
-                Err(_) => log::debug!("cutover: shadow header {name} is not UTF-8, not mirrored"),
-            }
-        }
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), header_value_for_sdk(value)))
+            .collect();
         let body = if request.body.is_empty() {
             None
         } else {

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use crate::cli::CopyArgs;
 use crate::db::{self, quote_ident, quote_literal};
 use crate::error::MigratorError;
-use crate::plan::{self, Plan, ResolvedTable, Window};
+use crate::plan::{self, Plan, ResolvedTable, Source, Window};
 use crate::progress::Progress;
 use crate::schema;
 
@@ -115,7 +115,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let batch_size = u64::from(args.batch_size);
     let mut readers = Vec::with_capacity(SOURCE_READERS);
     for _ in 0..SOURCE_READERS {
-        readers.push(db::connect("source", &args.source.source_url).await?);
+        readers.push(Reader::connect(&args.source.source_url, target_url).await?);
     }
     let mut sources = Sources { keys: source, readers };
 
@@ -277,19 +277,61 @@ pub async fn load_checkpoints(target: &mut PgConnection, run_id: i64) -> sqlx::R
     Ok(out)
 }
 
-/// The source connections of a copy: `keys` cuts the key windows, `readers` read them.
+/// The reading side of a copy: `keys` (source) cuts the key windows, `readers` read them.
 struct Sources {
     keys: PgConnection,
-    readers: Vec<PgConnection>,
+    readers: Vec<Reader>,
 }
 
-/// One batch read from the source: text-format COPY rows, key order.
+/// A key window is a narrow key range read in key order, which an index scan on the key returns
+/// in order. On row estimates alone the planner often prefers a sequential or bitmap scan plus
+/// a sort, which reads every page of the table for every window when the table is not clustered
+/// by key. Only the window-reading sessions get these settings.
+const WINDOW_PLANNER_SETTINGS: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off";
+
+/// Reads one key window from the source and from the target at the same time.
+struct Reader {
+    source: PgConnection,
+    target: PgConnection,
+}
+
+impl Reader {
+    async fn connect(source_url: &str, target_url: &str) -> anyhow::Result<Reader> {
+        let mut reader = Reader { source: db::connect("source", source_url).await?, target: db::connect("target", target_url).await? };
+        sqlx::raw_sql(WINDOW_PLANNER_SETTINGS).execute(&mut reader.target).await?;
+        Ok(reader)
+    }
+
+    /// Planner settings of the source session for `table`: a plain source table is read like the
+    /// target; a source query keeps the default planner (its joins may need other plans).
+    async fn prepare_for(&mut self, table: &ResolvedTable) -> sqlx::Result<()> {
+        let settings = match table.plan.source {
+            Source::Table(_) => WINDOW_PLANNER_SETTINGS,
+            Source::Query(_) => "RESET enable_seqscan; RESET enable_bitmapscan",
+        };
+        sqlx::raw_sql(settings).execute(&mut self.source).await?;
+        Ok(())
+    }
+}
+
+/// What the target holds in a batch's key window, compared with the source rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Byte-identical: nothing to write.
+    Identical,
+    /// No target rows in the window.
+    Empty,
+    Differs,
+}
+
+/// One batch: the source rows of a key window (COPY data, key order) and how the target compares.
 struct Batch {
     data: Vec<u8>,
     rows: u64,
     /// Key window: (after, last_key].
     after: Option<String>,
     last_key: String,
+    existing: Existing,
 }
 
 async fn copy_table(
@@ -307,10 +349,24 @@ async fn copy_table(
         eprintln!("copy: {name}: already done in this run");
         return Ok(TableSummary { name, counts: checkpoint.counts, elapsed: started.elapsed() });
     }
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.source_from_sql()))
-        .fetch_one(&mut sources.keys)
-        .await
-        .map_err(|e| anyhow::anyhow!("table {name}: counting source rows: {}", db::describe_db_error(&e)))?;
+    // Rows with a NULL key would fall outside every key window: refuse them instead of skipping.
+    let (total, keyed): (i64, i64) =
+        sqlx::query_as(&format!("SELECT count(*), count({}) FROM {}", table.source_key_sql(), table.source_from_sql()))
+            .fetch_one(&mut sources.keys)
+            .await
+            .map_err(|e| anyhow::anyhow!("table {name}: counting source rows: {}", db::describe_db_error(&e)))?;
+    if keyed != total {
+        return Err(MigratorError::DataRejected {
+            table: name,
+            key: "NULL".into(),
+            detail: format!("the source key `{}` is NULL in {} row(s)", table.key().from, total - keyed),
+        }
+        .into());
+    }
+    let format = CopyFormat::for_table(table);
+    for reader in &mut sources.readers {
+        reader.prepare_for(table).await?;
+    }
     if let Some(key) = &checkpoint.last_key {
         eprintln!("copy: {name}: resuming after key {key} ({} rows already done)", checkpoint.counts.rows_read);
     }
@@ -326,11 +382,12 @@ async fn copy_table(
     .await?;
 
     let (tx, mut rx) = mpsc::channel::<Batch>(1);
-    let producer = produce(&mut sources.keys, std::mem::take(&mut sources.readers), table, checkpoint.last_key.clone(), batch_size, tx);
+    let producer =
+        produce(&mut sources.keys, std::mem::take(&mut sources.readers), table, format, checkpoint.last_key.clone(), batch_size, tx);
     let mut counts = checkpoint.counts;
     let consumer = async {
         while let Some(batch) = rx.recv().await {
-            let batch_counts = apply_batch(target, table, &staging, &batch, run_id, dry_run).await?;
+            let batch_counts = apply_batch(target, table, format, &staging, &batch, run_id, dry_run).await?;
             counts.add(batch_counts);
             progress.advance(batch.rows);
         }
@@ -368,32 +425,102 @@ async fn copy_in(conn: &mut PgConnection, sql: &str, data: &[u8]) -> sqlx::Resul
 /// Source connections reading batches concurrently (plus one that cuts the windows).
 pub const SOURCE_READERS: usize = 2;
 
-/// Reads the source in key order, batch after batch, into `tx`. One connection (`source`) cuts
-/// the key space into windows of `batch_size` rows (index-only scans); the `readers` read the
-/// windows' rows concurrently; batches reach `tx` in key order. Returns the readers for reuse.
+/// The COPY format of a table's data: binary when every column's binary form is portable between
+/// databases (see [`crate::plan::ResolvedColumn::binary_portable`]), text otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Binary,
+}
+
+impl CopyFormat {
+    pub fn for_table(table: &ResolvedTable) -> CopyFormat {
+        if table.columns.iter().all(|c| c.binary_portable) {
+            CopyFormat::Binary
+        } else {
+            CopyFormat::Text
+        }
+    }
+
+    fn option(self) -> &'static str {
+        match self {
+            CopyFormat::Text => "",
+            CopyFormat::Binary => " (FORMAT binary)",
+        }
+    }
+
+    /// Number of rows in COPY output of this format.
+    fn count_rows(self, data: &[u8]) -> anyhow::Result<u64> {
+        match self {
+            // Text COPY escapes newlines inside values, so every raw newline ends a row.
+            CopyFormat::Text => Ok(data.iter().filter(|b| **b == b'\n').count() as u64),
+            CopyFormat::Binary => binary_row_count(data).ok_or_else(|| anyhow::anyhow!("malformed binary COPY data")),
+        }
+    }
+}
+
+/// Walks binary COPY data (header, tuples, trailer) and counts the tuples.
+fn binary_row_count(data: &[u8]) -> Option<u64> {
+    const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+    let be32 = |at: usize| -> Option<i32> { Some(i32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?)) };
+    if data.get(..SIGNATURE.len())? != SIGNATURE {
+        return None;
+    }
+    let extension = usize::try_from(be32(15)?).ok()?;
+    let mut pos = 19 + extension;
+    let mut rows = 0u64;
+    loop {
+        let fields = i16::from_be_bytes(data.get(pos..pos + 2)?.try_into().ok()?);
+        pos += 2;
+        if fields == -1 {
+            return (pos == data.len()).then_some(rows);
+        }
+        for _ in 0..fields {
+            let len = be32(pos)?;
+            pos += 4;
+            if len > 0 {
+                pos += usize::try_from(len).ok()?;
+            }
+        }
+        rows += 1;
+    }
+}
+
+/// Reads the source in key order, batch after batch, into `tx`. One connection (`keys`) cuts
+/// the key space into windows of `batch_size` rows (index-only scans when the key is an indexed
+/// column); the `readers` read the windows concurrently; batches reach `tx` in key order.
+/// Returns the readers for reuse.
 async fn produce(
-    source: &mut PgConnection,
-    mut readers: Vec<PgConnection>,
+    keys: &mut PgConnection,
+    mut readers: Vec<Reader>,
     table: &ResolvedTable,
+    format: CopyFormat,
     mut after: Option<String>,
     batch_size: u64,
     tx: mpsc::Sender<Batch>,
-) -> anyhow::Result<Vec<PgConnection>> {
+) -> anyhow::Result<Vec<Reader>> {
     let mut in_flight = FuturesOrdered::new();
     let mut cut_all = false;
+    let key_error = |e: sqlx::Error| anyhow::anyhow!("table {}: reading the source keys: {}", table.name(), db::describe_db_error(&e));
     loop {
         while !cut_all && !readers.is_empty() {
-            let end: Option<String> = sqlx::query_scalar(&table.source_key_at_sql(after.as_deref(), batch_size - 1))
-                .fetch_optional(&mut *source)
+            let mut end: Option<String> = sqlx::query_scalar(&table.source_key_at_sql(after.as_deref(), batch_size - 1))
+                .fetch_optional(&mut *keys)
                 .await
-                .map_err(|e| anyhow::anyhow!("table {}: reading the source keys: {}", table.name(), db::describe_db_error(&e)))?
+                .map_err(key_error)?
                 .flatten();
-            let Some(reader) = readers.pop() else { break };
-            in_flight.push_back(read_window(reader, table, after.clone(), end.clone()));
-            match end {
-                Some(end) => after = Some(end),
-                None => cut_all = true, // fewer than batch_size rows left: the last window is open-ended
+            if end.is_none() {
+                // Fewer than batch_size rows left: the last window ends at the greatest key.
+                cut_all = true;
+                end = sqlx::query_scalar(&table.source_last_key_sql(after.as_deref()))
+                    .fetch_optional(&mut *keys)
+                    .await
+                    .map_err(key_error)?
+                    .flatten();
             }
+            let Some(end) = end else { break };
+            let Some(reader) = readers.pop() else { break };
+            in_flight.push_back(read_window(reader, table, format, after.replace(end.clone()), end));
         }
         let Some((reader, batch)) = in_flight.next().await else { return Ok(readers) };
         readers.push(reader);
@@ -405,100 +532,37 @@ async fn produce(
     }
 }
 
-/// Reads the source rows of the key window (after, up_to] (open-ended without `up_to`).
+/// Reads the key window (after, up_to] from the source and the target concurrently.
 async fn read_window(
-    mut reader: PgConnection,
+    mut reader: Reader,
     table: &ResolvedTable,
+    format: CopyFormat,
     after: Option<String>,
-    up_to: Option<String>,
-) -> (PgConnection, anyhow::Result<Option<Batch>>) {
-    let select = table.source_select_sql(
-        &Window { after: after.as_deref(), up_to: up_to.as_deref(), ordered: true, limit: None },
-        None,
-    );
-    let data = match copy_out(&mut reader, &format!("COPY ({select}) TO STDOUT")).await {
-        Ok(data) => data,
-        Err(e) => {
-            let err = anyhow::anyhow!("table {}: reading the source: {}", table.name(), db::describe_db_error(&e));
-            return (reader, Err(err));
+    up_to: String,
+) -> (Reader, anyhow::Result<Option<Batch>>) {
+    let window = Window { after: after.as_deref(), up_to: Some(&up_to), ordered: true, limit: None };
+    let source_sql = format!("COPY ({}) TO STDOUT{}", table.source_select_sql(&window, None), format.option());
+    let target_sql = format!("COPY ({}) TO STDOUT{}", table.target_select_sql(&window, None), format.option());
+    let (source, target) = tokio::join!(copy_out(&mut reader.source, &source_sql), copy_out(&mut reader.target, &target_sql));
+    let result = (|| {
+        let data = source.map_err(|e| anyhow::anyhow!("table {}: reading the source: {}", table.name(), db::describe_db_error(&e)))?;
+        let existing = target.map_err(|e| anyhow::anyhow!("table {}: reading the target: {}", table.name(), db::describe_db_error(&e)))?;
+        let rows = format.count_rows(&data)?;
+        if rows == 0 {
+            return Ok(None);
         }
-    };
-    // Text COPY escapes newlines inside values, so every raw newline ends a row.
-    let rows = data.iter().filter(|b| **b == b'\n').count() as u64;
-    if rows == 0 {
-        return (reader, Ok(None));
-    }
-    let last_key = match up_to {
-        Some(end) => end,
-        None => match last_key_of(&data) {
-            Some(key) => key,
-            None => {
-                let err = MigratorError::DataRejected {
-                    table: table.name().to_string(),
-                    key: "NULL".into(),
-                    detail: format!("the source key expression `{}` is NULL for some rows", table.key().from),
-                };
-                return (reader, Err(err.into()));
-            }
-        },
-    };
-    (reader, Ok(Some(Batch { data, rows, after, last_key })))
-}
-
-/// The first field of the last row of text-format COPY data, unescaped; None for a NULL key.
-fn last_key_of(data: &[u8]) -> Option<String> {
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    let line_start = body.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
-    let line = &body[line_start..];
-    let field = line.split(|b| *b == b'\t').next().unwrap_or(line);
-    if field == b"\\N" {
-        return None;
-    }
-    Some(unescape_copy_text(field))
-}
-
-fn unescape_copy_text(field: &[u8]) -> String {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] != b'\\' || i + 1 == field.len() {
-            out.push(field[i]);
-            i += 1;
-            continue;
-        }
-        let c = field[i + 1];
-        i += 2;
-        match c {
-            b'n' => out.push(b'\n'),
-            b't' => out.push(b'\t'),
-            b'r' => out.push(b'\r'),
-            b'b' => out.push(8),
-            b'f' => out.push(12),
-            b'v' => out.push(11),
-            b'0'..=b'7' => {
-                let mut value = u32::from(c - b'0');
-                let mut n = 1;
-                while n < 3 && i < field.len() && (b'0'..=b'7').contains(&field[i]) {
-                    value = value * 8 + u32::from(field[i] - b'0');
-                    i += 1;
-                    n += 1;
-                }
-                out.push((value & 0xff) as u8);
-            }
-            b'x' => {
-                let mut value = 0u32;
-                let mut n = 0;
-                while n < 2 && i < field.len() && field[i].is_ascii_hexdigit() {
-                    value = value * 16 + char::from(field[i]).to_digit(16).unwrap_or(0);
-                    i += 1;
-                    n += 1;
-                }
-                out.push(value as u8);
-            }
-            other => out.push(other),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        let existing = if existing == data {
+            Existing::Identical
+        } else if format.count_rows(&existing)? == 0 {
+            Existing::Empty
+        } else {
+            Existing::Differs
+        };
+        // Identical rows are not needed any more.
+        let data = if existing == Existing::Identical { Vec::new() } else { data };
+        Ok(Some(Batch { data, rows, after, last_key: up_to, existing }))
+    })();
+    (reader, result)
 }
 
 async fn write_checkpoint(
@@ -528,16 +592,14 @@ async fn write_checkpoint(
 async fn apply_batch(
     target: &mut PgConnection,
     table: &ResolvedTable,
+    format: CopyFormat,
     staging: &str,
     batch: &Batch,
     run_id: Option<i64>,
     dry_run: bool,
 ) -> anyhow::Result<Counts> {
     let name = table.name();
-    let window = Window { after: batch.after.as_deref(), up_to: Some(&batch.last_key), ordered: true, limit: None };
-    let existing = copy_out(target, &format!("COPY ({}) TO STDOUT", table.target_select_sql(&window, None))).await?;
-
-    if existing == batch.data {
+    if batch.existing == Existing::Identical {
         let counts = Counts { rows_read: batch.rows, unchanged: batch.rows, ..Counts::default() };
         if let Some(run_id) = run_id {
             let mut tx = target.begin().await?;
@@ -548,11 +610,11 @@ async fn apply_batch(
     }
 
     let columns = table.target_column_list();
-    if existing.is_empty() {
+    if batch.existing == Existing::Empty {
         let counts = Counts { rows_read: batch.rows, inserted: batch.rows, ..Counts::default() };
         let Some(run_id) = run_id else { return Ok(counts) }; // dry run: all of them would be inserted
         let mut tx = target.begin().await?;
-        let direct = copy_in(&mut tx, &format!("COPY {} ({columns}) FROM STDIN", table.plan.target.sql()), &batch.data).await;
+        let direct = copy_in(&mut tx, &format!("COPY {} ({columns}) FROM STDIN{}", table.plan.target.sql(), format.option()), &batch.data).await;
         match direct {
             Ok(_) => {
                 write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
@@ -567,7 +629,7 @@ async fn apply_batch(
 
     let range = format!("after {} up to {}", batch.after.as_deref().unwrap_or("the first key"), batch.last_key);
     let mut tx = target.begin().await?;
-    copy_in(&mut tx, &format!("COPY pg_temp.{} ({columns}) FROM STDIN", quote_ident(staging)), &batch.data)
+    copy_in(&mut tx, &format!("COPY pg_temp.{} ({columns}) FROM STDIN{}", quote_ident(staging), format.option()), &batch.data)
         .await
         .map_err(|e| MigratorError::DataRejected {
             table: name.to_string(),
@@ -754,10 +816,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn last_key_is_first_field_of_last_row_unescaped() {
-        assert_eq!(last_key_of(b"a\tx\nb\\tc\ty\n").as_deref(), Some("b\tc"));
-        assert_eq!(last_key_of(b"k1\n").as_deref(), Some("k1"));
-        assert_eq!(last_key_of(b"a\tb\n\\N\tc\n"), None);
-        assert_eq!(unescape_copy_text(b"\\\\x\\101\\x41"), "\\xAA");
+    fn binary_rows_are_counted_and_malformed_data_refused() {
+        let mut data = b"PGCOPY\n\xff\r\n\0".to_vec();
+        data.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]); // flags, extension length
+        for value in [&b"ab"[..], &b""[..]] {
+            data.extend_from_slice(&2i16.to_be_bytes());
+            data.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            data.extend_from_slice(value);
+            data.extend_from_slice(&(-1i32).to_be_bytes()); // NULL
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        assert_eq!(binary_row_count(&data), Some(2));
+        assert_eq!(binary_row_count(&data[..data.len() - 3]), None);
+        assert_eq!(CopyFormat::Text.count_rows(b"a\tb\nc\\nd\te\n").unwrap(), 2);
     }
 }

@@ -228,6 +228,9 @@ pub struct ResolvedColumn {
     pub name: String,
     /// `format_type` of the target column, e.g. `timestamp with time zone`, `numeric(10,2)`.
     pub sql_type: String,
+    /// The binary COPY format of the type holds no database-specific type OIDs (it is not a
+    /// composite, nor an array of a user-defined type), so binary data moves between databases.
+    pub binary_portable: bool,
     pub from: String,
     pub default: Option<String>,
 }
@@ -350,6 +353,18 @@ impl ResolvedTable {
         sql
     }
 
+    /// The greatest key (as text) after `after`; NULL keys excluded.
+    pub fn source_last_key_sql(&self, after: Option<&str>) -> String {
+        let key_sql = self.source_key_sql();
+        let mut preds = self.window_predicate(&key_sql, &Window { after, ..Window::default() });
+        preds.push(format!("{key_sql} IS NOT NULL"));
+        format!(
+            "SELECT CAST({key_sql} AS text) FROM {} WHERE {} ORDER BY {key_sql} DESC LIMIT 1",
+            self.source_from_sql(),
+            preds.join(" AND ")
+        )
+    }
+
     /// The target side: `SELECT "<col>", … FROM <target table>` over the same key window.
     pub fn target_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
         let key_sql = quote_ident(&self.key().name);
@@ -365,6 +380,7 @@ struct TargetColumn {
     not_null: bool,
     has_default: bool,
     attnum: i16,
+    binary_portable: bool,
 }
 
 /// Checks `tables` against both databases: tables and columns exist, every target column that
@@ -400,8 +416,10 @@ async fn resolve_table(
     };
     let rows = sqlx::query(
         "SELECT attname::text AS name, format_type(atttypid, atttypmod) AS sql_type, attnotnull AS not_null, \
-                atthasdef AS has_default, attnum \
-         FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                atthasdef AS has_default, attnum, \
+                NOT (t.typtype = 'c' OR (t.typcategory = 'A' AND t.typelem >= 16384)) AS binary_portable \
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
     )
     .bind(target_oid)
     .fetch_all(&mut *target)
@@ -415,6 +433,7 @@ async fn resolve_table(
                 not_null: r.try_get("not_null")?,
                 has_default: r.try_get("has_default")?,
                 attnum: r.try_get("attnum")?,
+                binary_portable: r.try_get("binary_portable")?,
             })
         })
         .collect::<sqlx::Result<_>>()?;
@@ -430,6 +449,7 @@ async fn resolve_table(
         columns.push(ResolvedColumn {
             name: c.name.clone(),
             sql_type: tc.sql_type.clone(),
+            binary_portable: tc.binary_portable,
             from: c.from.clone(),
             default: c.default.clone(),
         });
@@ -559,7 +579,13 @@ columns = [{ name = "id" }]
             columns: t
                 .columns
                 .iter()
-                .map(|c| ResolvedColumn { name: c.name.clone(), sql_type: "text".into(), from: c.from.clone(), default: c.default.clone() })
+                .map(|c| ResolvedColumn {
+                    name: c.name.clone(),
+                    sql_type: "text".into(),
+                    binary_portable: true,
+                    from: c.from.clone(),
+                    default: c.default.clone(),
+                })
                 .collect(),
         };
         let sql = resolved.source_select_sql(&Window { after: Some("k'1"), ordered: true, limit: Some(5), ..Default::default() }, None);

@@ -120,9 +120,10 @@ fn main() {
         all[i].sort();
         let (p50, p99) = (percentile(&all[i], 0.5), percentile(&all[i], 0.99));
         println!(
-            "all rounds: {label:<20} p50 {:.2} ms  p99 {:.2} ms  ({} requests)",
+            "all rounds: {label:<20} p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} requests)",
             ms(p50),
             ms(p99),
+            ms(*all[i].last().expect("latencies")),
             all[i].len()
         );
         summary.push(p99);

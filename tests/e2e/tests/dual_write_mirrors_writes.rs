@@ -49,6 +49,11 @@ fn assert_same_request(primary: &RecordedRequest, shadow: &RecordedRequest) {
         shadow.header("content-type"),
         primary.header("content-type")
     );
+    assert_eq!(
+        shadow.header("x-cutover-cluster"),
+        None,
+        "the cluster header is not copied to the shadow"
+    );
 }
 
 #[test]

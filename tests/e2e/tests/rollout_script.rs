@@ -115,4 +115,18 @@ fn rollout_command_switches_steps_on_a_running_envoy() {
     });
     let response = client.get_with("/api/chat/x", &[("x-correlation-id", b"anyone")]);
     assert_eq!(response.served_by().as_deref(), Some("chat_new"));
+
+    // Dual-write (on in the ready step) off and on again; --admin waits for the gauge.
+    let gauge = "wasmcustom.cutover.chat.dual_write_enabled";
+    assert_eq!(envoy.stat(gauge), Some(1));
+    assert_ok(
+        &rollout(&envoy, &["dual-write", "chat", "off"]),
+        "dual-write off",
+    );
+    assert_eq!(envoy.stat(gauge), Some(0));
+    assert_ok(
+        &rollout(&envoy, &["dual-write", "chat", "on"]),
+        "dual-write on",
+    );
+    assert_eq!(envoy.stat(gauge), Some(1));
 }

@@ -13,7 +13,8 @@ const CONFIG: &str = r#"{
   "services": [
     { "name": "chat", "path_prefixes": ["/api/chat", "/api/conversations", "/hubs/chat"],
       "legacy_cluster": "chat_legacy", "new_cluster": "chat_new",
-      "new_percentage": 10, "feature_header": "X-Feature-UseLegacyChat" },
+      "new_percentage": 10, "feature_header": "X-Feature-UseLegacyChat",
+      "dual_write": { "enabled": true } },
     { "name": "orchestration", "path_prefixes": ["/api/orchestration"],
       "legacy_cluster": "orchestration_legacy", "new_cluster": "orchestration_new",
       "use_legacy": true, "feature_header": "X-Feature-UseLegacyOrchestration" } ]

@@ -52,8 +52,8 @@ const STREAM_REQUEST: i32 = 0;
 /// proxy-wasm `WasmResult::BrokenConnection`.
 const STATUS_BROKEN_CONNECTION: u32 = 11;
 
-/// Everything that can go wrong while driving the filter.
-#[derive(Debug)]
+/// Everything that can go wrong while driving the filter. `Debug` prints the same text as
+/// `Display`, so a test returning `Err` shows a readable message.
 pub enum Error {
     /// The `.wasm` could not be found, built, compiled or instantiated.
     Wasm(String),
@@ -94,6 +94,12 @@ impl fmt::Display for Error {
             }
             Error::Usage(message) => write!(f, "harness misuse: {message}"),
         }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -366,8 +372,12 @@ impl Filter {
         Ok(stream)
     }
 
-    /// Calls `proxy_on_tick` on the root context.
+    /// Calls `proxy_on_tick` on the root context — only if the filter asked for a tick period,
+    /// because Envoy never ticks a root context that did not.
     pub fn tick(&mut self) -> Result<(), Error> {
+        if self.tick_period().is_none() {
+            return Ok(());
+        }
         let tick = self.exports.on_tick.clone();
         self.call(ROOT_CONTEXT_ID, "proxy_on_tick", |store| {
             tick.call(store, ROOT_CONTEXT_ID as i32)

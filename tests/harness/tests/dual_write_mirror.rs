@@ -92,6 +92,18 @@ fn a_100_kb_post_is_mirrored_to_the_other_side_with_identical_method_path_query_
 }
 
 #[test]
+fn a_queued_shadow_arms_the_root_tick_so_it_goes_out() -> Result<(), Error> {
+    let mut f = Filter::boot(&chat_dual_write(50, MIB))?;
+    f.request(&request("POST", "/api/chat/send", "corr-1"), Some(b"{}"))?;
+    // Envoy only calls proxy_on_tick on a root context with a tick period (`tick` models that).
+    let period = f
+        .tick_period()
+        .expect("no tick period: Envoy would never dispatch the shadow");
+    assert!(period.as_millis() <= 1000, "shadows wait up to {period:?}");
+    Ok(())
+}
+
+#[test]
 fn the_shadow_carries_no_cluster_header_and_no_hop_by_hop_headers() -> Result<(), Error> {
     let mut f = Filter::boot(&chat_dual_write(0, MIB))?;
     let extra: [(&str, &[u8]); 8] = [
