@@ -1,16 +1,19 @@
 //! `migrator copy`: legacy → target, per table in plan order, in keyset-paginated batches.
 //!
-//! Per batch (source key order, `--batch-size` rows after the previous batch's last key):
-//! 1. The source projection of the batch's key window is read with `COPY (SELECT …) TO STDOUT`
-//!    (text format; PostgreSQL does all escaping). One source connection cuts the key space into
-//!    windows of `--batch-size` keys (index-only scans); two more read windows concurrently, ahead
-//!    of the target, so the servers work in parallel; batches are applied in key order.
-//! 2. The target rows of the same key window are read the same way. Byte-identical → the batch is
-//!    unchanged and nothing is written but the checkpoint (both sides render the same types with
-//!    the same session settings; any rendering difference only means the exact path below runs).
-//! 3. No target rows in the window → `COPY` straight into the target table (fresh data). Should
-//!    that fail (e.g. the new system inserted one of the keys meanwhile), fall back to 4.
-//! 4. Otherwise `COPY` into a temporary staging table, then
+//! Per batch of `--batch-size` source rows in key order:
+//! 1. One source connection cuts the key space into windows (after, up_to] of `--batch-size` keys
+//!    ("the key batch_size - 1 rows after the previous window": an index-only scan).
+//! 2. Two readers each read a window from the source (the plan's projection) and from the target
+//!    (same key window) at the same time, with `COPY (SELECT … ORDER BY key) TO STDOUT`: binary
+//!    format when every column type's binary form is portable between databases, text otherwise.
+//!    Windows are read ahead of the writer, so the servers work in parallel; batches are applied
+//!    strictly in key order.
+//! 3. Source and target bytes identical → the batch is unchanged; only the checkpoint is written.
+//!    (Both sides produce the same types with the same session settings; any difference in
+//!    representation only sends the batch down path 5, it never skips a change.)
+//! 4. No target rows in the window → `COPY` straight into the target table (fresh data). Should
+//!    that be rejected (e.g. the new system inserted one of the keys meanwhile), fall back to 5.
+//! 5. Otherwise `COPY` into a temporary staging table, then
 //!    `INSERT … SELECT … ON CONFLICT (key) DO UPDATE SET … WHERE (t.cols) IS DISTINCT FROM (excluded.cols)`
 //!    for the rows that are missing or differ; `RETURNING (xmax = 0)` tells inserted from updated.
 //!
@@ -117,12 +120,26 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     for _ in 0..SOURCE_READERS {
         readers.push(Reader::connect(&args.source.source_url, target_url).await?);
     }
-    let mut sources = Sources { keys: source, readers };
+    let mut sources = Sources {
+        keys: source,
+        readers,
+    };
 
     if args.dry_run {
         let mut summaries = Vec::new();
         for table in &tables {
-            summaries.push(copy_table(&mut sources, &mut target, table, None, Checkpoint::default(), batch_size, true).await?);
+            summaries.push(
+                copy_table(
+                    &mut sources,
+                    &mut target,
+                    table,
+                    None,
+                    Checkpoint::default(),
+                    batch_size,
+                    true,
+                )
+                .await?,
+            );
         }
         print_summary(&summaries, true);
         return Ok(0);
@@ -132,7 +149,15 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let mut lock = db::connect("target", target_url).await?;
     let result = async {
         acquire_lock(&mut lock, &database, args.no_wait).await?;
-        copy_locked(&mut sources, &mut target, &plan, &tables, batch_size, args.restart).await
+        copy_locked(
+            &mut sources,
+            &mut target,
+            &plan,
+            &tables,
+            batch_size,
+            args.restart,
+        )
+        .await
     }
     .await;
     // Closing the lock connection releases the lock, whatever happened.
@@ -140,8 +165,15 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     result
 }
 
-async fn acquire_lock(lock: &mut PgConnection, database: &str, no_wait: bool) -> anyhow::Result<()> {
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(COPY_LOCK_KEY).fetch_one(&mut *lock).await?;
+async fn acquire_lock(
+    lock: &mut PgConnection,
+    database: &str,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(COPY_LOCK_KEY)
+        .fetch_one(&mut *lock)
+        .await?;
     if got {
         return Ok(());
     }
@@ -154,15 +186,22 @@ async fn acquire_lock(lock: &mut PgConnection, database: &str, no_wait: bool) ->
     .await
     .ok()
     .flatten();
-    let who = holder.map(|pid| format!(" (server process {pid})")).unwrap_or_default();
+    let who = holder
+        .map(|pid| format!(" (server process {pid})"))
+        .unwrap_or_default();
     if no_wait {
         return Err(MigratorError::Locked(format!(
             "another `migrator copy` is copying into {database}{who}; not waiting (--no-wait)"
         ))
         .into());
     }
-    eprintln!("copy: another `migrator copy` is copying into {database}{who}; waiting for it to finish");
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(COPY_LOCK_KEY).execute(&mut *lock).await?;
+    eprintln!(
+        "copy: another `migrator copy` is copying into {database}{who}; waiting for it to finish"
+    );
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(COPY_LOCK_KEY)
+        .execute(&mut *lock)
+        .await?;
     eprintln!("copy: lock acquired");
     Ok(())
 }
@@ -179,7 +218,9 @@ async fn copy_locked(
     // Batch commits need not wait for the WAL flush: a batch and its checkpoint commit together,
     // so a server crash can only lose the last few batches *with* their checkpoints, and the next
     // run redoes them. The run's completion below is committed synchronously.
-    sqlx::query("SET synchronous_commit = off").execute(&mut *target).await?;
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut *target)
+        .await?;
     let names: Vec<String> = tables.iter().map(|t| t.name().to_string()).collect();
     if restart {
         let abandoned = sqlx::query(
@@ -191,7 +232,9 @@ async fn copy_locked(
         .execute(&mut *target)
         .await?;
         if abandoned.rows_affected() > 0 {
-            eprintln!("copy: --restart: abandoned the interrupted run; starting from the beginning");
+            eprintln!(
+                "copy: --restart: abandoned the interrupted run; starting from the beginning"
+            );
         }
     }
     let interrupted: Option<i64> = sqlx::query_scalar(
@@ -210,9 +253,11 @@ async fn copy_locked(
             run_id
         }
         None => {
-            let others: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover_migrator.copy_runs WHERE status = 'running'")
-                .fetch_one(&mut *target)
-                .await?;
+            let others: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM cutover_migrator.copy_runs WHERE status = 'running'",
+            )
+            .fetch_one(&mut *target)
+            .await?;
             if others > 0 {
                 eprintln!(
                     "copy: note: {others} interrupted run(s) with another plan or table selection exist; \
@@ -241,9 +286,22 @@ async fn copy_locked(
             .execute(&mut *target)
             .await?;
         }
-        summaries.push(copy_table(sources, target, table, Some(run_id), checkpoint, batch_size, false).await?);
+        summaries.push(
+            copy_table(
+                sources,
+                target,
+                table,
+                Some(run_id),
+                checkpoint,
+                batch_size,
+                false,
+            )
+            .await?,
+        );
     }
-    sqlx::query("SET synchronous_commit = on").execute(&mut *target).await?;
+    sqlx::query("SET synchronous_commit = on")
+        .execute(&mut *target)
+        .await?;
     sqlx::query("UPDATE cutover_migrator.copy_runs SET status = 'complete', finished_at = now() WHERE run_id = $1")
         .bind(run_id)
         .execute(&mut *target)
@@ -253,7 +311,10 @@ async fn copy_locked(
 }
 
 /// Checkpoints of one run, by table name.
-pub async fn load_checkpoints(target: &mut PgConnection, run_id: i64) -> sqlx::Result<HashMap<String, Checkpoint>> {
+pub async fn load_checkpoints(
+    target: &mut PgConnection,
+    run_id: i64,
+) -> sqlx::Result<HashMap<String, Checkpoint>> {
     let rows = sqlx::query(
         "SELECT table_name, last_key, rows_read, inserted, updated, unchanged, batches, done \
          FROM cutover_migrator.copy_checkpoints WHERE run_id = $1",
@@ -268,7 +329,12 @@ pub async fn load_checkpoints(target: &mut PgConnection, run_id: i64) -> sqlx::R
             r.try_get::<String, _>("table_name")?,
             Checkpoint {
                 last_key: r.try_get("last_key")?,
-                counts: Counts { rows_read: n("rows_read")?, inserted: n("inserted")?, updated: n("updated")?, unchanged: n("unchanged")? },
+                counts: Counts {
+                    rows_read: n("rows_read")?,
+                    inserted: n("inserted")?,
+                    updated: n("updated")?,
+                    unchanged: n("unchanged")?,
+                },
                 batches: n("batches")?,
                 done: r.try_get("done")?,
             },
@@ -297,8 +363,13 @@ struct Reader {
 
 impl Reader {
     async fn connect(source_url: &str, target_url: &str) -> anyhow::Result<Reader> {
-        let mut reader = Reader { source: db::connect("source", source_url).await?, target: db::connect("target", target_url).await? };
-        sqlx::raw_sql(WINDOW_PLANNER_SETTINGS).execute(&mut reader.target).await?;
+        let mut reader = Reader {
+            source: db::connect("source", source_url).await?,
+            target: db::connect("target", target_url).await?,
+        };
+        sqlx::raw_sql(WINDOW_PLANNER_SETTINGS)
+            .execute(&mut reader.target)
+            .await?;
         Ok(reader)
     }
 
@@ -347,19 +418,35 @@ async fn copy_table(
     let name = table.name().to_string();
     if checkpoint.done {
         eprintln!("copy: {name}: already done in this run");
-        return Ok(TableSummary { name, counts: checkpoint.counts, elapsed: started.elapsed() });
+        return Ok(TableSummary {
+            name,
+            counts: checkpoint.counts,
+            elapsed: started.elapsed(),
+        });
     }
     // Rows with a NULL key would fall outside every key window: refuse them instead of skipping.
-    let (total, keyed): (i64, i64) =
-        sqlx::query_as(&format!("SELECT count(*), count({}) FROM {}", table.source_key_sql(), table.source_from_sql()))
-            .fetch_one(&mut sources.keys)
-            .await
-            .map_err(|e| anyhow::anyhow!("table {name}: counting source rows: {}", db::describe_db_error(&e)))?;
+    let (total, keyed): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count({}) FROM {}",
+        table.source_key_sql(),
+        table.source_from_sql()
+    ))
+    .fetch_one(&mut sources.keys)
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "table {name}: counting source rows: {}",
+            db::describe_db_error(&e)
+        )
+    })?;
     if keyed != total {
         return Err(MigratorError::DataRejected {
             table: name,
             key: "NULL".into(),
-            detail: format!("the source key `{}` is NULL in {} row(s)", table.key().from, total - keyed),
+            detail: format!(
+                "the source key `{}` is NULL in {} row(s)",
+                table.key().from,
+                total - keyed
+            ),
         }
         .into());
     }
@@ -368,10 +455,16 @@ async fn copy_table(
         reader.prepare_for(table).await?;
     }
     if let Some(key) = &checkpoint.last_key {
-        eprintln!("copy: {name}: resuming after key {key} ({} rows already done)", checkpoint.counts.rows_read);
+        eprintln!(
+            "copy: {name}: resuming after key {key} ({} rows already done)",
+            checkpoint.counts.rows_read
+        );
     }
     let mut progress = Progress::new(&name, total.max(0) as u64, checkpoint.counts.rows_read);
-    let staging = format!("cutover_staging_{}", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let staging = format!(
+        "cutover_staging_{}",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
     sqlx::raw_sql(&format!(
         "DROP TABLE IF EXISTS pg_temp.{s}; CREATE TEMP TABLE {s} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {t} WITH NO DATA",
         s = quote_ident(&staging),
@@ -382,12 +475,20 @@ async fn copy_table(
     .await?;
 
     let (tx, mut rx) = mpsc::channel::<Batch>(1);
-    let producer =
-        produce(&mut sources.keys, std::mem::take(&mut sources.readers), table, format, checkpoint.last_key.clone(), batch_size, tx);
+    let producer = produce(
+        &mut sources.keys,
+        std::mem::take(&mut sources.readers),
+        table,
+        format,
+        checkpoint.last_key.clone(),
+        batch_size,
+        tx,
+    );
     let mut counts = checkpoint.counts;
     let consumer = async {
         while let Some(batch) = rx.recv().await {
-            let batch_counts = apply_batch(target, table, format, &staging, &batch, run_id, dry_run).await?;
+            let batch_counts =
+                apply_batch(target, table, format, &staging, &batch, run_id, dry_run).await?;
             counts.add(batch_counts);
             progress.advance(batch.rows);
         }
@@ -403,8 +504,17 @@ async fn copy_table(
             .execute(&mut *target)
             .await?;
     }
-    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS pg_temp.{}", quote_ident(&staging))).execute(&mut *target).await?;
-    Ok(TableSummary { name, counts, elapsed: started.elapsed() })
+    sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS pg_temp.{}",
+        quote_ident(&staging)
+    ))
+    .execute(&mut *target)
+    .await?;
+    Ok(TableSummary {
+        name,
+        counts,
+        elapsed: started.elapsed(),
+    })
 }
 
 async fn copy_out(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Vec<u8>> {
@@ -454,7 +564,9 @@ impl CopyFormat {
         match self {
             // Text COPY escapes newlines inside values, so every raw newline ends a row.
             CopyFormat::Text => Ok(data.iter().filter(|b| **b == b'\n').count() as u64),
-            CopyFormat::Binary => binary_row_count(data).ok_or_else(|| anyhow::anyhow!("malformed binary COPY data")),
+            CopyFormat::Binary => {
+                binary_row_count(data).ok_or_else(|| anyhow::anyhow!("malformed binary COPY data"))
+            }
         }
     }
 }
@@ -462,7 +574,9 @@ impl CopyFormat {
 /// Walks binary COPY data (header, tuples, trailer) and counts the tuples.
 fn binary_row_count(data: &[u8]) -> Option<u64> {
     const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-    let be32 = |at: usize| -> Option<i32> { Some(i32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?)) };
+    let be32 = |at: usize| -> Option<i32> {
+        Some(i32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
+    };
     if data.get(..SIGNATURE.len())? != SIGNATURE {
         return None;
     }
@@ -501,14 +615,21 @@ async fn produce(
 ) -> anyhow::Result<Vec<Reader>> {
     let mut in_flight = FuturesOrdered::new();
     let mut cut_all = false;
-    let key_error = |e: sqlx::Error| anyhow::anyhow!("table {}: reading the source keys: {}", table.name(), db::describe_db_error(&e));
+    let key_error = |e: sqlx::Error| {
+        anyhow::anyhow!(
+            "table {}: reading the source keys: {}",
+            table.name(),
+            db::describe_db_error(&e)
+        )
+    };
     loop {
         while !cut_all && !readers.is_empty() {
-            let mut end: Option<String> = sqlx::query_scalar(&table.source_key_at_sql(after.as_deref(), batch_size - 1))
-                .fetch_optional(&mut *keys)
-                .await
-                .map_err(key_error)?
-                .flatten();
+            let mut end: Option<String> =
+                sqlx::query_scalar(&table.source_key_at_sql(after.as_deref(), batch_size - 1))
+                    .fetch_optional(&mut *keys)
+                    .await
+                    .map_err(key_error)?
+                    .flatten();
             if end.is_none() {
                 // Fewer than batch_size rows left: the last window ends at the greatest key.
                 cut_all = true;
@@ -520,9 +641,17 @@ async fn produce(
             }
             let Some(end) = end else { break };
             let Some(reader) = readers.pop() else { break };
-            in_flight.push_back(read_window(reader, table, format, after.replace(end.clone()), end));
+            in_flight.push_back(read_window(
+                reader,
+                table,
+                format,
+                after.replace(end.clone()),
+                end,
+            ));
         }
-        let Some((reader, batch)) = in_flight.next().await else { return Ok(readers) };
+        let Some((reader, batch)) = in_flight.next().await else {
+            return Ok(readers);
+        };
         readers.push(reader);
         if let Some(batch) = batch? {
             if tx.send(batch).await.is_err() {
@@ -540,13 +669,41 @@ async fn read_window(
     after: Option<String>,
     up_to: String,
 ) -> (Reader, anyhow::Result<Option<Batch>>) {
-    let window = Window { after: after.as_deref(), up_to: Some(&up_to), ordered: true, limit: None };
-    let source_sql = format!("COPY ({}) TO STDOUT{}", table.source_select_sql(&window, None), format.option());
-    let target_sql = format!("COPY ({}) TO STDOUT{}", table.target_select_sql(&window, None), format.option());
-    let (source, target) = tokio::join!(copy_out(&mut reader.source, &source_sql), copy_out(&mut reader.target, &target_sql));
+    let window = Window {
+        after: after.as_deref(),
+        up_to: Some(&up_to),
+        ordered: true,
+        limit: None,
+    };
+    let source_sql = format!(
+        "COPY ({}) TO STDOUT{}",
+        table.source_select_sql(&window, None),
+        format.option()
+    );
+    let target_sql = format!(
+        "COPY ({}) TO STDOUT{}",
+        table.target_select_sql(&window, None),
+        format.option()
+    );
+    let (source, target) = tokio::join!(
+        copy_out(&mut reader.source, &source_sql),
+        copy_out(&mut reader.target, &target_sql)
+    );
     let result = (|| {
-        let data = source.map_err(|e| anyhow::anyhow!("table {}: reading the source: {}", table.name(), db::describe_db_error(&e)))?;
-        let existing = target.map_err(|e| anyhow::anyhow!("table {}: reading the target: {}", table.name(), db::describe_db_error(&e)))?;
+        let data = source.map_err(|e| {
+            anyhow::anyhow!(
+                "table {}: reading the source: {}",
+                table.name(),
+                db::describe_db_error(&e)
+            )
+        })?;
+        let existing = target.map_err(|e| {
+            anyhow::anyhow!(
+                "table {}: reading the target: {}",
+                table.name(),
+                db::describe_db_error(&e)
+            )
+        })?;
         let rows = format.count_rows(&data)?;
         if rows == 0 {
             return Ok(None);
@@ -559,8 +716,18 @@ async fn read_window(
             Existing::Differs
         };
         // Identical rows are not needed any more.
-        let data = if existing == Existing::Identical { Vec::new() } else { data };
-        Ok(Some(Batch { data, rows, after, last_key: up_to, existing }))
+        let data = if existing == Existing::Identical {
+            Vec::new()
+        } else {
+            data
+        };
+        Ok(Some(Batch {
+            data,
+            rows,
+            after,
+            last_key: up_to,
+            existing,
+        }))
     })();
     (reader, result)
 }
@@ -600,7 +767,11 @@ async fn apply_batch(
 ) -> anyhow::Result<Counts> {
     let name = table.name();
     if batch.existing == Existing::Identical {
-        let counts = Counts { rows_read: batch.rows, unchanged: batch.rows, ..Counts::default() };
+        let counts = Counts {
+            rows_read: batch.rows,
+            unchanged: batch.rows,
+            ..Counts::default()
+        };
         if let Some(run_id) = run_id {
             let mut tx = target.begin().await?;
             write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
@@ -611,10 +782,25 @@ async fn apply_batch(
 
     let columns = table.target_column_list();
     if batch.existing == Existing::Empty {
-        let counts = Counts { rows_read: batch.rows, inserted: batch.rows, ..Counts::default() };
-        let Some(run_id) = run_id else { return Ok(counts) }; // dry run: all of them would be inserted
+        let counts = Counts {
+            rows_read: batch.rows,
+            inserted: batch.rows,
+            ..Counts::default()
+        };
+        let Some(run_id) = run_id else {
+            return Ok(counts);
+        }; // dry run: all of them would be inserted
         let mut tx = target.begin().await?;
-        let direct = copy_in(&mut tx, &format!("COPY {} ({columns}) FROM STDIN{}", table.plan.target.sql(), format.option()), &batch.data).await;
+        let direct = copy_in(
+            &mut tx,
+            &format!(
+                "COPY {} ({columns}) FROM STDIN{}",
+                table.plan.target.sql(),
+                format.option()
+            ),
+            &batch.data,
+        )
+        .await;
         match direct {
             Ok(_) => {
                 write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
@@ -627,28 +813,53 @@ async fn apply_batch(
         }
     }
 
-    let range = format!("after {} up to {}", batch.after.as_deref().unwrap_or("the first key"), batch.last_key);
+    let range = format!(
+        "after {} up to {}",
+        batch.after.as_deref().unwrap_or("the first key"),
+        batch.last_key
+    );
     let mut tx = target.begin().await?;
-    copy_in(&mut tx, &format!("COPY pg_temp.{} ({columns}) FROM STDIN{}", quote_ident(staging), format.option()), &batch.data)
-        .await
-        .map_err(|e| MigratorError::DataRejected {
-            table: name.to_string(),
-            key: format!("(batch {range})"),
-            detail: db::describe_db_error(&e),
-        })?;
+    copy_in(
+        &mut tx,
+        &format!(
+            "COPY pg_temp.{} ({columns}) FROM STDIN{}",
+            quote_ident(staging),
+            format.option()
+        ),
+        &batch.data,
+    )
+    .await
+    .map_err(|e| MigratorError::DataRejected {
+        table: name.to_string(),
+        key: format!("(batch {range})"),
+        detail: db::describe_db_error(&e),
+    })?;
     if dry_run {
-        let row = sqlx::query(&dry_run_sql(table, staging)).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(&dry_run_sql(table, staging))
+            .fetch_one(&mut *tx)
+            .await?;
         let inserted = row.try_get::<i64, _>(0)? as u64;
         let updated = row.try_get::<i64, _>(1)? as u64;
         tx.rollback().await?;
-        return Ok(Counts { rows_read: batch.rows, inserted, updated, unchanged: batch.rows - inserted - updated });
+        return Ok(Counts {
+            rows_read: batch.rows,
+            inserted,
+            updated,
+            unchanged: batch.rows - inserted - updated,
+        });
     }
-    sqlx::query("SAVEPOINT cutover_batch").execute(&mut *tx).await?;
-    let upserted = sqlx::query(&upsert_sql(table, staging, None)).fetch_one(&mut *tx).await;
+    sqlx::query("SAVEPOINT cutover_batch")
+        .execute(&mut *tx)
+        .await?;
+    let upserted = sqlx::query(&upsert_sql(table, staging, None))
+        .fetch_one(&mut *tx)
+        .await;
     let row = match upserted {
         Ok(row) => row,
         Err(e) if db::sqlstate(&e).is_some() => {
-            sqlx::query("ROLLBACK TO SAVEPOINT cutover_batch").execute(&mut *tx).await?;
+            sqlx::query("ROLLBACK TO SAVEPOINT cutover_batch")
+                .execute(&mut *tx)
+                .await?;
             let rejected = diagnose(&mut tx, table, staging, &e, &range).await?;
             tx.rollback().await?;
             return Err(rejected.into());
@@ -657,7 +868,12 @@ async fn apply_batch(
     };
     let inserted = row.try_get::<i64, _>(0)? as u64;
     let updated = row.try_get::<i64, _>(1)? as u64;
-    let counts = Counts { rows_read: batch.rows, inserted, updated, unchanged: batch.rows - inserted - updated };
+    let counts = Counts {
+        rows_read: batch.rows,
+        inserted,
+        updated,
+        unchanged: batch.rows - inserted - updated,
+    };
     if let Some(run_id) = run_id {
         write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
     }
@@ -666,11 +882,20 @@ async fn apply_batch(
 }
 
 fn non_key_columns(table: &ResolvedTable) -> Vec<String> {
-    table.columns[1..].iter().map(|c| quote_ident(&c.name)).collect()
+    table.columns[1..]
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect()
 }
 
 fn row_of(alias: &str, cols: &[String]) -> String {
-    format!("({})", cols.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", "))
+    format!(
+        "({})",
+        cols.iter()
+            .map(|c| format!("{alias}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Counts what an upsert of the staged rows would insert and update.
@@ -680,7 +905,11 @@ fn dry_run_sql(table: &ResolvedTable, staging: &str) -> String {
     let changed = if rest.is_empty() {
         "false".to_string()
     } else {
-        format!("{} IS DISTINCT FROM {}", row_of("cur", &rest), row_of("s", &rest))
+        format!(
+            "{} IS DISTINCT FROM {}",
+            row_of("cur", &rest),
+            row_of("s", &rest)
+        )
     };
     format!(
         "SELECT count(*) FILTER (WHERE cur.{key} IS NULL), count(*) FILTER (WHERE cur.{key} IS NOT NULL AND {changed}) \
@@ -699,17 +928,37 @@ fn upsert_sql(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> Stri
     let target = table.plan.target.sql();
     let staging = quote_ident(staging);
     let limit = up_to
-        .map(|k| format!(" AND s.{key} <= CAST({} AS {})", quote_literal(k), table.key().sql_type))
+        .map(|k| {
+            format!(
+                " AND s.{key} <= CAST({} AS {})",
+                quote_literal(k),
+                table.key().sql_type
+            )
+        })
         .unwrap_or_default();
-    let select_cols = all.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+    let select_cols = all
+        .iter()
+        .map(|c| format!("s.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let (filter, conflict) = if rest.is_empty() {
-        ("cur.{key} IS NULL".replace("{key}", &key), "DO NOTHING".to_string())
+        (
+            "cur.{key} IS NULL".replace("{key}", &key),
+            "DO NOTHING".to_string(),
+        )
     } else {
         (
-            format!("(cur.{key} IS NULL OR {} IS DISTINCT FROM {})", row_of("cur", &rest), row_of("s", &rest)),
+            format!(
+                "(cur.{key} IS NULL OR {} IS DISTINCT FROM {})",
+                row_of("cur", &rest),
+                row_of("s", &rest)
+            ),
             format!(
                 "DO UPDATE SET {} WHERE {} IS DISTINCT FROM {}",
-                rest.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", "),
+                rest.iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 row_of("t", &rest),
                 row_of("excluded", &rest)
             ),
@@ -747,7 +996,11 @@ async fn diagnose(
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(dup) = dup {
-            return Ok(MigratorError::DataRejected { table: name, key: dup, detail: "the source has this key more than once".into() });
+            return Ok(MigratorError::DataRejected {
+                table: name,
+                key: dup,
+                detail: "the source has this key more than once".into(),
+            });
         }
     }
     let keys: Vec<String> = sqlx::query_scalar(&format!(
@@ -756,16 +1009,23 @@ async fn diagnose(
     ))
     .fetch_all(&mut *conn)
     .await?;
-    let probe = async |conn: &mut PgConnection, up_to: &str| -> anyhow::Result<Option<sqlx::Error>> {
-        sqlx::query("SAVEPOINT cutover_probe").execute(&mut *conn).await?;
-        let outcome = sqlx::query(&upsert_sql(table, staging, Some(up_to))).fetch_one(&mut *conn).await;
-        sqlx::query("ROLLBACK TO SAVEPOINT cutover_probe").execute(&mut *conn).await?;
-        match outcome {
-            Ok(_) => Ok(None),
-            Err(e) if db::sqlstate(&e).is_some() => Ok(Some(e)),
-            Err(e) => Err(e.into()),
-        }
-    };
+    let probe =
+        async |conn: &mut PgConnection, up_to: &str| -> anyhow::Result<Option<sqlx::Error>> {
+            sqlx::query("SAVEPOINT cutover_probe")
+                .execute(&mut *conn)
+                .await?;
+            let outcome = sqlx::query(&upsert_sql(table, staging, Some(up_to)))
+                .fetch_one(&mut *conn)
+                .await;
+            sqlx::query("ROLLBACK TO SAVEPOINT cutover_probe")
+                .execute(&mut *conn)
+                .await?;
+            match outcome {
+                Ok(_) => Ok(None),
+                Err(e) if db::sqlstate(&e).is_some() => Ok(Some(e)),
+                Err(e) => Err(e.into()),
+            }
+        };
     let (mut lo, mut hi) = (0usize, keys.len().saturating_sub(1));
     let mut error = match keys.last() {
         Some(last) => probe(conn, last).await?,
@@ -789,13 +1049,27 @@ async fn diagnose(
             None => lo = mid + 1,
         }
     }
-    let detail = error.as_ref().map(db::describe_db_error).unwrap_or_else(|| db::describe_db_error(original));
-    Ok(MigratorError::DataRejected { table: name, key: keys[lo].clone(), detail })
+    let detail = error
+        .as_ref()
+        .map(db::describe_db_error)
+        .unwrap_or_else(|| db::describe_db_error(original));
+    Ok(MigratorError::DataRejected {
+        table: name,
+        key: keys[lo].clone(),
+        detail,
+    })
 }
 
 fn print_summary(summaries: &[TableSummary], dry_run: bool) {
-    let (ins, upd) = if dry_run { ("would insert", "would update") } else { ("inserted", "updated") };
-    println!("{:<20} {:>12} {:>12} {:>12} {:>10}", "table", ins, upd, "unchanged", "elapsed");
+    let (ins, upd) = if dry_run {
+        ("would insert", "would update")
+    } else {
+        ("inserted", "updated")
+    };
+    println!(
+        "{:<20} {:>12} {:>12} {:>12} {:>10}",
+        "table", ins, upd, "unchanged", "elapsed"
+    );
     for s in summaries {
         println!(
             "{:<20} {:>12} {:>12} {:>12} {:>9.2}s",

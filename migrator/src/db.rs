@@ -21,8 +21,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn register_secret(url: &str) {
-    let Ok(parsed) = url::Url::parse(url) else { return };
-    let Some(password) = parsed.password() else { return };
+    let Ok(parsed) = url::Url::parse(url) else {
+        return;
+    };
+    let Some(password) = parsed.password() else {
+        return;
+    };
     let mut secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
     let mut add = |s: String| {
         if !s.is_empty() && !secrets.contains(&s) {
@@ -89,7 +93,10 @@ pub fn database_name(url: &str) -> Option<String> {
 pub async fn connect(role: &'static str, url: &str) -> Result<PgConnection, MigratorError> {
     let shown = redact(url);
     let options = PgConnectOptions::from_str(url)
-        .map_err(|e| MigratorError::BadUrl { role, detail: scrub_secrets(&e.to_string()) })?
+        .map_err(|e| MigratorError::BadUrl {
+            role,
+            detail: scrub_secrets(&e.to_string()),
+        })?
         .application_name("migrator")
         .options([
             ("TimeZone", "UTC"),
@@ -114,12 +121,19 @@ pub async fn connect(role: &'static str, url: &str) -> Result<PgConnection, Migr
         }
     };
     let failure = classify_connect_error(&err);
-    Err(MigratorError::Connect { role, url: shown, failure, detail: scrub_secrets(&err.to_string()) })
+    Err(MigratorError::Connect {
+        role,
+        url: shown,
+        failure,
+        detail: scrub_secrets(&err.to_string()),
+    })
 }
 
 fn classify_connect_error(err: &sqlx::Error) -> ConnectFailure {
     match err {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => ConnectFailure::Unreachable,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+            ConnectFailure::Unreachable
+        }
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // invalid_password, invalid_authorization_specification
             Some("28P01") | Some("28000") => ConnectFailure::Authentication,
@@ -127,7 +141,9 @@ fn classify_connect_error(err: &sqlx::Error) -> ConnectFailure {
             Some("3D000") => ConnectFailure::MissingDatabase,
             _ => ConnectFailure::Other,
         },
-        other if other.to_string().to_lowercase().contains("password") => ConnectFailure::Authentication,
+        other if other.to_string().to_lowercase().contains("password") => {
+            ConnectFailure::Authentication
+        }
         _ => ConnectFailure::Other,
     }
 }

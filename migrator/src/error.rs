@@ -52,7 +52,12 @@ impl std::fmt::Display for ConnectFailure {
 pub enum MigratorError {
     /// `url` is always redacted (see [`crate::db::redact`]).
     #[error("cannot connect to the {role} database {url}: {failure}: {detail}")]
-    Connect { role: &'static str, url: String, failure: ConnectFailure, detail: String },
+    Connect {
+        role: &'static str,
+        url: String,
+        failure: ConnectFailure,
+        detail: String,
+    },
 
     #[error("invalid database URL for the {role} database: {detail}")]
     BadUrl { role: &'static str, detail: String },
@@ -73,7 +78,11 @@ pub enum MigratorError {
     Locked(String),
 
     #[error("table {table}: the target rejected the row with key {key}: {detail}; batches committed before it are kept, this batch was rolled back")]
-    DataRejected { table: String, key: String, detail: String },
+    DataRejected {
+        table: String,
+        key: String,
+        detail: String,
+    },
 
     #[error("{0}")]
     Usage(String),

@@ -19,7 +19,13 @@ use crate::error::MigratorError;
 pub const LEGACY_SCHEMA_SQL: &str = include_str!("../../migrations/legacy/legacy_schema.sql");
 
 /// Legacy tables in generation order.
-pub const LEGACY_TABLES: [&str; 5] = ["users", "conversations", "messages", "tasks", "task_executions"];
+pub const LEGACY_TABLES: [&str; 5] = [
+    "users",
+    "conversations",
+    "messages",
+    "tasks",
+    "task_executions",
+];
 
 const EPOCH: &str = "timestamptz '2019-01-01 00:00:00+00'";
 
@@ -103,25 +109,49 @@ fn insert_sql(table: &str, n: u64) -> String {
 
 /// Creates the legacy schema in `conn` (dropping it first with `reset`) and fills `tables`
 /// (all when empty) with `rows` rows each.
-pub async fn generate(conn: &mut PgConnection, rows: u64, tables: &[String], reset: bool) -> anyhow::Result<()> {
+pub async fn generate(
+    conn: &mut PgConnection,
+    rows: u64,
+    tables: &[String],
+    reset: bool,
+) -> anyhow::Result<()> {
     for t in tables {
         if !LEGACY_TABLES.contains(&t.as_str()) {
-            return Err(MigratorError::Usage(format!("--tables: unknown legacy table {t} (known: {})", LEGACY_TABLES.join(", "))).into());
+            return Err(MigratorError::Usage(format!(
+                "--tables: unknown legacy table {t} (known: {})",
+                LEGACY_TABLES.join(", ")
+            ))
+            .into());
         }
     }
     if reset {
-        sqlx::raw_sql("DROP SCHEMA IF EXISTS legacy CASCADE").execute(&mut *conn).await?;
+        sqlx::raw_sql("DROP SCHEMA IF EXISTS legacy CASCADE")
+            .execute(&mut *conn)
+            .await?;
     }
     sqlx::raw_sql(LEGACY_SCHEMA_SQL).execute(&mut *conn).await?;
-    for table in LEGACY_TABLES.iter().filter(|t| tables.is_empty() || tables.iter().any(|x| x == *t)) {
-        let existing: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM legacy.{table})")).fetch_one(&mut *conn).await?;
+    for table in LEGACY_TABLES
+        .iter()
+        .filter(|t| tables.is_empty() || tables.iter().any(|x| x == *t))
+    {
+        let existing: bool =
+            sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM legacy.{table})"))
+                .fetch_one(&mut *conn)
+                .await?;
         if existing {
             return Err(MigratorError::Usage(format!("legacy.{table} already has rows; pass --reset to start from an empty legacy schema")).into());
         }
         let started = Instant::now();
-        sqlx::raw_sql(&insert_sql(table, rows)).execute(&mut *conn).await?;
-        sqlx::raw_sql(&format!("ANALYZE legacy.{table}")).execute(&mut *conn).await?;
-        eprintln!("generate-legacy: legacy.{table}: {rows} rows in {:.2}s", started.elapsed().as_secs_f64());
+        sqlx::raw_sql(&insert_sql(table, rows))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::raw_sql(&format!("ANALYZE legacy.{table}"))
+            .execute(&mut *conn)
+            .await?;
+        eprintln!(
+            "generate-legacy: legacy.{table}: {rows} rows in {:.2}s",
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

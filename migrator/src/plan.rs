@@ -66,10 +66,14 @@ impl TableName {
         let parts: Vec<&str> = text.trim().split('.').collect();
         let valid = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('"');
         match parts.as_slice() {
-            [name] if valid(name) => Some(TableName { schema: "public".into(), name: name.to_string() }),
-            [schema, name] if valid(schema) && valid(name) => {
-                Some(TableName { schema: schema.to_string(), name: name.to_string() })
-            }
+            [name] if valid(name) => Some(TableName {
+                schema: "public".into(),
+                name: name.to_string(),
+            }),
+            [schema, name] if valid(schema) && valid(name) => Some(TableName {
+                schema: schema.to_string(),
+                name: name.to_string(),
+            }),
             _ => None,
         }
     }
@@ -133,8 +137,9 @@ impl Plan {
         match path {
             None => Plan::parse(SHIPPED_PLAN, "the shipped plan"),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| MigratorError::Usage(format!("cannot read plan file {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    MigratorError::Usage(format!("cannot read plan file {}: {e}", path.display()))
+                })?;
                 Plan::parse(&text, &path.display().to_string())
             }
         }
@@ -157,17 +162,32 @@ impl Plan {
                 return Err(invalid(format!("{label}: listed twice")));
             }
             let source = match (t.source, t.source_query) {
-                (Some(table), None) => Source::Table(
-                    TableName::parse(&table)
-                        .ok_or_else(|| invalid(format!("{label}: source {table:?} is not a table name (schema.table)")))?,
-                ),
+                (Some(table), None) => {
+                    Source::Table(TableName::parse(&table).ok_or_else(|| {
+                        invalid(format!(
+                            "{label}: source {table:?} is not a table name (schema.table)"
+                        ))
+                    })?)
+                }
                 (None, Some(query)) if !query.trim().is_empty() => Source::Query(query),
                 (None, Some(_)) => return Err(invalid(format!("{label}: source_query is empty"))),
-                (Some(_), Some(_)) => return Err(invalid(format!("{label}: give either source or source_query, not both"))),
-                (None, None) => return Err(invalid(format!("{label}: source (a table) or source_query (a SELECT) is required"))),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "{label}: give either source or source_query, not both"
+                    )))
+                }
+                (None, None) => {
+                    return Err(invalid(format!(
+                        "{label}: source (a table) or source_query (a SELECT) is required"
+                    )))
+                }
             };
-            let target = TableName::parse(&t.target)
-                .ok_or_else(|| invalid(format!("{label}: target {:?} is not a table name (schema.table)", t.target)))?;
+            let target = TableName::parse(&t.target).ok_or_else(|| {
+                invalid(format!(
+                    "{label}: target {:?} is not a table name (schema.table)",
+                    t.target
+                ))
+            })?;
             if t.columns.is_empty() {
                 return Err(invalid(format!("{label}: no columns")));
             }
@@ -175,11 +195,17 @@ impl Plan {
             let mut columns = Vec::with_capacity(t.columns.len());
             for c in t.columns {
                 if c.name.is_empty() || !seen.insert(c.name.clone()) {
-                    return Err(invalid(format!("{label}: column {:?} is empty or listed twice", c.name)));
+                    return Err(invalid(format!(
+                        "{label}: column {:?} is empty or listed twice",
+                        c.name
+                    )));
                 }
                 let blank = |s: &Option<String>| s.as_deref().is_some_and(|s| s.trim().is_empty());
                 if blank(&c.from) || blank(&c.default) {
-                    return Err(invalid(format!("{label}: column {}: empty `from` or `default`", c.name)));
+                    return Err(invalid(format!(
+                        "{label}: column {}: empty `from` or `default`",
+                        c.name
+                    )));
                 }
                 columns.push(ColumnPlan {
                     from: c.from.unwrap_or_else(|| quote_ident(&c.name)),
@@ -190,15 +216,32 @@ impl Plan {
             let key_index = columns
                 .iter()
                 .position(|c| c.name == t.key)
-                .ok_or_else(|| invalid(format!("{label}: key column {} is not among its columns", t.key)))?;
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{label}: key column {} is not among its columns",
+                        t.key
+                    ))
+                })?;
             if columns[key_index].default.is_some() {
-                return Err(invalid(format!("{label}: key column {} cannot have a default", t.key)));
+                return Err(invalid(format!(
+                    "{label}: key column {} cannot have a default",
+                    t.key
+                )));
             }
             let key_column = columns.remove(key_index);
             columns.insert(0, key_column);
-            tables.push(TablePlan { name: t.name, source, target, key: t.key, columns });
+            tables.push(TablePlan {
+                name: t.name,
+                source,
+                target,
+                key: t.key,
+                columns,
+            });
         }
-        Ok(Plan { tables, fingerprint: fnv1a_hex(text) })
+        Ok(Plan {
+            tables,
+            fingerprint: fnv1a_hex(text),
+        })
     }
 
     /// The tables named in `--tables` (all when empty), in plan order.
@@ -206,10 +249,17 @@ impl Plan {
         for name in names {
             if !self.tables.iter().any(|t| &t.name == name) {
                 let known: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
-                return Err(invalid(format!("--tables: the plan has no table {name} (it has: {})", known.join(", "))));
+                return Err(invalid(format!(
+                    "--tables: the plan has no table {name} (it has: {})",
+                    known.join(", ")
+                )));
             }
         }
-        Ok(self.tables.iter().filter(|t| names.is_empty() || names.contains(&t.name)).collect())
+        Ok(self
+            .tables
+            .iter()
+            .filter(|t| names.is_empty() || names.contains(&t.name))
+            .collect())
     }
 }
 
@@ -239,7 +289,10 @@ impl ResolvedColumn {
     /// The source expression with its NULL default, cast to the target type.
     pub fn source_expr(&self) -> String {
         match &self.default {
-            Some(default) => format!("CAST(coalesce(({}), ({default})) AS {})", self.from, self.sql_type),
+            Some(default) => format!(
+                "CAST(coalesce(({}), ({default})) AS {})",
+                self.from, self.sql_type
+            ),
             None => format!("CAST(({}) AS {})", self.from, self.sql_type),
         }
     }
@@ -279,7 +332,11 @@ impl ResolvedTable {
 
     /// Quoted, comma-separated target column list (key first).
     pub fn target_column_list(&self) -> String {
-        self.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `FROM` item of the source, aliased `src`.
@@ -300,15 +357,27 @@ impl ResolvedTable {
         let ty = &self.key().sql_type;
         let mut preds = Vec::new();
         if let Some(after) = window.after {
-            preds.push(format!("{key_sql} > CAST({} AS {ty})", quote_literal(after)));
+            preds.push(format!(
+                "{key_sql} > CAST({} AS {ty})",
+                quote_literal(after)
+            ));
         }
         if let Some(up_to) = window.up_to {
-            preds.push(format!("{key_sql} <= CAST({} AS {ty})", quote_literal(up_to)));
+            preds.push(format!(
+                "{key_sql} <= CAST({} AS {ty})",
+                quote_literal(up_to)
+            ));
         }
         preds
     }
 
-    fn finish(select: String, key_sql: &str, mut preds: Vec<String>, extra: Option<&str>, window: &Window<'_>) -> String {
+    fn finish(
+        select: String,
+        key_sql: &str,
+        mut preds: Vec<String>,
+        extra: Option<&str>,
+        window: &Window<'_>,
+    ) -> String {
         if let Some(extra) = extra {
             preds.push(format!("({extra})"));
         }
@@ -328,9 +397,16 @@ impl ResolvedTable {
 
     /// The source projection: `SELECT <expr> AS "<target column>", … FROM <source> AS src`.
     pub fn source_projection_sql(&self) -> String {
-        let items: Vec<String> =
-            self.columns.iter().map(|c| format!("{} AS {}", c.source_expr(), quote_ident(&c.name))).collect();
-        format!("SELECT {} FROM {}", items.join(", "), self.source_from_sql())
+        let items: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{} AS {}", c.source_expr(), quote_ident(&c.name)))
+            .collect();
+        format!(
+            "SELECT {} FROM {}",
+            items.join(", "),
+            self.source_from_sql()
+        )
     }
 
     /// The source projection restricted to a key window; `extra` is an additional predicate over
@@ -345,10 +421,27 @@ impl ResolvedTable {
     /// source into windows of `offset + 1` rows (an index-only scan when the key is a plain column).
     pub fn source_key_at_sql(&self, after: Option<&str>, offset: u64) -> String {
         let key_sql = self.source_key_sql();
-        let window = Window { after, ordered: true, limit: Some(1), ..Window::default() };
+        let window = Window {
+            after,
+            ordered: true,
+            limit: Some(1),
+            ..Window::default()
+        };
         let preds = self.window_predicate(&key_sql, &window);
-        let select = format!("SELECT CAST({key_sql} AS text) FROM {}", self.source_from_sql());
-        let mut sql = Self::finish(select, &key_sql, preds, None, &Window { limit: None, ..window });
+        let select = format!(
+            "SELECT CAST({key_sql} AS text) FROM {}",
+            self.source_from_sql()
+        );
+        let mut sql = Self::finish(
+            select,
+            &key_sql,
+            preds,
+            None,
+            &Window {
+                limit: None,
+                ..window
+            },
+        );
         sql.push_str(&format!(" OFFSET {offset} LIMIT 1"));
         sql
     }
@@ -356,7 +449,13 @@ impl ResolvedTable {
     /// The greatest key (as text) after `after`; NULL keys excluded.
     pub fn source_last_key_sql(&self, after: Option<&str>) -> String {
         let key_sql = self.source_key_sql();
-        let mut preds = self.window_predicate(&key_sql, &Window { after, ..Window::default() });
+        let mut preds = self.window_predicate(
+            &key_sql,
+            &Window {
+                after,
+                ..Window::default()
+            },
+        );
         preds.push(format!("{key_sql} IS NOT NULL"));
         format!(
             "SELECT CAST({key_sql} AS text) FROM {} WHERE {} ORDER BY {key_sql} DESC LIMIT 1",
@@ -369,7 +468,11 @@ impl ResolvedTable {
     pub fn target_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
         let key_sql = quote_ident(&self.key().name);
         let preds = self.window_predicate(&key_sql, window);
-        let select = format!("SELECT {} FROM {}", self.target_column_list(), self.plan.target.sql());
+        let select = format!(
+            "SELECT {} FROM {}",
+            self.target_column_list(),
+            self.plan.target.sql()
+        );
         Self::finish(select, &key_sql, preds, extra, window)
     }
 }
@@ -399,7 +502,10 @@ pub async fn resolve(
 }
 
 async fn regclass(conn: &mut PgConnection, name: &TableName) -> sqlx::Result<Option<i64>> {
-    let row = sqlx::query("SELECT to_regclass($1)::oid::int8 AS oid").bind(name.sql()).fetch_one(&mut *conn).await?;
+    let row = sqlx::query("SELECT to_regclass($1)::oid::int8 AS oid")
+        .bind(name.sql())
+        .fetch_one(&mut *conn)
+        .await?;
     row.try_get::<Option<i64>, _>("oid")
 }
 
@@ -412,7 +518,11 @@ async fn resolve_table(
 
     // Target: table, columns, types, key uniqueness.
     let Some(target_oid) = regclass(target, &table.target).await? else {
-        return Err(invalid(format!("{label}: target table {} does not exist in the target database", table.target)).into());
+        return Err(invalid(format!(
+            "{label}: target table {} does not exist in the target database",
+            table.target
+        ))
+        .into());
     };
     let rows = sqlx::query(
         "SELECT attname::text AS name, format_type(atttypid, atttypmod) AS sql_type, attnotnull AS not_null, \
@@ -463,7 +573,11 @@ async fn resolve_table(
             .into());
         }
     }
-    let key_attnum = target_columns.iter().find(|tc| tc.name == table.key).map(|tc| tc.attnum).unwrap_or(0);
+    let key_attnum = target_columns
+        .iter()
+        .find(|tc| tc.name == table.key)
+        .map(|tc| tc.attnum)
+        .unwrap_or(0);
     let unique: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::int8::oid AND indisunique AND indpred IS NULL \
                  AND indnkeyatts = 1 AND indkey[0] = $2)",
@@ -480,13 +594,19 @@ async fn resolve_table(
         .into());
     }
 
-    let resolved = ResolvedTable { plan: table.clone(), columns };
+    let resolved = ResolvedTable {
+        plan: table.clone(),
+        columns,
+    };
 
     // Source: table and plain columns first (precise messages), then every expression runs.
     match &table.source {
         Source::Table(source_table) => {
             let Some(source_oid) = regclass(source, source_table).await? else {
-                return Err(invalid(format!("{label}: source table {source_table} does not exist in the source database")).into());
+                return Err(invalid(format!(
+                    "{label}: source table {source_table} does not exist in the source database"
+                ))
+                .into());
             };
             let names: Vec<String> = sqlx::query_scalar(
                 "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped",
@@ -508,7 +628,11 @@ async fn resolve_table(
             let probe = format!("SELECT * FROM ({query}) AS src LIMIT 0");
             if let Err(e) = sqlx::query(&probe).fetch_optional(&mut *source).await {
                 if crate::db::sqlstate(&e).is_some() {
-                    return Err(invalid(format!("{label}: source_query fails on the source: {}", crate::db::describe_db_error(&e))).into());
+                    return Err(invalid(format!(
+                        "{label}: source_query fails on the source: {}",
+                        crate::db::describe_db_error(&e)
+                    ))
+                    .into());
                 }
                 return Err(e.into());
             }
@@ -521,19 +645,30 @@ async fn resolve_table(
         }
         // Find the column whose expression fails, to name it.
         for c in &resolved.columns {
-            let one = format!("SELECT {} FROM {} LIMIT 0", c.source_expr(), resolved.source_from_sql());
+            let one = format!(
+                "SELECT {} FROM {} LIMIT 0",
+                c.source_expr(),
+                resolved.source_from_sql()
+            );
             if let Err(e) = sqlx::query(&one).fetch_optional(&mut *source).await {
                 return Err(invalid(format!(
                     "{label}: column {}: source expression `{}`{} fails on the source: {}",
                     c.name,
                     c.from,
-                    c.default.as_deref().map(|d| format!(" (default `{d}`)")).unwrap_or_default(),
+                    c.default
+                        .as_deref()
+                        .map(|d| format!(" (default `{d}`)"))
+                        .unwrap_or_default(),
                     crate::db::describe_db_error(&e)
                 ))
                 .into());
             }
         }
-        return Err(invalid(format!("{label}: the source projection fails: {}", crate::db::describe_db_error(&e))).into());
+        return Err(invalid(format!(
+            "{label}: the source projection fails: {}",
+            crate::db::describe_db_error(&e)
+        ))
+        .into());
     }
     Ok(resolved)
 }
@@ -546,7 +681,16 @@ mod tests {
     fn shipped_plan_parses_with_key_first() {
         let plan = Plan::parse(SHIPPED_PLAN, "shipped").expect("shipped plan");
         let names: Vec<&str> = plan.tables.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["users", "conversations", "messages", "tasks", "task_executions"]);
+        assert_eq!(
+            names,
+            [
+                "users",
+                "conversations",
+                "messages",
+                "tasks",
+                "task_executions"
+            ]
+        );
         for t in &plan.tables {
             assert_eq!(t.columns[0].name, t.key);
         }
@@ -588,7 +732,15 @@ columns = [{ name = "id" }]
                 })
                 .collect(),
         };
-        let sql = resolved.source_select_sql(&Window { after: Some("k'1"), ordered: true, limit: Some(5), ..Default::default() }, None);
+        let sql = resolved.source_select_sql(
+            &Window {
+                after: Some("k'1"),
+                ordered: true,
+                limit: Some(5),
+                ..Default::default()
+            },
+            None,
+        );
         assert!(sql.ends_with(r#"WHERE CAST(("id") AS text) > CAST('k''1' AS text) ORDER BY CAST(("id") AS text) LIMIT 5"#), "{sql}");
     }
 }

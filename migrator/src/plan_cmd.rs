@@ -12,7 +12,12 @@ pub async fn run(args: PlanCommandArgs) -> anyhow::Result<u8> {
     let mut source = db::connect("source", &args.source.source_url).await?;
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     for table in &tables {
-        println!("-- {} → {} (key {})", table.name(), table.plan.target, table.key().name);
+        println!(
+            "-- {} → {} (key {})",
+            table.name(),
+            table.plan.target,
+            table.key().name
+        );
         println!("{};", table.source_projection_sql());
     }
     println!("-- plan OK: {} table(s)", tables.len());

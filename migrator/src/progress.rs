@@ -22,7 +22,8 @@ impl Progress {
     /// `total`: estimated rows of the table; `done`: rows already copied (resumed run).
     pub fn new(label: &str, total: u64, done: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total.max(done)), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(total.max(done)), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
                 "{prefix:>16} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
             )
@@ -35,7 +36,15 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Progress { bar, label: label.to_string(), total, done, started_at: done, started: now, last_line: now }
+        Progress {
+            bar,
+            label: label.to_string(),
+            total,
+            done,
+            started_at: done,
+            started: now,
+            last_line: now,
+        }
     }
 
     pub fn advance(&mut self, rows: u64) {
@@ -55,9 +64,20 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = (self.done - self.started_at) as f64 / secs;
         let remaining = self.total.saturating_sub(self.done) as f64;
-        let eta = if rate > 0.0 { format!("{:.0}s", remaining / rate) } else { "?".into() };
-        let pct = if self.total > 0 { 100.0 * self.done as f64 / self.total as f64 } else { 100.0 };
-        format!("{}: {}/{} rows ({pct:.1}%), {rate:.0} rows/s, ETA {eta}", self.label, self.done, self.total)
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", remaining / rate)
+        } else {
+            "?".into()
+        };
+        let pct = if self.total > 0 {
+            100.0 * self.done as f64 / self.total as f64
+        } else {
+            100.0
+        };
+        format!(
+            "{}: {}/{} rows ({pct:.1}%), {rate:.0} rows/s, ETA {eta}",
+            self.label, self.done, self.total
+        )
     }
 
     pub fn finish(&mut self) {

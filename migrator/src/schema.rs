@@ -33,12 +33,16 @@ pub struct AppliedMigration {
 
 /// Embedded (up) migrations.
 pub fn embedded() -> impl Iterator<Item = &'static Migration> {
-    MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration())
+    MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
 }
 
 /// What `_sqlx_migrations` of the target records (empty when the table does not exist).
 pub async fn applied(conn: &mut PgConnection) -> sqlx::Result<Vec<AppliedMigration>> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
     if !exists {
         return Ok(Vec::new());
     }
@@ -69,14 +73,22 @@ pub fn pending(applied: &[AppliedMigration]) -> Result<Vec<&'static Migration>, 
         };
         if !a.success {
             return Err(MigratorError::NotMigrated {
-                detail: format!("migration {} ({}) is recorded as failed", a.version, a.description),
+                detail: format!(
+                    "migration {} ({}) is recorded as failed",
+                    a.version, a.description
+                ),
             });
         }
         if a.checksum != *m.checksum {
-            return Err(MigratorError::MigrationChanged { version: a.version, description: m.description.to_string() });
+            return Err(MigratorError::MigrationChanged {
+                version: a.version,
+                description: m.description.to_string(),
+            });
         }
     }
-    Ok(embedded().filter(|m| !applied.iter().any(|a| a.version == m.version)).collect())
+    Ok(embedded()
+        .filter(|m| !applied.iter().any(|a| a.version == m.version))
+        .collect())
 }
 
 /// Fails with exit code 4 unless every embedded migration is applied unchanged.
@@ -84,8 +96,14 @@ pub async fn check_migrated(target: &mut PgConnection) -> anyhow::Result<()> {
     let applied = applied(target).await?;
     let pending = pending(&applied)?;
     if !pending.is_empty() {
-        let names: Vec<String> = pending.iter().map(|m| format!("{:03}_{}", m.version, m.description)).collect();
-        return Err(MigratorError::NotMigrated { detail: format!("pending migrations: {}", names.join(", ")) }.into());
+        let names: Vec<String> = pending
+            .iter()
+            .map(|m| format!("{:03}_{}", m.version, m.description))
+            .collect();
+        return Err(MigratorError::NotMigrated {
+            detail: format!("pending migrations: {}", names.join(", ")),
+        }
+        .into());
     }
     Ok(())
 }
@@ -102,33 +120,63 @@ pub async fn run(args: SchemaArgs) -> anyhow::Result<u8> {
 async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Result<u8> {
     let name = db::database_name(url).unwrap_or_else(|| "the target database".into());
     if !dry_run {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(SCHEMA_LOCK_KEY).fetch_one(&mut *conn).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SCHEMA_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
         if !got {
-            eprintln!("schema: another `migrator schema` is migrating {name}; waiting for it to finish");
-            sqlx::query("SELECT pg_advisory_lock($1)").bind(SCHEMA_LOCK_KEY).execute(&mut *conn).await?;
+            eprintln!(
+                "schema: another `migrator schema` is migrating {name}; waiting for it to finish"
+            );
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(SCHEMA_LOCK_KEY)
+                .execute(&mut *conn)
+                .await?;
         }
     }
     let applied = applied(conn).await?;
     let pending = pending(&applied)?;
     if pending.is_empty() {
-        println!("schema: nothing to apply; {} migrations already applied to {name}", applied.len());
+        println!(
+            "schema: nothing to apply; {} migrations already applied to {name}",
+            applied.len()
+        );
         return Ok(0);
     }
     if dry_run {
-        println!("schema: would apply {} migration(s) to {name}:", pending.len());
+        println!(
+            "schema: would apply {} migration(s) to {name}:",
+            pending.len()
+        );
         for m in &pending {
             println!("  {:03}_{}", m.version, m.description);
         }
         return Ok(0);
     }
     // Our own lock (above) replaces sqlx's, which is not released when a migration fails.
-    let migrator = Migrator { migrations: MIGRATOR.migrations.clone(), locking: false, ..Migrator::DEFAULT };
+    let migrator = Migrator {
+        migrations: MIGRATOR.migrations.clone(),
+        locking: false,
+        ..Migrator::DEFAULT
+    };
     let started = Instant::now();
-    migrator.run(&mut *conn).await.map_err(|e| anyhow::anyhow!("applying migrations to {name}: {}", db::scrub_secrets(&e.to_string())))?;
+    migrator.run(&mut *conn).await.map_err(|e| {
+        anyhow::anyhow!(
+            "applying migrations to {name}: {}",
+            db::scrub_secrets(&e.to_string())
+        )
+    })?;
     for m in &pending {
         println!("schema: applied {:03}_{}", m.version, m.description);
     }
-    println!("schema: {} migration(s) applied to {name} in {:.2}s", pending.len(), started.elapsed().as_secs_f64());
-    sqlx::query("SELECT pg_advisory_unlock($1)").bind(SCHEMA_LOCK_KEY).execute(&mut *conn).await?;
+    println!(
+        "schema: {} migration(s) applied to {name} in {:.2}s",
+        pending.len(),
+        started.elapsed().as_secs_f64()
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(SCHEMA_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
     Ok(0)
 }

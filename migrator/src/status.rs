@@ -25,17 +25,36 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
     for m in schema::embedded() {
         match applied.iter().find(|a| a.version == m.version) {
             Some(a) if a.checksum != *m.checksum => {
-                println!("  {:03}_{:<20} CHANGED after it was applied on {}", m.version, m.description, a.installed_on.format("%Y-%m-%d %H:%M:%S UTC"))
+                println!(
+                    "  {:03}_{:<20} CHANGED after it was applied on {}",
+                    m.version,
+                    m.description,
+                    a.installed_on.format("%Y-%m-%d %H:%M:%S UTC")
+                )
             }
-            Some(a) => println!("  {:03}_{:<20} applied {}", m.version, m.description, a.installed_on.format("%Y-%m-%d %H:%M:%S UTC")),
+            Some(a) => println!(
+                "  {:03}_{:<20} applied {}",
+                m.version,
+                m.description,
+                a.installed_on.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
             None => println!("  {:03}_{:<20} pending", m.version, m.description),
         }
     }
-    for a in applied.iter().filter(|a| !schema::embedded().any(|m| m.version == a.version)) {
-        println!("  {:03}_{:<20} applied, but unknown to this migrator", a.version, a.description);
+    for a in applied
+        .iter()
+        .filter(|a| !schema::embedded().any(|m| m.version == a.version))
+    {
+        println!(
+            "  {:03}_{:<20} applied, but unknown to this migrator",
+            a.version, a.description
+        );
     }
 
-    let has_runs: bool = sqlx::query_scalar("SELECT to_regclass('cutover_migrator.copy_runs') IS NOT NULL").fetch_one(&mut *target).await?;
+    let has_runs: bool =
+        sqlx::query_scalar("SELECT to_regclass('cutover_migrator.copy_runs') IS NOT NULL")
+            .fetch_one(&mut *target)
+            .await?;
     println!("copy runs:");
     if !has_runs {
         println!("  none (no copy has run against this database)");
@@ -55,11 +74,17 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
             let tables: Vec<String> = run.try_get("tables")?;
             let started: chrono::DateTime<chrono::Utc> = run.try_get("started_at")?;
             let finished: Option<chrono::DateTime<chrono::Utc>> = run.try_get("finished_at")?;
-            let status_shown = if status == "running" { "running or interrupted (the next copy resumes it)" } else { status.as_str() };
+            let status_shown = if status == "running" {
+                "interrupted or still running (a copy with the same plan and --tables resumes it)"
+            } else {
+                status.as_str()
+            };
             println!(
                 "  run {run_id}: {status_shown}; started {}{}",
                 started.format("%Y-%m-%d %H:%M:%S UTC"),
-                finished.map(|f| format!(", finished {}", f.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default()
+                finished
+                    .map(|f| format!(", finished {}", f.format("%Y-%m-%d %H:%M:%S UTC")))
+                    .unwrap_or_default()
             );
             let checkpoints = load_checkpoints(target, run_id).await?;
             println!(
@@ -84,7 +109,10 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
         }
     }
     // Status is informational, but a changed migration is worth a non-zero exit for scripts.
-    if let Err(e @ (MigratorError::MigrationChanged { .. } | MigratorError::MigrationUnknown { .. })) = schema::pending(&applied) {
+    if let Err(
+        e @ (MigratorError::MigrationChanged { .. } | MigratorError::MigrationUnknown { .. }),
+    ) = schema::pending(&applied)
+    {
         return Err(e.into());
     }
     Ok(0)

@@ -8,7 +8,11 @@ fn copy_into_unmigrated_target_exits_4() {
     let env = Env::unmigrated("mig_bad_unmigrated", 10);
     let out = env.run(&["copy"]);
     out.assert_code(4);
-    assert!(out.stderr.contains("001_users") && out.stderr.contains("migrator schema"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("001_users") && out.stderr.contains("migrator schema"),
+        "{}",
+        out.stderr
+    );
     let relations: i64 = env
         .target_client()
         .query_one(

@@ -43,15 +43,34 @@ columns = [{ name = "id" }, { name = "username" }, { name = "email" }, { name = 
 "#
     );
     let cases = [
-        ("missing_source_column.toml", missing_column, vec!["users", "is_active", "is_enabled"]),
-        ("missing_source_table.toml", GOOD_TASKS.replace("legacy.tasks", "legacy.jobs"), vec!["tasks", "legacy.jobs"]),
+        (
+            "missing_source_column.toml",
+            missing_column,
+            vec!["users", "is_active", "is_enabled"],
+        ),
+        (
+            "missing_source_table.toml",
+            GOOD_TASKS.replace("legacy.tasks", "legacy.jobs"),
+            vec!["tasks", "legacy.jobs"],
+        ),
         (
             "missing_target_column.toml",
-            GOOD_TASKS.replace(r#"{ name = "title" }"#, r#"{ name = "title" }, { name = "headline", from = "title" }"#),
+            GOOD_TASKS.replace(
+                r#"{ name = "title" }"#,
+                r#"{ name = "title" }, { name = "headline", from = "title" }"#,
+            ),
             vec!["tasks", "headline"],
         ),
-        ("missing_target_table.toml", GOOD_TASKS.replace("orchestration.coding_tasks", "orchestration.jobs"), vec!["tasks", "orchestration.jobs"]),
-        ("not_null_unmapped.toml", GOOD_TASKS.replace(r#"{ name = "task_type" }, "#, ""), vec!["tasks", "task_type"]),
+        (
+            "missing_target_table.toml",
+            GOOD_TASKS.replace("orchestration.coding_tasks", "orchestration.jobs"),
+            vec!["tasks", "orchestration.jobs"],
+        ),
+        (
+            "not_null_unmapped.toml",
+            GOOD_TASKS.replace(r#"{ name = "task_type" }, "#, ""),
+            vec!["tasks", "task_type"],
+        ),
     ];
     for (file, body, names) in cases {
         let plan = plan_file(&dir, file, &body);
@@ -59,13 +78,25 @@ columns = [{ name = "id" }, { name = "username" }, { name = "email" }, { name = 
             let out = env.run(&[command, "--plan", &plan]);
             out.assert_code(5);
             for name in &names {
-                assert!(out.stderr.contains(name), "{file}: `{command}` error does not name {name}:\n{}", out.stderr);
+                assert!(
+                    out.stderr.contains(name),
+                    "{file}: `{command}` error does not name {name}:\n{}",
+                    out.stderr
+                );
             }
         }
     }
-    assert_eq!(env.count("auth.users") + env.count("orchestration.coding_tasks"), 0, "rows were copied despite an invalid plan");
+    assert_eq!(
+        env.count("auth.users") + env.count("orchestration.coding_tasks"),
+        0,
+        "rows were copied despite an invalid plan"
+    );
     let unknown_table = env.run(&["copy", "--tables", "usres"]);
     unknown_table.assert_code(5);
-    assert!(unknown_table.stderr.contains("usres"), "{}", unknown_table.stderr);
+    assert!(
+        unknown_table.stderr.contains("usres"),
+        "{}",
+        unknown_table.stderr
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -35,5 +35,8 @@ fn legacy_update_and_insert_are_carried_over() {
         .query_one("SELECT bool_and(is_active) FROM auth.users WHERE id IN (SELECT id FROM auth.users WHERE username LIKE 'new_%')", &[])
         .unwrap()
         .get(0);
-    assert!(defaulted, "NULL is_active of the inserted rows must get the plan default true");
+    assert!(
+        defaulted,
+        "NULL is_active of the inserted rows must get the plan default true"
+    );
 }

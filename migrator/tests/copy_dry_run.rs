@@ -3,8 +3,15 @@ mod common;
 use common::Env;
 
 fn figures(stdout: &str, table: &str) -> Vec<u64> {
-    let line = stdout.lines().find(|l| l.split_whitespace().next() == Some(table)).expect("summary line");
-    line.split_whitespace().skip(1).take(3).map(|f| f.parse().unwrap()).collect()
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(table))
+        .expect("summary line");
+    line.split_whitespace()
+        .skip(1)
+        .take(3)
+        .map(|f| f.parse().unwrap())
+        .collect()
 }
 
 #[test]
@@ -14,7 +21,14 @@ fn dry_run_reports_and_writes_nothing() {
     out.assert_code(0);
     assert_eq!(figures(&out.stdout, "users"), [800, 0, 0]);
     assert_eq!(env.count("auth.users"), 0);
-    let bookkeeping: bool = env.target_client().query_one("SELECT to_regnamespace('cutover_migrator') IS NOT NULL", &[]).unwrap().get(0);
+    let bookkeeping: bool = env
+        .target_client()
+        .query_one(
+            "SELECT to_regnamespace('cutover_migrator') IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert!(!bookkeeping, "a dry run created the bookkeeping schema");
 
     env.run(&["copy"]).assert_code(0);
@@ -36,7 +50,14 @@ fn dry_run_reports_and_writes_nothing() {
         (row.get(0), row.get(1))
     };
     let before = snapshot(&env);
-    let out = env.run(&["copy", "--dry-run", "--tables", "tasks", "--batch-size", "300"]);
+    let out = env.run(&[
+        "copy",
+        "--dry-run",
+        "--tables",
+        "tasks",
+        "--batch-size",
+        "300",
+    ]);
     out.assert_code(0);
     assert_eq!(figures(&out.stdout, "tasks"), [1, 5, 795]);
     assert_eq!(snapshot(&env), before, "a dry run changed the target");

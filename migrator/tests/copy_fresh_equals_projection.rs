@@ -12,9 +12,17 @@ fn fresh_copy_equals_the_source_projection() {
     for table in ALL_TABLES {
         assert_eq!(env.assert_equal(table), 2500, "{table}");
     }
-    let status: String = env.target_client().query_one("SELECT status FROM cutover_migrator.copy_runs", &[]).unwrap().get(0);
+    let status: String = env
+        .target_client()
+        .query_one("SELECT status FROM cutover_migrator.copy_runs", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(status, "complete");
     for (table, rows, inserted, updated, unchanged, done) in env.latest_checkpoints() {
-        assert_eq!((rows, inserted, updated, unchanged, done), (2500, 2500, 0, 0, true), "{table}");
+        assert_eq!(
+            (rows, inserted, updated, unchanged, done),
+            (2500, 2500, 0, 0, true),
+            "{table}"
+        );
     }
 }

@@ -31,7 +31,12 @@ fn defaults_are_identical_across_runs_and_follow_the_plan() {
 
     // The legacy rows with NULLs got the documented defaults.
     let micros = |client: &mut postgres::Client, sql: &str| -> Vec<(String, i64)> {
-        client.query(sql, &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+        client
+            .query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
     };
     let mut legacy = env.source_client();
     let mut target = env.target_client();
@@ -40,7 +45,10 @@ fn defaults_are_identical_across_runs_and_follow_the_plan() {
         &mut legacy,
         "SELECT id::text, 0::int8 FROM legacy.users WHERE created_at IS NULL AND updated_at IS NULL ORDER BY id",
     );
-    assert!(!both_null.is_empty(), "the fixture must have users with both timestamps NULL");
+    assert!(
+        !both_null.is_empty(),
+        "the fixture must have users with both timestamps NULL"
+    );
     let copied = micros(
         &mut target,
         "SELECT id::text, (extract(epoch FROM created_at) * 1000000)::int8 FROM auth.users ORDER BY id",
@@ -54,13 +62,24 @@ fn defaults_are_identical_across_runs_and_follow_the_plan() {
         "SELECT id::text, (extract(epoch FROM updated_at) * 1000000)::int8 FROM legacy.users
          WHERE created_at IS NULL AND updated_at IS NOT NULL ORDER BY id",
     );
-    assert!(!derived.is_empty(), "the fixture must have users with only created_at NULL");
+    assert!(
+        !derived.is_empty(),
+        "the fixture must have users with only created_at NULL"
+    );
     for (id, updated) in &derived {
         let (_, created) = copied.iter().find(|(i, _)| i == id).unwrap();
-        assert_eq!(created, updated, "user {id}: created_at must default to updated_at");
+        assert_eq!(
+            created, updated,
+            "user {id}: created_at must default to updated_at"
+        );
     }
-    let null_status: i64 = legacy.query_one("SELECT count(*) FROM legacy.conversations WHERE status IS NULL", &[]).unwrap().get(0);
+    let null_status: i64 = legacy
+        .query_one(
+            "SELECT count(*) FROM legacy.conversations WHERE status IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert!(null_status > 0);
     env.assert_equal("conversations");
 }
-

@@ -21,15 +21,34 @@ fn rerun_inserts_and_updates_nothing_and_rewrites_no_row() {
     let out = env.run(&["copy", "--batch-size", "400"]);
     out.assert_code(0);
     for (table, rows, inserted, updated, unchanged, done) in env.latest_checkpoints() {
-        assert_eq!((rows, inserted, updated, unchanged, done), (1500, 0, 0, 1500, true), "{table}");
+        assert_eq!(
+            (rows, inserted, updated, unchanged, done),
+            (1500, 0, 0, 1500, true),
+            "{table}"
+        );
     }
     // The summary on stdout says the same.
     for table in ALL_TABLES {
-        let line = out.stdout.lines().find(|l| l.split_whitespace().next() == Some(table)).expect("summary line");
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(table))
+            .expect("summary line");
         let figures: Vec<&str> = line.split_whitespace().skip(1).take(3).collect();
         assert_eq!(figures, ["0", "0", "1500"], "{line}");
     }
-    assert_eq!(versions(&env), before, "rows were rewritten by a no-change re-run");
-    let runs: i64 = env.target_client().query_one("SELECT count(*) FROM cutover_migrator.copy_runs WHERE status = 'complete'", &[]).unwrap().get(0);
+    assert_eq!(
+        versions(&env),
+        before,
+        "rows were rewritten by a no-change re-run"
+    );
+    let runs: i64 = env
+        .target_client()
+        .query_one(
+            "SELECT count(*) FROM cutover_migrator.copy_runs WHERE status = 'complete'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(runs, 2);
 }

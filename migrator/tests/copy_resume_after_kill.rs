@@ -8,7 +8,13 @@ use common::{wait_child, wait_for, Env};
 #[test]
 fn killed_copy_resumes_and_completes_exactly() {
     let env = Env::new("mig_copy_resume", 30_000);
-    let args = ["copy", "--tables", "users,conversations,messages", "--batch-size", "100"];
+    let args = [
+        "copy",
+        "--tables",
+        "users,conversations,messages",
+        "--batch-size",
+        "100",
+    ];
     let mut child = env.spawn(&args);
     let mut observer = env.target_client();
     wait_for("a few committed batches", Duration::from_secs(120), || {
@@ -33,25 +39,48 @@ fn killed_copy_resumes_and_completes_exactly() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    assert_eq!(status, "running", "the run must have been interrupted, not finished");
-    assert!(batches_done < 900, "killed after the copy finished ({batches_done} batches); nothing to resume");
-    let copied_before: i64 = env.count("auth.users") + env.count("chat.conversations") + env.count("chat.messages");
-    assert_eq!(copied_before, 100 * batches_done, "target rows must be exactly the committed batches");
+    assert_eq!(
+        status, "running",
+        "the run must have been interrupted, not finished"
+    );
+    assert!(
+        batches_done < 900,
+        "killed after the copy finished ({batches_done} batches); nothing to resume"
+    );
+    let copied_before: i64 =
+        env.count("auth.users") + env.count("chat.conversations") + env.count("chat.messages");
+    assert_eq!(
+        copied_before,
+        100 * batches_done,
+        "target rows must be exactly the committed batches"
+    );
 
     let out = wait_child(env.spawn(&args), Duration::from_secs(300));
     out.assert_code(0);
-    assert!(out.stderr.contains("resum"), "the second run must resume:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("resum"),
+        "the second run must resume:\n{}",
+        out.stderr
+    );
     let runs: Vec<(i64, String)> = observer
         .query("SELECT run_id, status FROM cutover_migrator.copy_runs", &[])
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(runs, [(1, "complete".to_string())], "the interrupted run is completed, not replaced");
+    assert_eq!(
+        runs,
+        [(1, "complete".to_string())],
+        "the interrupted run is completed, not replaced"
+    );
     for table in ["users", "conversations", "messages"] {
         assert_eq!(env.assert_equal(table), 30_000);
     }
     for (table, rows, inserted, updated, unchanged, done) in env.latest_checkpoints() {
-        assert_eq!((rows, inserted, updated, unchanged, done), (30_000, 30_000, 0, 0, true), "{table}: counts over both invocations");
+        assert_eq!(
+            (rows, inserted, updated, unchanged, done),
+            (30_000, 30_000, 0, 0, true),
+            "{table}: counts over both invocations"
+        );
     }
 }

@@ -16,7 +16,12 @@ columns = [{ name = "id" }, { name = "moods", from = "mood_names" }, { name = "b
 "#;
 
 fn rows(client: &mut postgres::Client, sql: &str) -> Vec<(String, Option<String>, String)> {
-    client.query(sql, &[]).unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    client
+        .query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
 }
 
 #[test]
@@ -50,36 +55,70 @@ fn non_portable_types_are_copied_exactly_in_text_format() {
     )
     .unwrap();
     let oids: (u32, u32) = (
-        src.query_one("SELECT 'mood'::regtype::oid", &[]).unwrap().get(0),
-        tgt.query_one("SELECT 'mood'::regtype::oid", &[]).unwrap().get(0),
+        src.query_one("SELECT 'mood'::regtype::oid", &[])
+            .unwrap()
+            .get(0),
+        tgt.query_one("SELECT 'mood'::regtype::oid", &[])
+            .unwrap()
+            .get(0),
     );
-    assert_ne!(oids.0, oids.1, "the test needs different type OIDs on the two sides");
+    assert_ne!(
+        oids.0, oids.1,
+        "the test needs different type OIDs on the two sides"
+    );
     let copy = || -> common::Outcome {
         migrator_cmd()
-            .args(["copy", "--plan", plan.to_str().unwrap(), "--batch-size", "120"])
+            .args([
+                "copy",
+                "--plan",
+                plan.to_str().unwrap(),
+                "--batch-size",
+                "120",
+            ])
             .args(["--source-url", &source.url, "--target-url", &target.url])
             .output()
             .unwrap()
             .into()
     };
     // `copy` requires a migrated target.
-    let schema: common::Outcome = migrator_cmd().args(["schema", "--target-url", &target.url]).output().unwrap().into();
+    let schema: common::Outcome = migrator_cmd()
+        .args(["schema", "--target-url", &target.url])
+        .output()
+        .unwrap()
+        .into();
     schema.assert_code(0);
 
     copy().assert_code(0);
-    let expected_sql = "SELECT id::text, mood_names::text, coalesce(body, '') FROM legacy.notes ORDER BY id";
+    let expected_sql =
+        "SELECT id::text, mood_names::text, coalesce(body, '') FROM legacy.notes ORDER BY id";
     let actual_sql = "SELECT id::text, moods::text, body FROM app.notes ORDER BY id";
     assert_eq!(rows(&mut tgt, actual_sql), rows(&mut src, expected_sql));
 
     let second = copy();
     second.assert_code(0);
-    let figures: Vec<&str> = second.stdout.lines().find(|l| l.starts_with("notes")).unwrap().split_whitespace().skip(1).take(3).collect();
+    let figures: Vec<&str> = second
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("notes"))
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .collect();
     assert_eq!(figures, ["0", "0", "500"], "{}", second.stdout);
 
     src.batch_execute("UPDATE legacy.notes SET mood_names = ARRAY['sad']::mood[], body = E'changed\\\\' WHERE id IN (SELECT id FROM legacy.notes ORDER BY id LIMIT 2)").unwrap();
     let third = copy();
     third.assert_code(0);
-    let figures: Vec<&str> = third.stdout.lines().find(|l| l.starts_with("notes")).unwrap().split_whitespace().skip(1).take(3).collect();
+    let figures: Vec<&str> = third
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("notes"))
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .collect();
     assert_eq!(figures, ["0", "2", "498"], "{}", third.stdout);
     assert_eq!(rows(&mut tgt, actual_sql), rows(&mut src, expected_sql));
     std::fs::remove_dir_all(&dir).unwrap();

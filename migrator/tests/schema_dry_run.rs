@@ -6,10 +6,18 @@ use cutover_pgfixture::TestDb;
 #[test]
 fn dry_run_lists_pending_and_changes_nothing() {
     let db = TestDb::create("mig_schema_dry");
-    let out: common::Outcome = migrator_cmd().args(["schema", "--dry-run", "--target-url", &db.url]).output().unwrap().into();
+    let out: common::Outcome = migrator_cmd()
+        .args(["schema", "--dry-run", "--target-url", &db.url])
+        .output()
+        .unwrap()
+        .into();
     out.assert_code(0);
     for name in ["001_users", "002_conversations", "003_tasks"] {
-        assert!(out.stdout.contains(name), "{name} not listed:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(name),
+            "{name} not listed:\n{}",
+            out.stdout
+        );
     }
     let mut client = db.client();
     let objects: i64 = client
@@ -22,7 +30,10 @@ fn dry_run_lists_pending_and_changes_nothing() {
         .get(0);
     assert_eq!(objects, 0, "dry run created relations");
     let schemas: i64 = client
-        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname IN ('auth', 'chat', 'orchestration')", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('auth', 'chat', 'orchestration')",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(schemas, 0);

@@ -7,7 +7,11 @@ use cutover_pgfixture::TestDb;
 #[test]
 fn fresh_database_gets_all_tables_and_migration_records() {
     let db = TestDb::create("mig_schema_fresh");
-    let out: common::Outcome = migrator_cmd().args(["schema", "--target-url", &db.url]).output().unwrap().into();
+    let out: common::Outcome = migrator_cmd()
+        .args(["schema", "--target-url", &db.url])
+        .output()
+        .unwrap()
+        .into();
     out.assert_code(0);
 
     let mut client = db.client();
@@ -23,10 +27,19 @@ fn fresh_database_gets_all_tables_and_migration_records() {
         .collect();
     assert_eq!(
         tables,
-        ["auth.users", "chat.conversations", "chat.messages", "orchestration.coding_tasks", "orchestration.task_executions"]
+        [
+            "auth.users",
+            "chat.conversations",
+            "chat.messages",
+            "orchestration.coding_tasks",
+            "orchestration.task_executions"
+        ]
     );
     let versions: Vec<i64> = client
-        .query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version", &[])
+        .query(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))

@@ -10,12 +10,19 @@ use std::time::{Duration, Instant};
 use cutover_pgfixture::TestDb;
 use migrator::plan::{Plan, ResolvedTable, SHIPPED_PLAN};
 
-pub const ALL_TABLES: [&str; 5] = ["users", "conversations", "messages", "tasks", "task_executions"];
+pub const ALL_TABLES: [&str; 5] = [
+    "users",
+    "conversations",
+    "messages",
+    "tasks",
+    "task_executions",
+];
 
 /// The `migrator` binary with no database URLs inherited from the test's environment.
 pub fn migrator_cmd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_migrator"));
-    cmd.env_remove("DATABASE_URL").env_remove("LEGACY_DATABASE_URL");
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("LEGACY_DATABASE_URL");
     cmd
 }
 
@@ -40,7 +47,11 @@ impl From<Output> for Outcome {
 impl Outcome {
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -61,15 +72,21 @@ impl Env {
 
     /// Legacy fixture with `rows` rows per table; empty target.
     pub fn unmigrated(prefix: &str, rows: u64) -> Env {
-        let env = Env { source: TestDb::create(&format!("{prefix}_src")), target: TestDb::create(&format!("{prefix}_tgt")) };
-        env.run(&["generate-legacy", "--rows", &rows.to_string()]).assert_code(0);
+        let env = Env {
+            source: TestDb::create(&format!("{prefix}_src")),
+            target: TestDb::create(&format!("{prefix}_tgt")),
+        };
+        env.run(&["generate-legacy", "--rows", &rows.to_string()])
+            .assert_code(0);
         env
     }
 
     /// `migrator` with LEGACY_DATABASE_URL / DATABASE_URL pointing at this environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = migrator_cmd();
-        cmd.args(args).env("LEGACY_DATABASE_URL", &self.source.url).env("DATABASE_URL", &self.target.url);
+        cmd.args(args)
+            .env("LEGACY_DATABASE_URL", &self.source.url)
+            .env("DATABASE_URL", &self.target.url);
         cmd
     }
 
@@ -78,7 +95,11 @@ impl Env {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn migrator")
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn migrator")
     }
 
     pub fn source_client(&self) -> postgres::Client {
@@ -92,17 +113,29 @@ impl Env {
     /// The shipped plan's tables resolved against this environment (needs a migrated target).
     pub fn resolved(&self) -> Vec<ResolvedTable> {
         let plan = Plan::parse(SHIPPED_PLAN, "shipped").expect("shipped plan");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async {
-            let mut source = migrator::db::connect("source", &self.source.url).await.expect("source");
-            let mut target = migrator::db::connect("target", &self.target.url).await.expect("target");
+            let mut source = migrator::db::connect("source", &self.source.url)
+                .await
+                .expect("source");
+            let mut target = migrator::db::connect("target", &self.target.url)
+                .await
+                .expect("target");
             let tables: Vec<_> = plan.tables.iter().collect();
-            migrator::plan::resolve(&mut source, &mut target, &tables).await.expect("resolve plan")
+            migrator::plan::resolve(&mut source, &mut target, &tables)
+                .await
+                .expect("resolve plan")
         })
     }
 
     pub fn table(&self, name: &str) -> ResolvedTable {
-        self.resolved().into_iter().find(|t| t.name() == name).expect("plan table")
+        self.resolved()
+            .into_iter()
+            .find(|t| t.name() == name)
+            .expect("plan table")
     }
 
     /// Asserts in SQL that the target table equals the source projection row for row: the
@@ -123,11 +156,16 @@ impl Env {
         let mut data = Vec::new();
         let mut source = self.source_client();
         source
-            .copy_out(&format!("COPY ({}) TO STDOUT", table.source_projection_sql()))
+            .copy_out(&format!(
+                "COPY ({}) TO STDOUT",
+                table.source_projection_sql()
+            ))
             .unwrap()
             .read_to_end(&mut data)
             .unwrap();
-        let mut writer = target.copy_in(&format!("COPY public.{scratch} FROM STDIN")).unwrap();
+        let mut writer = target
+            .copy_in(&format!("COPY public.{scratch} FROM STDIN"))
+            .unwrap();
         writer.write_all(&data).unwrap();
         writer.finish().unwrap();
         let cols = table.target_column_list();
@@ -143,14 +181,20 @@ impl Env {
                 &[],
             )
             .unwrap();
-        let (missing, extra, expected, actual): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        target.batch_execute(&format!("DROP TABLE public.{scratch}")).unwrap();
+        let (missing, extra, expected, actual): (i64, i64, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        target
+            .batch_execute(&format!("DROP TABLE public.{scratch}"))
+            .unwrap();
         assert_eq!(
             (missing, extra, actual),
             (0, 0, expected),
             "table {name}: source projection rows missing from the target / target rows not in the projection / counts"
         );
-        assert!(expected > 0, "table {name}: the source is empty, the comparison proves nothing");
+        assert!(
+            expected > 0,
+            "table {name}: the source is empty, the comparison proves nothing"
+        );
         expected
     }
 
@@ -169,7 +213,10 @@ impl Env {
     }
 
     pub fn count(&self, target_table: &str) -> i64 {
-        self.target_client().query_one(&format!("SELECT count(*) FROM {target_table}"), &[]).unwrap().get(0)
+        self.target_client()
+            .query_one(&format!("SELECT count(*) FROM {target_table}"), &[])
+            .unwrap()
+            .get(0)
     }
 }
 
@@ -194,7 +241,10 @@ pub fn wait_child(mut child: Child, timeout: Duration) -> Outcome {
         if Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
-            panic!("migrator did not finish within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "migrator did not finish within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
