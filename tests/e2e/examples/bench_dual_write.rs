@@ -6,10 +6,10 @@
 //! Env: BENCH_REQUESTS (per round and side, default 1500), BENCH_ROUNDS (default 3),
 //! BENCH_RATE (requests/s, default 300), ENVOY_BIN, CUTOVER_WASM.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
-use cutover_e2e::{config, Envoy, HttpClient, Upstream};
+use cutover_e2e::load::{paced, percentile, PacedRequest};
+use cutover_e2e::{config, Envoy, Upstream};
 
 const CLIENTS: u64 = 4;
 
@@ -20,46 +20,14 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// `requests` POSTs at `rate` per second from CLIENTS keep-alive connections; their latencies.
+/// `requests` 1 KiB POSTs at `rate` per second from CLIENTS connections; their latencies.
 fn paced_writes(url: &str, requests: u64, rate: u64) -> Vec<Duration> {
-    let per_client = requests / CLIENTS;
-    let interval = Duration::from_secs_f64(CLIENTS as f64 / rate as f64);
-    let handles: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let url = url.to_string();
-            thread::spawn(move || {
-                let mut client = HttpClient::new(&url);
-                let body = vec![b'w'; 1024];
-                let start = Instant::now();
-                (0..per_client)
-                    .map(|i| {
-                        let due = start + interval * i as u32;
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            thread::sleep(wait);
-                        }
-                        let key = format!("bench-{c}-{i}");
-                        let response = client.send(
-                            "POST",
-                            "/api/chat/rooms/1/messages",
-                            &[("x-correlation-id", key.as_bytes())],
-                            &body,
-                        );
-                        assert_eq!(response.status, 200, "{}", response.body_text());
-                        response.elapsed
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("client thread"))
-        .collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
+    let write = PacedRequest {
+        method: "POST",
+        target: "/api/chat/rooms/1/messages".into(),
+        body: vec![b'w'; 1024],
+    };
+    paced(url, &write, requests, rate, CLIENTS)
 }
 
 fn ms(d: Duration) -> f64 {

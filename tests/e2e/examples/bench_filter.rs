@@ -3,12 +3,14 @@
 //! per round, the medians and their ratios (targets: ≥ 0.90× requests/s, ≤ 1.15× p99).
 //!
 //! Env: BENCH_SECONDS (per round and side, default 10), BENCH_ROUNDS (default 3),
-//! BENCH_CONNECTIONS (default 32), BENCH_PATH (default `/api/chat/rooms/1/messages`, a routed path),
+//! BENCH_CONNECTIONS (default 32), BENCH_PACED_RATE (requests/s of the second, fixed-rate phase,
+//! default 2000), BENCH_PACED_REQUESTS (per round and side, default 6000), BENCH_PATH (default `/api/chat/rooms/1/messages`, a routed path),
 //! ENVOY_BIN, CUTOVER_WASM, WRK (default `wrk`).
 
 use std::process::Command;
 use std::time::Duration;
 
+use cutover_e2e::load::{paced, percentile, PacedRequest};
 use cutover_e2e::{config, Envoy, Upstream};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -185,7 +187,7 @@ fn main() {
     let rps_ratio = medians[0].0 / medians[1].0;
     let p99_ratio = medians[0].1 / medians[1].1;
     println!(
-        "ratio cutover/none: requests/s {rps_ratio:.3} (target >= 0.90: {}), p99 {p99_ratio:.3} (target <= 1.15: {})",
+        "ratio cutover/none under wrk (saturated): requests/s {rps_ratio:.3} (target >= 0.90: {}), p99 {p99_ratio:.3} (target <= 1.15: {})",
         if rps_ratio >= 0.90 { "met" } else { "MISSED" },
         if p99_ratio <= 1.15 { "met" } else { "MISSED" }
     );
@@ -197,5 +199,59 @@ fn main() {
             medians[0].0 / medians[2].0
         );
     }
+
+    // Phase 2: the same request at a fixed rate below saturation — what a client waits.
+    let paced_rate = env_or("BENCH_PACED_RATE", 2000);
+    let paced_requests = env_or("BENCH_PACED_REQUESTS", 6000);
+    let request = PacedRequest {
+        method: "GET",
+        target: path.clone(),
+        body: Vec::new(),
+    };
+    println!("paced: {rounds} rounds × {paced_requests} requests per side at {paced_rate}/s from 8 connections");
+    let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    for round in 1..=rounds {
+        let mut line = format!("paced round {round}:");
+        for (i, (label, envoy)) in sides.iter().enumerate() {
+            let mut run = paced(
+                &envoy.listener_url(),
+                &request,
+                paced_requests,
+                paced_rate,
+                8,
+            );
+            run.sort();
+            line += &format!(
+                " | {label} p50 {:.3} ms p99 {:.3} ms",
+                ms(percentile(&run, 0.5)),
+                ms(percentile(&run, 0.99))
+            );
+            latencies[i].extend(run);
+        }
+        println!("{line}");
+    }
+    let mut paced_p99 = Vec::new();
+    for (i, (label, _)) in sides.iter().enumerate() {
+        latencies[i].sort();
+        let (p50, p99) = (
+            percentile(&latencies[i], 0.5),
+            percentile(&latencies[i], 0.99),
+        );
+        println!(
+            "paced all rounds {label:<18} p50 {:.3} ms  p99 {:.3} ms",
+            ms(p50),
+            ms(p99)
+        );
+        paced_p99.push(ms(p99));
+    }
+    let paced_ratio = paced_p99[0] / paced_p99[1];
+    println!(
+        "paced ratio cutover/none: p99 {paced_ratio:.3} (target <= 1.15: {})",
+        if paced_ratio <= 1.15 { "met" } else { "MISSED" }
+    );
     println!("filter routed {routed} requests");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }

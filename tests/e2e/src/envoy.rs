@@ -230,6 +230,7 @@ impl EnvoyBuilder {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log file handle"))
             .stderr(log);
+        kill_with_parent(&mut command);
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", bin.display()));
@@ -394,8 +395,9 @@ pub fn ecds_resource(typed_config: &Value) -> Value {
 /// A running Envoy. Dropping it kills and reaps the process and removes its files, except when
 /// the thread is panicking (a failing test): then the files are kept and their path printed.
 ///
-/// Envoy sets a parent-death signal: it gets SIGTERM when the *thread* that started it exits, so
-/// keep the `Envoy` on the thread that booted it (do not boot inside a short-lived thread).
+/// Envoy is started with a parent-death signal (SIGKILL) so that a killed test run leaves no
+/// Envoy behind. The kernel sends it when the *thread* that started Envoy exits: keep the `Envoy`
+/// on the thread that booted it (do not boot inside a short-lived thread).
 pub struct Envoy {
     child: Option<Child>,
     workdir: PathBuf,
@@ -725,6 +727,33 @@ impl Drop for Envoy {
         }
     }
 }
+
+/// Asks the kernel to SIGKILL Envoy when the thread that spawns it exits, so a test process that
+/// is killed (or aborts) does not leave Envoy running on its ports.
+#[cfg(target_os = "linux")]
+fn kill_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid before the fork, prctl and getppid after it are async-signal-safe calls
+    // that touch no memory of the parent.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have exited before prctl took effect.
+            if libc::getppid() != parent {
+                return Err(io::Error::other(
+                    "the test process exited while starting Envoy",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_with_parent(_command: &mut Command) {}
 
 /// Counters of the filter's ECDS subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

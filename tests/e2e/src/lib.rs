@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod envoy;
 mod http;
+pub mod load;
 pub mod paths;
 pub mod upstream;
 
