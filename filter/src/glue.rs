@@ -91,6 +91,14 @@ fn header_value_for_sdk(value: &[u8]) -> &str {
     }
 }
 
+/// The first value of header `name` (ASCII case-insensitive) in a map read from Envoy.
+fn header_value(headers: &[(String, Vec<u8>)], name: &str) -> Option<Vec<u8>> {
+    headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.clone())
+}
+
 /// Bytes for a log line: lossy UTF-8, cut to [`LOG_FIELD_MAX`].
 fn for_log(bytes: &[u8]) -> String {
     let cut = bytes.get(..LOG_FIELD_MAX).unwrap_or(bytes);
@@ -528,24 +536,30 @@ impl HttpContext for CutoverHttp {
         };
         let config = &runtime.config;
 
-        // A client must never pick a cluster, nor pass a real write off as a shadow.
-        self.set_http_request_header(&config.cluster_header, None);
-        self.set_http_request_header(SHADOW_HEADER, None);
+        // One hostcall for the whole map: every crossing into Envoy costs more than a lookup here.
+        let headers = self.get_http_request_headers_bytes();
+        let header = |name: &str| header_value(&headers, name);
 
-        let path = self
-            .get_http_request_header_bytes(":path")
-            .unwrap_or_default();
+        // A client must never pick a cluster, nor pass a real write off as a shadow.
+        if header(SHADOW_HEADER).is_some() {
+            self.set_http_request_header(SHADOW_HEADER, None);
+        }
+
+        let path = header(":path").unwrap_or_default();
         let Some(index) = match_service(config, &path) else {
-            self.set_http_request_header(ROUTED_TO_HEADER, None);
+            for name in [config.cluster_header.as_str(), ROUTED_TO_HEADER] {
+                if header(name).is_some() {
+                    self.set_http_request_header(name, None);
+                }
+            }
             return Action::Continue;
         };
         let Some(service) = config.services.get(index) else {
+            self.set_http_request_header(&config.cluster_header, None);
             return Action::Continue;
         };
 
-        let key = select_key(&config.stickiness_headers, |name| {
-            self.get_http_request_header_bytes(name)
-        });
+        let key = select_key(&config.stickiness_headers, header);
         if key.fallback {
             runtime.count(index, Counter::NoKey);
         }
@@ -557,22 +571,18 @@ impl HttpContext for CutoverHttp {
                 Side::New => Counter::RoutedNew,
             },
         );
+        // Replacing removes every value the client may have sent.
         self.set_http_request_header(&config.cluster_header, Some(side.cluster(service)));
         self.set_http_request_header(ROUTED_TO_HEADER, Some(side.as_str()));
         self.routed = Some((index, side));
 
-        let method = self
-            .get_http_request_header_bytes(":method")
-            .unwrap_or_default();
+        let method = header(":method").unwrap_or_default();
         if is_mirrored(service, &method) {
             let shadow = PreparedShadow {
                 service: index,
                 cluster: shadow_side(side).cluster(service).to_string(),
-                headers: shadow_headers(
-                    &self.get_http_request_headers_bytes(),
-                    &config.cluster_header,
-                    ROUTED_TO_HEADER,
-                ),
+                // Built from the client's headers; drops the cluster, routed-to and shadow headers.
+                headers: shadow_headers(&headers, &config.cluster_header, ROUTED_TO_HEADER),
                 info: ShadowInfo {
                     service: service.name.clone(),
                     method: for_log(&method),
@@ -581,7 +591,7 @@ impl HttpContext for CutoverHttp {
                 },
                 timeout_ms: service.dual_write.timeout_ms,
             };
-            let content_length = self.get_http_request_header_bytes("content-length");
+            let content_length = header("content-length");
             if end_of_stream {
                 self.submit(&runtime, shadow, Vec::new());
             } else if declared_too_large(service, content_length.as_deref()) {
@@ -644,10 +654,13 @@ impl HttpContext for CutoverHttp {
         let Some(runtime) = self.runtime.clone() else {
             return Action::Continue;
         };
-        let status = self
-            .get_http_response_header_bytes(":status")
-            .and_then(|s| parse_status(&s));
-        self.report_primary(status);
+        // The primary's status matters only to a shadow of this request (mismatch counting).
+        if !matches!(self.mirror, Mirror::Off) {
+            let status = self
+                .get_http_response_header_bytes(":status")
+                .and_then(|s| parse_status(&s));
+            self.report_primary(status);
+        }
 
         let config = &runtime.config;
         if let Some((index, side)) = self.routed {

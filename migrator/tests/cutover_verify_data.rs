@@ -30,7 +30,9 @@ fn verify_result_is_a_check() {
     assert_eq!(report["verify"]["identical"], true);
 
     let key = pair.key(17);
-    pair.target_sql(&format!("DELETE FROM orchestration.coding_tasks WHERE id = '{key}'"));
+    pair.target_sql(&format!(
+        "DELETE FROM orchestration.coding_tasks WHERE id = '{key}'"
+    ));
     let outcome = setup.cutover_verify(&args);
     assert_eq!(outcome.code, 1, "{}", outcome.stderr);
     let report = outcome.json();

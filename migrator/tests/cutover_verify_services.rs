@@ -6,15 +6,22 @@ mod cutover_verify_support;
 use cutover_verify_support::{boot, check, config};
 
 fn service_ids(report: &serde_json::Value) -> Vec<String> {
-    let mut services: Vec<String> =
-        report["checks"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap().to_string()).collect();
+    let mut services: Vec<String> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["service"].as_str().unwrap().to_string())
+        .collect();
     services.dedup();
     services
 }
 
 #[test]
 fn services_come_from_gauges_the_filter_config_or_the_command_line() {
-    let setup = boot(&config::filter_config(vec![config::chat_service(50), config::orchestration_service(20)]));
+    let setup = boot(&config::filter_config(vec![
+        config::chat_service(50),
+        config::orchestration_service(20),
+    ]));
     setup.traffic(100, |i| format!("user-{i}"));
     setup.wait_for_latency_quantiles();
 
@@ -27,10 +34,19 @@ fn services_come_from_gauges_the_filter_config_or_the_command_line() {
     let mut billing = config::chat_service(10);
     billing["name"] = "billing".into();
     billing["new_cluster"] = "billing_new".into();
-    file_config["services"].as_array_mut().unwrap().push(billing);
-    let path = std::env::temp_dir().join(format!("cutover-verify-filter-{}.json", std::process::id()));
+    file_config["services"]
+        .as_array_mut()
+        .unwrap()
+        .push(billing);
+    let path =
+        std::env::temp_dir().join(format!("cutover-verify-filter-{}.json", std::process::id()));
     std::fs::write(&path, file_config.to_string()).unwrap();
-    let outcome = setup.cutover_verify(&["--min-requests", "20", "--filter-config", path.to_str().unwrap()]);
+    let outcome = setup.cutover_verify(&[
+        "--min-requests",
+        "20",
+        "--filter-config",
+        path.to_str().unwrap(),
+    ]);
     std::fs::remove_file(&path).unwrap();
     assert_eq!(outcome.code, 1, "{}", outcome.stderr);
     let from_file = outcome.json();
@@ -38,7 +54,13 @@ fn services_come_from_gauges_the_filter_config_or_the_command_line() {
     assert_eq!(check(&from_file, "chat.split")["status"], "pass");
     let billing_errors = check(&from_file, "billing.new_5xx_rate");
     assert_eq!(billing_errors["status"], "no_data");
-    assert!(billing_errors["detail"].as_str().unwrap().contains("billing_new"), "{billing_errors}");
+    assert!(
+        billing_errors["detail"]
+            .as_str()
+            .unwrap()
+            .contains("billing_new"),
+        "{billing_errors}"
+    );
 
     let only_chat = setup.cutover_verify(&["--min-requests", "20", "--service", "chat=chat_new"]);
     assert_eq!(only_chat.code, 0, "{}", only_chat.stdout);

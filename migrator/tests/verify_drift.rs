@@ -11,13 +11,22 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
     let pair = Pair::with_tasks("verify_drift", 2000);
     let key = |i| pair.key(i);
     // Rows chosen for their fixture values: 14 has a NULL description (i % 7 == 0), 9 has metadata.
-    pair.target_sql(&format!("DELETE FROM orchestration.coding_tasks WHERE id = '{}'", key(3)));
+    pair.target_sql(&format!(
+        "DELETE FROM orchestration.coding_tasks WHERE id = '{}'",
+        key(3)
+    ));
     pair.target_sql(
         "INSERT INTO orchestration.coding_tasks (id, task_type, title, status, priority, created_at, updated_at)
          VALUES ('00000000-0000-4000-8000-000000000001', 'feature', 'only in target', 'done', 1, now(), now())",
     );
-    pair.target_sql(&format!("UPDATE orchestration.coding_tasks SET title = title || '!' WHERE id = '{}'", key(4)));
-    pair.target_sql(&format!("UPDATE orchestration.coding_tasks SET priority = priority + 1 WHERE id = '{}'", key(5)));
+    pair.target_sql(&format!(
+        "UPDATE orchestration.coding_tasks SET title = title || '!' WHERE id = '{}'",
+        key(4)
+    ));
+    pair.target_sql(&format!(
+        "UPDATE orchestration.coding_tasks SET priority = priority + 1 WHERE id = '{}'",
+        key(5)
+    ));
     pair.target_sql(&format!(
         "UPDATE orchestration.coding_tasks SET updated_at = updated_at + interval '1 second' WHERE id = '{}'",
         key(6)
@@ -26,13 +35,19 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
         "UPDATE orchestration.coding_tasks SET updated_at = updated_at + interval '1 microsecond' WHERE id = '{}'",
         key(7)
     ));
-    pair.target_sql(&format!("UPDATE orchestration.coding_tasks SET description = '' WHERE id = '{}'", key(14)));
+    pair.target_sql(&format!(
+        "UPDATE orchestration.coding_tasks SET description = '' WHERE id = '{}'",
+        key(14)
+    ));
     pair.target_sql(&format!(
         "UPDATE orchestration.coding_tasks SET metadata = jsonb_set(metadata, '{{nested,ok}}', 'true') WHERE id = '{}'",
         key(9)
     ));
     // A change on the legacy side is drift too.
-    pair.source_sql(&format!("UPDATE legacy.tasks SET complexity = 'extreme' WHERE id = '{}'", key(10)));
+    pair.source_sql(&format!(
+        "UPDATE legacy.tasks SET complexity = 'extreme' WHERE id = '{}'",
+        key(10)
+    ));
     // Rewrites that keep every value are not differences: same JSON written with another key order
     // and spacing, a timestamp written in another zone, a text rewritten to itself.
     pair.target_sql(&format!(
@@ -43,7 +58,11 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
     ));
 
     let outcome = pair.verify(&["--tables", "tasks", "--sample", "100"]);
-    assert_eq!(outcome.code, 1, "exit code 1 for differences; stderr: {}", outcome.stderr);
+    assert_eq!(
+        outcome.code, 1,
+        "exit code 1 for differences; stderr: {}",
+        outcome.stderr
+    );
     let report = outcome.json();
     assert_eq!(report["schema"], "migrator-verify/v1");
     assert_eq!(report["identical"], false);
@@ -51,12 +70,20 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
     let tasks = table(&report, "tasks");
     assert_eq!(tasks["target"], "orchestration.coding_tasks");
     assert_eq!(strings(&tasks["missing"]), vec![key(3)]);
-    assert_eq!(strings(&tasks["extra"]), vec!["00000000-0000-4000-8000-000000000001".to_string()]);
+    assert_eq!(
+        strings(&tasks["extra"]),
+        vec!["00000000-0000-4000-8000-000000000001".to_string()]
+    );
     let changed: BTreeMap<String, Vec<String>> = tasks["changed"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["key"].as_str().unwrap().to_string(), strings(&c["columns"])))
+        .map(|c| {
+            (
+                c["key"].as_str().unwrap().to_string(),
+                strings(&c["columns"]),
+            )
+        })
         .collect();
     let expected: BTreeMap<String, Vec<String>> = [
         (key(4), vec!["title"]),
@@ -78,11 +105,16 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
 #[test]
 fn sample_limits_the_column_lookup_but_not_the_keys() {
     let pair = Pair::with_tasks("verify_sample", 500);
-    pair.target_sql("UPDATE orchestration.coding_tasks SET priority = priority + 1 WHERE priority = 3");
+    pair.target_sql(
+        "UPDATE orchestration.coding_tasks SET priority = priority + 1 WHERE priority = 3",
+    );
     let outcome = pair.verify(&["--tables", "tasks", "--sample", "2"]);
     assert_eq!(outcome.code, 1, "{}", outcome.stderr);
     let report = outcome.json();
-    let changed = table(&report, "tasks")["changed"].as_array().unwrap().clone();
+    let changed = table(&report, "tasks")["changed"]
+        .as_array()
+        .unwrap()
+        .clone();
     // Rows with priority 3: i % 10 == 3 (never NULL there) → 50 of 500.
     assert_eq!(changed.len(), 50);
     let with_columns: Vec<_> = changed.iter().filter(|c| !c["columns"].is_null()).collect();

@@ -18,8 +18,16 @@ fn an_unreachable_database_exits_2_without_printing_the_password() {
         "json",
     ]);
     assert_eq!(outcome.code, 2, "stderr: {}", outcome.stderr);
-    assert!(outcome.stderr.contains("source"), "names the side: {}", outcome.stderr);
-    assert!(!outcome.stderr.contains("hunter2") && !outcome.stdout.contains("hunter2"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("source"),
+        "names the side: {}",
+        outcome.stderr
+    );
+    assert!(
+        !outcome.stderr.contains("hunter2") && !outcome.stdout.contains("hunter2"),
+        "{}",
+        outcome.stderr
+    );
     assert!(outcome.stdout.is_empty());
 }
 
@@ -29,12 +37,24 @@ fn a_target_without_the_schema_exits_2_naming_the_table() {
     pair.target_sql("DROP SCHEMA orchestration CASCADE");
     let outcome = pair.verify(&["--tables", "tasks"]);
     assert_eq!(outcome.code, 2, "{}", outcome.stderr);
-    assert!(outcome.stderr.contains("orchestration.coding_tasks"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("orchestration.coding_tasks"),
+        "{}",
+        outcome.stderr
+    );
 }
 
 #[test]
 fn a_missing_url_exits_2() {
-    let outcome = run(&["verify", "--target-url", "postgres://postgres@127.0.0.1:5432/postgres"]);
+    let outcome = run(&[
+        "verify",
+        "--target-url",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    ]);
     assert_eq!(outcome.code, 2);
-    assert!(outcome.stderr.contains("--source-url"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("--source-url"),
+        "{}",
+        outcome.stderr
+    );
 }

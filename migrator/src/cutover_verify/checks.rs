@@ -152,10 +152,14 @@ pub fn configured_percentage(
         return Some((p, "--expect-percentage"));
     }
     if let Some(p) = observed.gauge(&filter_stat(&spec.name, "new_percentage")) {
-        let use_legacy = observed.gauge(&filter_stat(&spec.name, "use_legacy")).unwrap_or(0.0) > 0.0;
+        let use_legacy = observed
+            .gauge(&filter_stat(&spec.name, "use_legacy"))
+            .unwrap_or(0.0)
+            > 0.0;
         return Some((if use_legacy { 0.0 } else { p }, "Envoy gauge"));
     }
-    spec.file_percentage.map(|p| (p, "filter configuration file"))
+    spec.file_percentage
+        .map(|p| (p, "filter configuration file"))
 }
 
 /// Allowed distance between observed and configured share, in points: the tolerance, widened to
@@ -167,7 +171,12 @@ pub fn split_allowance(configured_pct: f64, total: f64, tolerance_pct: f64) -> f
     tolerance_pct.max(three_sigma)
 }
 
-fn split_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, expected: Option<f64>) -> Check {
+fn split_check(
+    spec: &ServiceSpec,
+    observed: &Observed,
+    limits: &Thresholds,
+    expected: Option<f64>,
+) -> Check {
     let configured = configured_percentage(spec, observed, expected);
     let threshold = match configured {
         Some((p, _)) => format!("{} ± {} points", fmt_pct(p), limits.split_tolerance_pct),
@@ -181,61 +190,107 @@ fn split_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, exp
         return c;
     };
     if new.is_none() && legacy.is_none() {
-        c.detail =
-            format!("Envoy has no routing counters for service {:?} (filter not loaded or no request yet)", spec.name);
+        c.detail = format!(
+            "Envoy has no routing counters for service {:?} (filter not loaded or no request yet)",
+            spec.name
+        );
         return c;
     }
     let (new, legacy) = (new.unwrap_or(0.0), legacy.unwrap_or(0.0));
     let total = new + legacy;
     if total < limits.min_requests as f64 || total == 0.0 {
-        c.detail = format!("{total} routed requests, need at least {}", limits.min_requests);
+        c.detail = format!(
+            "{total} routed requests, need at least {}",
+            limits.min_requests
+        );
         return c;
     }
     let share = pct(new, total);
     let allowed = split_allowance(configured, total, limits.split_tolerance_pct);
     if allowed > limits.split_tolerance_pct {
         let shown = format!("{allowed:.1}");
-        c.threshold = format!("{} ± {} points (3σ of {total} requests)", fmt_pct(configured), shown);
+        c.threshold = format!(
+            "{} ± {} points (3σ of {total} requests)",
+            fmt_pct(configured),
+            shown
+        );
     }
     c.value = Some(share);
-    c.status = if (share - configured).abs() <= allowed { Status::Pass } else { Status::Fail };
-    c.detail = format!("{new} of {total} requests to new; configured {} ({source})", fmt_pct(configured));
+    c.status = if (share - configured).abs() <= allowed {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    c.detail = format!(
+        "{new} of {total} requests to new; configured {} ({source})",
+        fmt_pct(configured)
+    );
     c
 }
 
 fn error_rate_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
-    let mut c = check(spec, CheckKind::New5xxRate, "%", format!("< {}", fmt_pct(limits.max_error_rate_pct)));
-    let Some(completed) = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_completed")) else {
+    let mut c = check(
+        spec,
+        CheckKind::New5xxRate,
+        "%",
+        format!("< {}", fmt_pct(limits.max_error_rate_pct)),
+    );
+    let Some(completed) =
+        observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_completed"))
+    else {
         c.detail = format!("Envoy has no cluster {:?}", spec.new_cluster);
         return c;
     };
     // Envoy creates the per-class counters on the first response of that class.
-    let errors = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_5xx")).unwrap_or(0.0);
+    let errors = observed
+        .counter(&cluster_stat(&spec.new_cluster, "upstream_rq_5xx"))
+        .unwrap_or(0.0);
     if completed < limits.min_requests as f64 || completed == 0.0 {
-        c.detail =
-            format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
+        c.detail = format!(
+            "{completed} completed requests on {}, need at least {}",
+            spec.new_cluster, limits.min_requests
+        );
         return c;
     }
     let rate = pct(errors, completed);
     c.value = Some(rate);
-    c.status = if rate < limits.max_error_rate_pct { Status::Pass } else { Status::Fail };
-    c.detail = format!("{errors} 5xx of {completed} completed on {}", spec.new_cluster);
+    c.status = if rate < limits.max_error_rate_pct {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    c.detail = format!(
+        "{errors} 5xx of {completed} completed on {}",
+        spec.new_cluster
+    );
     c
 }
 
-fn latency_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, kind: CheckKind) -> Check {
+fn latency_check(
+    spec: &ServiceSpec,
+    observed: &Observed,
+    limits: &Thresholds,
+    kind: CheckKind,
+) -> Check {
     let (quantile, max) = match kind {
         CheckKind::NewLatencyP95 => (95.0, limits.max_p95_ms),
         _ => (99.0, limits.max_p99_ms),
     };
     let mut c = check(spec, kind, "ms", format!("< {}", fmt_ms(max)));
-    let completed = observed.counter(&cluster_stat(&spec.new_cluster, "upstream_rq_completed")).unwrap_or(0.0);
+    let completed = observed
+        .counter(&cluster_stat(&spec.new_cluster, "upstream_rq_completed"))
+        .unwrap_or(0.0);
     if completed < limits.min_requests as f64 || completed == 0.0 {
-        c.detail =
-            format!("{completed} completed requests on {}, need at least {}", spec.new_cluster, limits.min_requests);
+        c.detail = format!(
+            "{completed} completed requests on {}, need at least {}",
+            spec.new_cluster, limits.min_requests
+        );
         return c;
     }
-    let Some(value) = observed.quantile(&cluster_stat(&spec.new_cluster, "upstream_rq_time"), quantile) else {
+    let Some(value) = observed.quantile(
+        &cluster_stat(&spec.new_cluster, "upstream_rq_time"),
+        quantile,
+    ) else {
         c.detail = format!(
             "Envoy has not computed upstream_rq_time for {} yet (quantiles refresh at each stats flush, 5 s by default)",
             spec.new_cluster
@@ -243,39 +298,71 @@ fn latency_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds, k
         return c;
     };
     c.value = Some(value);
-    c.status = if value < max { Status::Pass } else { Status::Fail };
-    c.detail = format!("p{quantile} of upstream_rq_time on {} since Envoy started", spec.new_cluster);
+    c.status = if value < max {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    c.detail = format!(
+        "p{quantile} of upstream_rq_time on {} since Envoy started",
+        spec.new_cluster
+    );
     c
 }
 
-const SHADOW_FAILURES: [&str; 5] =
-    ["shadow_failed_3xx", "shadow_failed_4xx", "shadow_failed_5xx", "shadow_failed_reset", "shadow_timed_out"];
+const SHADOW_FAILURES: [&str; 5] = [
+    "shadow_failed_3xx",
+    "shadow_failed_4xx",
+    "shadow_failed_5xx",
+    "shadow_failed_reset",
+    "shadow_timed_out",
+];
 
 fn dual_write_active(spec: &ServiceSpec, observed: &Observed) -> bool {
     match observed.gauge(&filter_stat(&spec.name, "dual_write_enabled")) {
         Some(g) => g > 0.0,
         None => {
             spec.file_dual_write.unwrap_or(false)
-                || observed.counter(&filter_stat(&spec.name, "shadow_sent")).unwrap_or(0.0) > 0.0
+                || observed
+                    .counter(&filter_stat(&spec.name, "shadow_sent"))
+                    .unwrap_or(0.0)
+                    > 0.0
         }
     }
 }
 
 fn dual_write_failure_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
-    let mut c =
-        check(spec, CheckKind::DualWriteFailureRate, "%", format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)));
-    let succeeded = observed.counter(&filter_stat(&spec.name, "shadow_succeeded")).unwrap_or(0.0);
-    let failed: f64 =
-        SHADOW_FAILURES.iter().map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0)).sum();
-    let skipped = observed.counter(&filter_stat(&spec.name, "shadow_skipped_body_too_large")).unwrap_or(0.0);
+    let mut c = check(
+        spec,
+        CheckKind::DualWriteFailureRate,
+        "%",
+        format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)),
+    );
+    let succeeded = observed
+        .counter(&filter_stat(&spec.name, "shadow_succeeded"))
+        .unwrap_or(0.0);
+    let failed: f64 = SHADOW_FAILURES
+        .iter()
+        .map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0))
+        .sum();
+    let skipped = observed
+        .counter(&filter_stat(&spec.name, "shadow_skipped_body_too_large"))
+        .unwrap_or(0.0);
     let finished = succeeded + failed;
     if finished < limits.min_requests as f64 || finished == 0.0 {
-        c.detail = format!("{finished} finished shadow requests, need at least {}", limits.min_requests);
+        c.detail = format!(
+            "{finished} finished shadow requests, need at least {}",
+            limits.min_requests
+        );
         return c;
     }
     let rate = pct(failed, finished);
     c.value = Some(rate);
-    c.status = if rate < limits.max_dual_write_failure_pct { Status::Pass } else { Status::Fail };
+    c.status = if rate < limits.max_dual_write_failure_pct {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
     c.detail = format!("{failed} failed of {finished} finished shadow requests ({skipped} skipped: body too large)");
     c
 }
@@ -283,24 +370,42 @@ fn dual_write_failure_check(spec: &ServiceSpec, observed: &Observed, limits: &Th
 /// The filter counts a mismatch when exactly one of primary and shadow answered 2xx; the rate is
 /// over every shadow request that finished (succeeded or failed).
 fn mismatch_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
-    let mut c = check(spec, CheckKind::DualWriteMismatchRate, "%", format!("< {}", fmt_pct(limits.max_mismatch_pct)));
+    let mut c = check(
+        spec,
+        CheckKind::DualWriteMismatchRate,
+        "%",
+        format!("< {}", fmt_pct(limits.max_mismatch_pct)),
+    );
     let finished = finished_shadows(spec, observed);
-    let mismatched = observed.counter(&filter_stat(&spec.name, "shadow_mismatch")).unwrap_or(0.0);
+    let mismatched = observed
+        .counter(&filter_stat(&spec.name, "shadow_mismatch"))
+        .unwrap_or(0.0);
     if finished < limits.min_requests as f64 || finished == 0.0 {
-        c.detail = format!("{finished} finished shadow requests, need at least {}", limits.min_requests);
+        c.detail = format!(
+            "{finished} finished shadow requests, need at least {}",
+            limits.min_requests
+        );
         return c;
     }
     let rate = pct(mismatched, finished);
     c.value = Some(rate);
-    c.status = if rate < limits.max_mismatch_pct { Status::Pass } else { Status::Fail };
+    c.status = if rate < limits.max_mismatch_pct {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
     c.detail = format!("{mismatched} primary/shadow status mismatches (one 2xx, the other not) of {finished} finished");
     c
 }
 
 fn finished_shadows(spec: &ServiceSpec, observed: &Observed) -> f64 {
-    let succeeded = observed.counter(&filter_stat(&spec.name, "shadow_succeeded")).unwrap_or(0.0);
-    let failed: f64 =
-        SHADOW_FAILURES.iter().map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0)).sum();
+    let succeeded = observed
+        .counter(&filter_stat(&spec.name, "shadow_succeeded"))
+        .unwrap_or(0.0);
+    let failed: f64 = SHADOW_FAILURES
+        .iter()
+        .map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0))
+        .sum();
     succeeded + failed
 }
 
@@ -331,7 +436,10 @@ mod tests {
     }
 
     fn observed(stats: &[(&str, f64)], p95: Option<f64>) -> Observed {
-        let mut entries: Vec<String> = stats.iter().map(|(n, v)| format!(r#"{{"name":"{n}","value":{v}}}"#)).collect();
+        let mut entries: Vec<String> = stats
+            .iter()
+            .map(|(n, v)| format!(r#"{{"name":"{n}","value":{v}}}"#))
+            .collect();
         if let Some(p95) = p95 {
             entries.push(format!(
                 r#"{{"histograms":{{"supported_quantiles":[95,99],"computed_quantiles":[{{"name":"cluster.chat_new.upstream_rq_time","values":[{{"cumulative":{p95},"interval":null}},{{"cumulative":{},"interval":null}}]}}]}}}}"#,
@@ -339,7 +447,10 @@ mod tests {
             ));
         }
         let json = format!(r#"{{"stats":[{}]}}"#, entries.join(","));
-        Observed { latest: Snapshot::parse(&json).unwrap(), baseline: None }
+        Observed {
+            latest: Snapshot::parse(&json).unwrap(),
+            baseline: None,
+        }
     }
 
     fn by_kind(checks: &[Check], kind: CheckKind) -> &Check {
@@ -389,8 +500,14 @@ mod tests {
         }
         assert_eq!(by_kind(&checks, CheckKind::Split).value, Some(50.0));
         assert_eq!(by_kind(&checks, CheckKind::New5xxRate).value, Some(15.0));
-        assert_eq!(by_kind(&checks, CheckKind::DualWriteFailureRate).value, Some(10.0));
-        assert_eq!(by_kind(&checks, CheckKind::DualWriteMismatchRate).value, Some(9.0));
+        assert_eq!(
+            by_kind(&checks, CheckKind::DualWriteFailureRate).value,
+            Some(10.0)
+        );
+        assert_eq!(
+            by_kind(&checks, CheckKind::DualWriteMismatchRate).value,
+            Some(9.0)
+        );
     }
 
     #[test]
@@ -438,7 +555,11 @@ mod tests {
             ],
             None,
         );
-        assert_eq!(split_check(&spec(), &o, &limits(), None).status, Status::Fail, "not in 10,000");
+        assert_eq!(
+            split_check(&spec(), &o, &limits(), None).status,
+            Status::Fail,
+            "not in 10,000"
+        );
     }
 
     #[test]
@@ -452,7 +573,11 @@ mod tests {
             None,
         );
         let split = split_check(&spec(), &o, &limits(), None);
-        assert_eq!(split.status, Status::Pass, "use_legacy means 0% configured: {split:?}");
+        assert_eq!(
+            split.status,
+            Status::Pass,
+            "use_legacy means 0% configured: {split:?}"
+        );
         let split = split_check(&spec(), &o, &limits(), Some(25.0));
         assert_eq!(split.status, Status::Fail);
     }

@@ -25,7 +25,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -37,32 +40,55 @@ pub fn join(base: &str, path_and_query: &str) -> String {
 pub async fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
     match tokio::time::timeout(timeout, get_inner(url)).await {
         Ok(result) => result,
-        Err(_) => Err(HttpError::Timeout { url: url.to_string(), timeout_ms: timeout.as_millis() }),
+        Err(_) => Err(HttpError::Timeout {
+            url: url.to_string(),
+            timeout_ms: timeout.as_millis(),
+        }),
     }
 }
 
 async fn get_inner(url: &str) -> Result<Response, HttpError> {
-    let invalid = |reason: &str| HttpError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
+    let invalid = |reason: &str| HttpError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
     let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
     if parsed.scheme() != "http" {
         return Err(invalid("only http:// URLs are supported"));
     }
-    let host = parsed.host_str().ok_or_else(|| invalid("no host"))?.to_string();
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| invalid("no host"))?
+        .to_string();
     let port = parsed.port_or_known_default().unwrap_or(80);
     let mut target = parsed.path().to_string();
     if let Some(query) = parsed.query() {
         target.push('?');
         target.push_str(query);
     }
-    let failed = |reason: String| HttpError::Request { url: url.to_string(), reason };
-    let connect_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let mut stream = TcpStream::connect((connect_host.as_str(), port)).await.map_err(|e| failed(e.to_string()))?;
+    let failed = |reason: String| HttpError::Request {
+        url: url.to_string(),
+        reason,
+    };
+    let connect_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut stream = TcpStream::connect((connect_host.as_str(), port))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let request = format!(
         "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: migrator-cutover-verify\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| failed(e.to_string()))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.map_err(|e| failed(e.to_string()))?;
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     parse_response(&raw).map_err(failed)
 }
 
@@ -81,11 +107,19 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
     let body_raw = &raw[head_end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body_raw)? } else { body_raw.to_vec() };
-    Ok(Response { status, headers, body })
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body_raw)?
+    } else {
+        body_raw.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
@@ -94,7 +128,8 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         let line_end = find(data, b"\r\n").ok_or("truncated chunked body")?;
         let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| "bad chunk size")?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(body);
@@ -117,7 +152,9 @@ mod tests {
 
     #[test]
     fn parses_plain_and_chunked_responses() {
-        let plain = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-routed-to: new\r\n\r\nok").unwrap();
+        let plain =
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-routed-to: new\r\n\r\nok")
+                .unwrap();
         assert_eq!(plain.status, 200);
         assert_eq!(plain.body, b"ok");
         assert_eq!(plain.header("X-Routed-To"), Some("new"));

@@ -107,7 +107,10 @@ impl CutoverVerifyArgs {
             }
             Ok(v)
         };
-        for (name, v) in [("max-p95-ms", self.max_p95_ms), ("max-p99-ms", self.max_p99_ms)] {
+        for (name, v) in [
+            ("max-p95-ms", self.max_p95_ms),
+            ("max-p99-ms", self.max_p99_ms),
+        ] {
             if v.is_nan() || v <= 0.0 {
                 bail!("--{name} must be positive, got {v}");
             }
@@ -118,7 +121,10 @@ impl CutoverVerifyArgs {
             max_p99_ms: self.max_p99_ms,
             split_tolerance_pct: percent("split-tolerance", self.split_tolerance)?,
             min_requests: self.min_requests,
-            max_dual_write_failure_pct: percent("max-dual-write-failure-rate", self.max_dual_write_failure_rate)?,
+            max_dual_write_failure_pct: percent(
+                "max-dual-write-failure-rate",
+                self.max_dual_write_failure_rate,
+            )?,
             max_mismatch_pct: percent("max-mismatch-rate", self.max_mismatch_rate)?,
         })
     }
@@ -135,7 +141,10 @@ async fn checklist(args: &CutoverVerifyArgs) -> anyhow::Result<u8> {
     let report = build_report(args).await?;
     match args.format {
         crate::verify::OutputFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?)
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("serializing the report")?
+            )
         }
         crate::verify::OutputFormat::Text => {
             print!("{}", report.render_text());
@@ -191,7 +200,11 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     let (observed, verify) = tokio::join!(stats_future, verify_future);
     let observed = observed?;
 
-    let service_list = services::resolve(services::from_gauges(&observed.latest), file_services, &args.services)?;
+    let service_list = services::resolve(
+        services::from_gauges(&observed.latest),
+        file_services,
+        &args.services,
+    )?;
     for name in expected.keys().chain(health.keys()) {
         if !service_list.iter().any(|s| &s.name == name) {
             bail!(
@@ -203,7 +216,12 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
 
     let mut all_checks: Vec<Check> = Vec::new();
     for spec in &service_list {
-        all_checks.extend(checks::service_checks(spec, &observed, &thresholds, expected.get(&spec.name).copied()));
+        all_checks.extend(checks::service_checks(
+            spec,
+            &observed,
+            &thresholds,
+            expected.get(&spec.name).copied(),
+        ));
         if let (Some(listener), Some(paths)) = (&args.listener_url, health.get(&spec.name)) {
             for path in paths {
                 all_checks.push(health_check(spec, listener, path, timeout).await);
@@ -218,16 +236,28 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         }
         None => None,
     };
-    Ok(Report::new(crate::db::redact(&args.admin_url), args.window, thresholds, all_checks, verify_json))
+    Ok(Report::new(
+        crate::db::redact(&args.admin_url),
+        args.window,
+        thresholds,
+        all_checks,
+        verify_json,
+    ))
 }
 
 async fn fetch_stats(admin_url: &str, timeout: Duration) -> anyhow::Result<Snapshot> {
     let url = http::join(admin_url, "/stats?format=json");
-    let response = http::get(&url, timeout).await.context("reading Envoy's admin stats")?;
+    let response = http::get(&url, timeout)
+        .await
+        .context("reading Envoy's admin stats")?;
     if response.status != 200 {
-        bail!("GET {url}: HTTP {} (is this Envoy's admin address?)", response.status);
+        bail!(
+            "GET {url}: HTTP {} (is this Envoy's admin address?)",
+            response.status
+        );
     }
-    let body = String::from_utf8(response.body).with_context(|| format!("GET {url}: body is not UTF-8"))?;
+    let body = String::from_utf8(response.body)
+        .with_context(|| format!("GET {url}: body is not UTF-8"))?;
     Snapshot::parse(&body).with_context(|| format!("GET {url}"))
 }
 
@@ -246,8 +276,15 @@ async fn health_check(spec: &ServiceSpec, listener: &str, path: &str, timeout: D
     match http::get(&url, timeout).await {
         Ok(response) => {
             check.value = Some(f64::from(response.status));
-            check.status = if response.status == 200 { Status::Pass } else { Status::Fail };
-            let routed = response.header("x-routed-to").map(|s| format!(", routed to {s}")).unwrap_or_default();
+            check.status = if response.status == 200 {
+                Status::Pass
+            } else {
+                Status::Fail
+            };
+            let routed = response
+                .header("x-routed-to")
+                .map(|s| format!(", routed to {s}"))
+                .unwrap_or_default();
             check.detail = format!("GET {path}: HTTP {}{routed}", response.status);
         }
         // A service that does not answer is a failed check, not a tool error.
@@ -262,7 +299,11 @@ fn data_check(verify: &crate::verify::VerifyReport) -> Check {
         id: "data".to_string(),
         service: None,
         kind: CheckKind::Data,
-        status: if verify.identical { Status::Pass } else { Status::Fail },
+        status: if verify.identical {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         value: Some(differences),
         unit: "rows",
         threshold: "0 differing rows".to_string(),
@@ -273,9 +314,11 @@ fn data_check(verify: &crate::verify::VerifyReport) -> Check {
 fn parse_expected(args: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
     for arg in args {
-        let (service, value) =
-            services::split_pair(arg).ok_or_else(|| services::ServiceError::BadPercentageArg(arg.clone()))?;
-        let pct: f64 = value.parse().map_err(|_| services::ServiceError::BadPercentageArg(arg.clone()))?;
+        let (service, value) = services::split_pair(arg)
+            .ok_or_else(|| services::ServiceError::BadPercentageArg(arg.clone()))?;
+        let pct: f64 = value
+            .parse()
+            .map_err(|_| services::ServiceError::BadPercentageArg(arg.clone()))?;
         if !(0.0..=100.0).contains(&pct) {
             return Err(services::ServiceError::BadPercentageArg(arg.clone()).into());
         }
@@ -287,8 +330,8 @@ fn parse_expected(args: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
 fn parse_health(args: &[String]) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for arg in args {
-        let (service, path) =
-            services::split_pair(arg).ok_or_else(|| services::ServiceError::BadHealthArg(arg.clone()))?;
+        let (service, path) = services::split_pair(arg)
+            .ok_or_else(|| services::ServiceError::BadHealthArg(arg.clone()))?;
         if !path.starts_with('/') {
             return Err(services::ServiceError::BadHealthArg(arg.clone()).into());
         }

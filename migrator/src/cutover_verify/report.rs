@@ -46,7 +46,16 @@ impl Report {
         }
         // An empty checklist proves nothing.
         let passed = !checks.is_empty() && summary.passed == checks.len();
-        Report { schema: "cutover-verify/v1", passed, admin_url, window_seconds, thresholds, summary, checks, verify }
+        Report {
+            schema: "cutover-verify/v1",
+            passed,
+            admin_url,
+            window_seconds,
+            thresholds,
+            summary,
+            checks,
+            verify,
+        }
     }
 
     pub fn render_text(&self) -> String {
@@ -55,17 +64,32 @@ impl Report {
             Some(w) => format!("counters over the last {w} s"),
             None => "counters since Envoy started".to_string(),
         };
-        out.push_str(&format!("cutover checklist — Envoy admin {} ({window})\n", self.admin_url));
-        let label_width = self.checks.iter().map(|c| label(c).chars().count()).max().unwrap_or(0);
+        out.push_str(&format!(
+            "cutover checklist — Envoy admin {} ({window})\n",
+            self.admin_url
+        ));
+        let label_width = self
+            .checks
+            .iter()
+            .map(|c| label(c).chars().count())
+            .max()
+            .unwrap_or(0);
         for c in &self.checks {
-            let mark = if c.status == Status::Pass { "✅" } else { "❌" };
+            let mark = if c.status == Status::Pass {
+                "✅"
+            } else {
+                "❌"
+            };
             let figure = match (c.status, c.value) {
                 (Status::NoData, _) | (_, None) => "no data".to_string(),
                 (_, Some(v)) => fmt_value(v, c.unit),
             };
             let l = label(c);
             let pad = " ".repeat(label_width - l.chars().count());
-            out.push_str(&format!("{mark} {l}{pad}  {figure:>10}  (threshold {})  {}\n", c.threshold, c.detail));
+            out.push_str(&format!(
+                "{mark} {l}{pad}  {figure:>10}  (threshold {})  {}\n",
+                c.threshold, c.detail
+            ));
         }
         if self.checks.is_empty() {
             out.push_str("❌ no checks: no service found (pass --filter-config or --service NAME=NEW_CLUSTER)\n");

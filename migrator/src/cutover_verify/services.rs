@@ -64,8 +64,10 @@ fn yes() -> bool {
 
 /// Parses the filter configuration JSON (the plugin `configuration` string).
 pub fn from_filter_config_json(text: &str, path: &str) -> Result<Vec<ServiceSpec>, ServiceError> {
-    let doc: FilterConfigDoc = serde_json::from_str(text)
-        .map_err(|e| ServiceError::Parse { path: path.to_string(), reason: e.to_string() })?;
+    let doc: FilterConfigDoc = serde_json::from_str(text).map_err(|e| ServiceError::Parse {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(doc
         .services
         .into_iter()
@@ -80,8 +82,10 @@ pub fn from_filter_config_json(text: &str, path: &str) -> Result<Vec<ServiceSpec
 
 pub fn from_filter_config_file(path: &Path) -> Result<Vec<ServiceSpec>, ServiceError> {
     let shown = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| ServiceError::Read { path: shown.clone(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ServiceError::Read {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
     from_filter_config_json(&text, &shown)
 }
 
@@ -89,7 +93,11 @@ pub fn from_filter_config_file(path: &Path) -> Result<Vec<ServiceSpec>, ServiceE
 pub fn from_gauges(snapshot: &Snapshot) -> Vec<ServiceSpec> {
     let mut names: Vec<String> = snapshot
         .names()
-        .filter_map(|n| n.strip_prefix("wasmcustom.cutover.")?.strip_suffix(".new_percentage").map(str::to_string))
+        .filter_map(|n| {
+            n.strip_prefix("wasmcustom.cutover.")?
+                .strip_suffix(".new_percentage")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     names
@@ -122,7 +130,8 @@ pub fn resolve(
 ) -> Result<Vec<ServiceSpec>, ServiceError> {
     let mut explicit_pairs = Vec::new();
     for arg in explicit {
-        explicit_pairs.push(split_pair(arg).ok_or_else(|| ServiceError::BadServiceArg(arg.clone()))?);
+        explicit_pairs
+            .push(split_pair(arg).ok_or_else(|| ServiceError::BadServiceArg(arg.clone()))?);
     }
     let mut merged: BTreeMap<String, ServiceSpec> = BTreeMap::new();
     if file.is_none() && explicit_pairs.is_empty() {
@@ -134,12 +143,15 @@ pub fn resolve(
         merged.insert(spec.name.clone(), spec);
     }
     for (name, cluster) in explicit_pairs {
-        merged.entry(name.clone()).and_modify(|s| s.new_cluster = cluster.clone()).or_insert(ServiceSpec {
-            name,
-            new_cluster: cluster,
-            file_percentage: None,
-            file_dual_write: None,
-        });
+        merged
+            .entry(name.clone())
+            .and_modify(|s| s.new_cluster = cluster.clone())
+            .or_insert(ServiceSpec {
+                name,
+                new_cluster: cluster,
+                file_percentage: None,
+                file_dual_write: None,
+            });
     }
     Ok(merged.into_values().collect())
 }
@@ -159,7 +171,11 @@ mod tests {
         assert_eq!(specs[0].new_cluster, "chat_new");
         assert_eq!(specs[0].file_percentage, Some(10.0));
         assert_eq!(specs[0].file_dual_write, Some(true));
-        assert_eq!(specs[1].file_percentage, Some(0.0), "use_legacy wins over new_percentage");
+        assert_eq!(
+            specs[1].file_percentage,
+            Some(0.0),
+            "use_legacy wins over new_percentage"
+        );
         assert_eq!(specs[1].file_dual_write, Some(false));
         assert!(from_filter_config_json("{}", "f.json").is_err());
     }

@@ -30,8 +30,13 @@ struct StatsDoc {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum StatEntry {
-    Histograms { histograms: HistogramsDoc },
-    Value { name: String, value: serde_json::Value },
+    Histograms {
+        histograms: HistogramsDoc,
+    },
+    Value {
+        name: String,
+        value: serde_json::Value,
+    },
 }
 
 #[derive(Deserialize)]
@@ -55,7 +60,8 @@ struct QuantileValue {
 
 impl Snapshot {
     pub fn parse(json: &str) -> Result<Snapshot, StatsParseError> {
-        let doc: StatsDoc = serde_json::from_str(json).map_err(|e| StatsParseError(e.to_string()))?;
+        let doc: StatsDoc =
+            serde_json::from_str(json).map_err(|e| StatsParseError(e.to_string()))?;
         let mut snapshot = Snapshot::default();
         for entry in doc.stats {
             match entry {
@@ -96,7 +102,11 @@ impl Snapshot {
 
     /// The cumulative value of quantile `percent` (e.g. 95.0) of histogram `name`, when computed.
     pub fn quantile(&self, name: &str, percent: f64) -> Option<f64> {
-        self.quantiles.get(name)?.iter().find(|(q, _)| (*q - percent).abs() < 1e-9).and_then(|(_, v)| *v)
+        self.quantiles
+            .get(name)?
+            .iter()
+            .find(|(q, _)| (*q - percent).abs() < 1e-9)
+            .and_then(|(_, v)| *v)
     }
 
     /// Names of all numeric stats (for discovering services from the filter's gauges).
@@ -155,12 +165,27 @@ mod tests {
     #[test]
     fn parses_values_and_quantiles() {
         let s = Snapshot::parse(SAMPLE).unwrap();
-        assert_eq!(s.value("cluster.chat_new.upstream_rq_completed"), Some(40.0));
-        assert_eq!(s.value("wasmcustom.cutover.chat.new_percentage"), Some(10.0));
+        assert_eq!(
+            s.value("cluster.chat_new.upstream_rq_completed"),
+            Some(40.0)
+        );
+        assert_eq!(
+            s.value("wasmcustom.cutover.chat.new_percentage"),
+            Some(10.0)
+        );
         assert_eq!(s.value("some.text_readout"), None);
-        assert_eq!(s.quantile("cluster.chat_new.upstream_rq_time", 95.0), Some(4.08));
-        assert_eq!(s.quantile("cluster.chat_new.upstream_rq_time", 99.0), Some(7.05));
-        assert_eq!(s.quantile("cluster.chat_new.upstream_cx_length_ms", 95.0), None);
+        assert_eq!(
+            s.quantile("cluster.chat_new.upstream_rq_time", 95.0),
+            Some(4.08)
+        );
+        assert_eq!(
+            s.quantile("cluster.chat_new.upstream_rq_time", 99.0),
+            Some(7.05)
+        );
+        assert_eq!(
+            s.quantile("cluster.chat_new.upstream_cx_length_ms", 95.0),
+            None
+        );
         assert_eq!(s.quantile("cluster.other.upstream_rq_time", 95.0), None);
     }
 
@@ -172,11 +197,15 @@ mod tests {
 
     #[test]
     fn window_uses_counter_deltas_and_latest_gauges() {
-        let base = Snapshot::parse(r#"{"stats":[{"name":"c","value":10},{"name":"g","value":5}]}"#).unwrap();
+        let base = Snapshot::parse(r#"{"stats":[{"name":"c","value":10},{"name":"g","value":5}]}"#)
+            .unwrap();
         let now =
             Snapshot::parse(r#"{"stats":[{"name":"c","value":25},{"name":"g","value":7},{"name":"new","value":3}]}"#)
                 .unwrap();
-        let observed = Observed { latest: now, baseline: Some(base) };
+        let observed = Observed {
+            latest: now,
+            baseline: Some(base),
+        };
         assert_eq!(observed.counter("c"), Some(15.0));
         assert_eq!(observed.counter("new"), Some(3.0));
         assert_eq!(observed.counter("missing"), None);

@@ -35,13 +35,20 @@ const MAX_BUCKETS: u32 = 1 << 18;
 
 pub fn bucket_mask(estimated_rows: f64) -> u32 {
     let wanted = (estimated_rows / ROWS_PER_BUCKET).ceil().max(1.0) as u64;
-    let buckets = wanted.next_power_of_two().clamp(u64::from(MIN_BUCKETS), u64::from(MAX_BUCKETS)) as u32;
+    let buckets = wanted
+        .next_power_of_two()
+        .clamp(u64::from(MIN_BUCKETS), u64::from(MAX_BUCKETS)) as u32;
     buckets - 1
 }
 
 type Checksums = HashMap<i32, (i64, String)>;
 
-async fn checksums(conn: &mut PgConnection, sql: &str, side: &str, table: &str) -> anyhow::Result<Checksums> {
+async fn checksums(
+    conn: &mut PgConnection,
+    sql: &str,
+    side: &str,
+    table: &str,
+) -> anyhow::Result<Checksums> {
     let rows = sqlx::query(sql)
         .fetch_all(conn)
         .await
@@ -69,7 +76,9 @@ async fn fingerprints(
         .fetch_all(conn)
         .await
         .map_err(|e| anyhow::anyhow!(crate::db::describe_db_error(&e)))
-        .with_context(|| format!("table {table}: reading rows of differing buckets on the {side}"))?;
+        .with_context(|| {
+            format!("table {table}: reading rows of differing buckets on the {side}")
+        })?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
         let key: String = row.try_get(0)?;
@@ -114,8 +123,10 @@ pub async fn compare_table(
 
     let source_sql = p.bucket_checksums(&job.source_from, mask);
     let target_sql = p.bucket_checksums(&job.target_from, mask);
-    let (source_sums, target_sums) =
-        tokio::join!(checksums(source, &source_sql, "source", name), checksums(target, &target_sql, "target", name));
+    let (source_sums, target_sums) = tokio::join!(
+        checksums(source, &source_sql, "source", name),
+        checksums(target, &target_sql, "target", name)
+    );
     let (source_sums, target_sums) = (source_sums?, target_sums?);
     let source_rows: i64 = source_sums.values().map(|(n, _)| n).sum();
     let target_rows: i64 = target_sums.values().map(|(n, _)| n).sum();
@@ -124,7 +135,12 @@ pub async fn compare_table(
         .iter()
         .filter(|(b, sum)| target_sums.get(b) != Some(sum))
         .map(|(b, _)| *b)
-        .chain(target_sums.keys().filter(|b| !source_sums.contains_key(b)).copied())
+        .chain(
+            target_sums
+                .keys()
+                .filter(|b| !source_sums.contains_key(b))
+                .copied(),
+        )
         .collect();
     differing.sort_unstable();
 
@@ -148,7 +164,12 @@ pub async fn compare_table(
                 Some(_) => {}
             }
         }
-        extra.extend(target_rows_map.keys().filter(|k| !source_rows_map.contains_key(*k)).cloned());
+        extra.extend(
+            target_rows_map
+                .keys()
+                .filter(|k| !source_rows_map.contains_key(*k))
+                .cloned(),
+        );
     }
     missing.sort();
     extra.sort();
@@ -178,8 +199,13 @@ pub async fn compare_table(
             }
         }
     }
-    let changed =
-        changed_keys.into_iter().map(|key| ChangedRow { columns: columns_by_key.remove(&key), key }).collect();
+    let changed = changed_keys
+        .into_iter()
+        .map(|key| ChangedRow {
+            columns: columns_by_key.remove(&key),
+            key,
+        })
+        .collect();
 
     Ok(TableReport::new(
         job,

@@ -76,7 +76,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         let report = verify(&args.shared).await?;
         match args.format {
             OutputFormat::Json => {
-                println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?)
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("serializing the report")?
+                )
             }
             OutputFormat::Text => print!("{}", report.render_text(args.shared.sample)),
         }
@@ -110,7 +113,10 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
     let target_url = required(&args.target_url, "--target-url (or DATABASE_URL)")?;
     let plan = Plan::load(args.plan.as_deref())?;
     let tables = plan.select(&args.tables)?;
-    let (source, target) = tokio::join!(db::connect("source", source_url), db::connect("target", target_url));
+    let (source, target) = tokio::join!(
+        db::connect("source", source_url),
+        db::connect("target", target_url)
+    );
     let (mut source, mut target) = (source?, target?);
     let resolved = crate::plan::resolve(&mut source, &mut target, &tables).await?;
     let jobs = build_jobs(&resolved, &args.ignore_columns)?;
@@ -125,7 +131,8 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
             .map(|row| row.try_get(0))
             .transpose()?;
         let mask = compare::bucket_mask(estimate.unwrap_or(0.0));
-        reports.push(compare::compare_table(&mut source, &mut target, job, mask, args.sample).await?);
+        reports
+            .push(compare::compare_table(&mut source, &mut target, job, mask, args.sample).await?);
     }
     db::close(source).await;
     db::close(target).await;
@@ -138,12 +145,21 @@ fn build_jobs(resolved: &[ResolvedTable], ignore: &[String]) -> anyhow::Result<V
         let Some((table, column)) = spec.rsplit_once('.') else {
             bail!("--ignore-column {spec:?}: expected TABLE.COLUMN, e.g. users.updated_at");
         };
-        let Some(t) = resolved.iter().find(|t| t.name() == table || t.plan.target.to_string() == table) else {
+        let Some(t) = resolved
+            .iter()
+            .find(|t| t.name() == table || t.plan.target.to_string() == table)
+        else {
             let known: Vec<&str> = resolved.iter().map(|t| t.name()).collect();
-            bail!("--ignore-column {spec:?}: no table {table} among the verified tables ({})", known.join(", "));
+            bail!(
+                "--ignore-column {spec:?}: no table {table} among the verified tables ({})",
+                known.join(", ")
+            );
         };
         if !t.columns.iter().any(|c| c.name == column) {
-            bail!("--ignore-column {spec:?}: table {} has no compared column {column}", t.name());
+            bail!(
+                "--ignore-column {spec:?}: table {} has no compared column {column}",
+                t.name()
+            );
         }
         if t.key().name == column {
             bail!("--ignore-column {spec:?}: {column} is the key of table {}; the key cannot be ignored", t.name());
@@ -153,8 +169,11 @@ fn build_jobs(resolved: &[ResolvedTable], ignore: &[String]) -> anyhow::Result<V
     Ok(resolved
         .iter()
         .map(|t| {
-            let ignored_here: Vec<String> =
-                ignored.iter().filter(|(tn, _)| tn == t.name()).map(|(_, c)| c.clone()).collect();
+            let ignored_here: Vec<String> = ignored
+                .iter()
+                .filter(|(tn, _)| tn == t.name())
+                .map(|(_, c)| c.clone())
+                .collect();
             let projection = Projection {
                 key: t.key().name.clone(),
                 key_type: t.key().sql_type.clone(),

@@ -74,7 +74,10 @@ impl TableReport {
             source: job.source_label.clone(),
             target: job.target.clone(),
             key: job.projection.key.clone(),
-            identical: missing.is_empty() && extra.is_empty() && changed.is_empty() && source_rows == target_rows,
+            identical: missing.is_empty()
+                && extra.is_empty()
+                && changed.is_empty()
+                && source_rows == target_rows,
             source_rows,
             target_rows,
             missing,
@@ -97,7 +100,12 @@ impl VerifyReport {
     pub fn new(tables: Vec<TableReport>) -> VerifyReport {
         let differences = tables.iter().map(TableReport::differences).sum();
         let identical = tables.iter().all(|t| t.identical);
-        VerifyReport { schema: "migrator-verify/v1", identical, differences, tables }
+        VerifyReport {
+            schema: "migrator-verify/v1",
+            identical,
+            differences,
+            tables,
+        }
     }
 
     /// One line for the cutover checklist.
@@ -126,7 +134,13 @@ impl VerifyReport {
     /// The readable report; `sample` limits the keys listed per kind and table.
     pub fn render_text(&self, sample: usize) -> String {
         let mut out = String::new();
-        let width = self.tables.iter().map(|t| t.table.len()).max().unwrap_or(5).max(5);
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.table.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         out.push_str(&format!(
             "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>9}  result\n",
             "table", "source rows", "target rows", "missing", "extra", "changed", "time"
@@ -145,7 +159,10 @@ impl VerifyReport {
             ));
         }
         for t in self.tables.iter().filter(|t| !t.identical) {
-            out.push_str(&format!("\n{} ({} → {}, key {}):\n", t.table, t.source, t.target, t.key));
+            out.push_str(&format!(
+                "\n{} ({} → {}, key {}):\n",
+                t.table, t.source, t.target, t.key
+            ));
             let list = |out: &mut String, kind: &str, keys: Vec<String>| {
                 for line in keys.iter().take(sample) {
                     out.push_str(&format!("  {kind:<8} {line}\n"));
@@ -169,7 +186,10 @@ impl VerifyReport {
                 .collect();
             list(&mut out, "changed", changed);
             if !t.ignored_columns.is_empty() {
-                out.push_str(&format!("  (ignored columns: {})\n", t.ignored_columns.join(", ")));
+                out.push_str(&format!(
+                    "  (ignored columns: {})\n",
+                    t.ignored_columns.join(", ")
+                ));
             }
         }
         out.push_str(&if self.identical {

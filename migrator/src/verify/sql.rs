@@ -74,7 +74,11 @@ impl Projection {
 
     /// Each compared column as text (NULL stays NULL) for the keys `$1` (text[]).
     pub fn column_values(&self, from: &str) -> String {
-        let values: Vec<String> = self.columns.iter().map(|(c, t)| format!("CAST({} AS text)", typed(c, t))).collect();
+        let values: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(c, t)| format!("CAST({} AS text)", typed(c, t)))
+            .collect();
         format!(
             "SELECT {key} AS k, ARRAY[{values}]::text[] AS vals FROM {from} WHERE {typed_key} = ANY(CAST(CAST($1 AS text[]) AS {key_type}[]))",
             key = self.key_text(),
@@ -100,13 +104,18 @@ mod tests {
         let p = Projection {
             key: "id".into(),
             key_type: "uuid".into(),
-            columns: vec![("id".into(), "uuid".into()), ("amount".into(), "numeric(10,2)".into())],
+            columns: vec![
+                ("id".into(), "uuid".into()),
+                ("amount".into(), "numeric(10,2)".into()),
+            ],
         };
         assert_eq!(p.key_text(), r#"CAST(CAST(v."id" AS uuid) AS text)"#);
         assert_eq!(
             p.row_text(),
             r#"CAST(ROW(CAST(v."id" AS uuid), trim_scale(CAST(v."amount" AS numeric(10,2)))) AS text)"#
         );
-        assert!(p.bucket_checksums("auth.users AS v", 1023).contains("& 1023"));
+        assert!(p
+            .bucket_checksums("auth.users AS v", 1023)
+            .contains("& 1023"));
     }
 }

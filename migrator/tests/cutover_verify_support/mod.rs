@@ -29,30 +29,51 @@ impl Setup {
         let mut client = self.envoy.client();
         for i in 0..n {
             let k = key(i);
-            let response = client.get_with("/api/chat/messages", &[("x-correlation-id", k.as_bytes())]);
-            assert!(response.status == 200 || response.status == 500, "unexpected status {}", response.status);
+            let response =
+                client.get_with("/api/chat/messages", &[("x-correlation-id", k.as_bytes())]);
+            assert!(
+                response.status == 200 || response.status == 500,
+                "unexpected status {}",
+                response.status
+            );
         }
     }
 
     /// Envoy computes histogram quantiles at each stats flush (5 s by default): wait until the
     /// new cluster's latency histogram has been computed after the traffic.
     pub fn wait_for_latency_quantiles(&self) {
-        wait_until("chat_new upstream_rq_time quantiles", Duration::from_secs(15), || {
-            let stats = self.envoy.stats_json();
-            let computed = stats["stats"].as_array()?.iter().find_map(|entry| {
-                entry["histograms"]["computed_quantiles"].as_array()?.iter().find(|h| {
-                    h["name"] == "cluster.chat_new.upstream_rq_time" && !h["values"][0]["cumulative"].is_null()
-                })
-            });
-            computed.map(|_| ())
-        });
+        wait_until(
+            "chat_new upstream_rq_time quantiles",
+            Duration::from_secs(15),
+            || {
+                let stats = self.envoy.stats_json();
+                let computed = stats["stats"].as_array()?.iter().find_map(|entry| {
+                    entry["histograms"]["computed_quantiles"]
+                        .as_array()?
+                        .iter()
+                        .find(|h| {
+                            h["name"] == "cluster.chat_new.upstream_rq_time"
+                                && !h["values"][0]["cumulative"].is_null()
+                        })
+                });
+                computed.map(|_| ())
+            },
+        );
     }
 
     /// `migrator cutover-verify --admin-url … --listener-url … --format json <extra>`.
     pub fn cutover_verify(&self, extra: &[&str]) -> Outcome {
         let admin = self.envoy.admin_url();
         let listener = self.envoy.listener_url();
-        let mut args = vec!["cutover-verify", "--admin-url", &admin, "--listener-url", &listener, "--format", "json"];
+        let mut args = vec![
+            "cutover-verify",
+            "--admin-url",
+            &admin,
+            "--listener-url",
+            &listener,
+            "--format",
+            "json",
+        ];
         args.extend_from_slice(extra);
         run(&args)
     }
@@ -70,8 +91,12 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 

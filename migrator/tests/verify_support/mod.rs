@@ -15,7 +15,9 @@ pub struct Pair {
 }
 
 fn repo_file(relative: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -61,12 +63,21 @@ impl Pair {
         let source = TestDb::create(&format!("{prefix}_src"));
         let target = TestDb::create(&format!("{prefix}_dst"));
         let mut src = source.client();
-        src.batch_execute(&repo_file("migrations/legacy/legacy_schema.sql")).expect("legacy schema");
-        src.batch_execute(&format!("INSERT INTO legacy.tasks {}; ANALYZE legacy.tasks", legacy_tasks_sql(tasks)))
-            .expect("legacy rows");
+        src.batch_execute(&repo_file("migrations/legacy/legacy_schema.sql"))
+            .expect("legacy schema");
+        src.batch_execute(&format!(
+            "INSERT INTO legacy.tasks {}; ANALYZE legacy.tasks",
+            legacy_tasks_sql(tasks)
+        ))
+        .expect("legacy rows");
         let mut dst = target.client();
-        for file in ["migrations/001_users.sql", "migrations/002_conversations.sql", "migrations/003_tasks.sql"] {
-            dst.batch_execute(&repo_file(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for file in [
+            "migrations/001_users.sql",
+            "migrations/002_conversations.sql",
+            "migrations/003_tasks.sql",
+        ] {
+            dst.batch_execute(&repo_file(file))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
         }
         dst.batch_execute(&format!(
             "INSERT INTO orchestration.coding_tasks {}; ANALYZE orchestration.coding_tasks",
@@ -77,11 +88,17 @@ impl Pair {
     }
 
     pub fn source_sql(&self, sql: &str) {
-        self.source.client().batch_execute(sql).unwrap_or_else(|e| panic!("source: {sql}: {e}"));
+        self.source
+            .client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("source: {sql}: {e}"));
     }
 
     pub fn target_sql(&self, sql: &str) {
-        self.target.client().batch_execute(sql).unwrap_or_else(|e| panic!("target: {sql}: {e}"));
+        self.target
+            .client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("target: {sql}: {e}"));
     }
 
     /// The key of legacy task `i` as verify prints it (uuid text).
@@ -89,15 +106,25 @@ impl Pair {
         let row = self
             .source
             .client()
-            .query_one("SELECT md5('task' || ($1::int8)::text)::uuid::text", &[&(i as i64)])
+            .query_one(
+                "SELECT md5('task' || ($1::int8)::text)::uuid::text",
+                &[&(i as i64)],
+            )
             .expect("md5 key");
         row.get(0)
     }
 
     /// `migrator verify --format json <extra>` against this pair.
     pub fn verify(&self, extra: &[&str]) -> Outcome {
-        let mut args =
-            vec!["verify", "--source-url", &self.source.url, "--target-url", &self.target.url, "--format", "json"];
+        let mut args = vec![
+            "verify",
+            "--source-url",
+            &self.source.url,
+            "--target-url",
+            &self.target.url,
+            "--format",
+            "json",
+        ];
         args.extend_from_slice(extra);
         run(&args)
     }
@@ -111,8 +138,12 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -141,5 +172,10 @@ pub fn table<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
 }
 
 pub fn strings(value: &serde_json::Value) -> Vec<String> {
-    value.as_array().expect("array").iter().map(|v| v.as_str().expect("string").to_string()).collect()
+    value
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_str().expect("string").to_string())
+        .collect()
 }

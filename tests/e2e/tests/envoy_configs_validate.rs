@@ -173,8 +173,7 @@ fn every_ready_ecds_step_validates_inside_a_bootstrap() {
 fn readme_snippet_validates_inside_a_bootstrap() {
     let root = workspace_root();
     let scratch = cutover_e2e::envoy::new_workdir();
-    let doc =
-        fs::read_to_string(root.join("docs/envoy-snippet.md")).expect("read docs/envoy-snippet.md");
+    let doc = fs::read_to_string(root.join("README.md")).expect("read README.md");
     let snippet = doc
         .split("```yaml\n")
         .nth(1)
@@ -200,7 +199,7 @@ fn readme_snippet_validates_inside_a_bootstrap() {
     let output = validate_config(&path);
     assert!(
         output.status.success(),
-        "docs/envoy-snippet.md fails validation: {}",
+        "the README's Envoy snippet fails validation: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     fs::remove_dir_all(&scratch).ok();

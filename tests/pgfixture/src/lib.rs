@@ -58,7 +58,9 @@ impl TestDb {
         let admin_url = admin_url();
         let name = format!(
             "{}_{}_{}",
-            prefix.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            prefix
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
@@ -68,7 +70,11 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
         let mut url = url::Url::parse(&admin_url).expect("DATABASE_URL is not a valid URL");
         url.set_path(&format!("/{name}"));
-        TestDb { name, url: url.to_string(), admin_url }
+        TestDb {
+            name,
+            url: url.to_string(),
+            admin_url,
+        }
     }
 
     /// A synchronous client connected to this database, for setting up and asserting on state.
@@ -80,11 +86,18 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("test failed: keeping database {} for inspection ({})", self.name, redact(&self.url));
+            eprintln!(
+                "test failed: keeping database {} for inspection ({})",
+                self.name,
+                redact(&self.url)
+            );
             return;
         }
         let mut admin = connect(&self.admin_url);
-        if let Err(e) = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)) {
+        if let Err(e) = admin.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )) {
             eprintln!("could not drop test database {}: {e}", self.name);
         }
     }
