@@ -1,10 +1,9 @@
 //! `cutover-verify --verify` runs verify and makes its result a check (and embeds the report).
 
 mod cutover_verify_support;
-mod verify_support;
 
+use cutover_verify_support::verify_support::Pair;
 use cutover_verify_support::{boot, check, config};
-use verify_support::Pair;
 
 #[test]
 fn verify_result_is_a_check() {

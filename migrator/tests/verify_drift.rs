@@ -4,7 +4,7 @@ mod verify_support;
 
 use std::collections::BTreeMap;
 
-use verify_support::{strings, table, Pair};
+use verify_support::{changed_columns, strings, table, Pair};
 
 #[test]
 fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
@@ -74,17 +74,7 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
         strings(&tasks["extra"]),
         vec!["00000000-0000-4000-8000-000000000001".to_string()]
     );
-    let changed: BTreeMap<String, Vec<String>> = tasks["changed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["key"].as_str().unwrap().to_string(),
-                strings(&c["columns"]),
-            )
-        })
-        .collect();
+    let changed: BTreeMap<String, Vec<String>> = changed_columns(tasks).into_iter().collect();
     let expected: BTreeMap<String, Vec<String>> = [
         (key(4), vec!["title"]),
         (key(5), vec!["priority"]),

@@ -3,7 +3,7 @@
 
 mod verify_support;
 
-use verify_support::{strings, table, Pair};
+use verify_support::{changed_columns, strings, table, Pair};
 
 #[test]
 fn range_checksums_then_drill_down_find_the_few_differences() {
@@ -33,17 +33,7 @@ fn range_checksums_then_drill_down_find_the_few_differences() {
         strings(&tasks["extra"]),
         vec!["ffffffff-0000-4000-8000-000000000002".to_string()]
     );
-    let mut changed: Vec<(String, Vec<String>)> = tasks["changed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["key"].as_str().unwrap().to_string(),
-                strings(&c["columns"]),
-            )
-        })
-        .collect();
+    let mut changed = changed_columns(tasks);
     changed.sort();
     let mut expected = vec![
         (changed_a, vec!["started_at".to_string()]),

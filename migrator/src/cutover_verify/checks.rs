@@ -245,25 +245,17 @@ fn error_rate_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds
     let errors = observed
         .counter(&cluster_stat(&spec.new_cluster, "upstream_rq_5xx"))
         .unwrap_or(0.0);
-    if completed < limits.min_requests as f64 || completed == 0.0 {
-        c.detail = format!(
-            "{completed} completed requests on {}, need at least {}",
-            spec.new_cluster, limits.min_requests
-        );
-        return c;
-    }
-    let rate = pct(errors, completed);
-    c.value = Some(rate);
-    c.status = if rate < limits.max_error_rate_pct {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    c.detail = format!(
-        "{errors} 5xx of {completed} completed on {}",
-        spec.new_cluster
-    );
-    c
+    rate_check(
+        c,
+        (errors, completed),
+        limits.max_error_rate_pct,
+        limits.min_requests,
+        &format!("completed requests on {}", spec.new_cluster),
+        format!(
+            "{errors} 5xx of {completed} completed on {}",
+            spec.new_cluster
+        ),
+    )
 }
 
 fn latency_check(
@@ -332,45 +324,31 @@ fn dual_write_active(spec: &ServiceSpec, observed: &Observed) -> bool {
 }
 
 fn dual_write_failure_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
-    let mut c = check(
+    let c = check(
         spec,
         CheckKind::DualWriteFailureRate,
         "%",
         format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)),
     );
-    let succeeded = observed
-        .counter(&filter_stat(&spec.name, "shadow_succeeded"))
-        .unwrap_or(0.0);
-    let failed: f64 = SHADOW_FAILURES
-        .iter()
-        .map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0))
-        .sum();
+    let failed = failed_shadows(spec, observed);
     let skipped = observed
         .counter(&filter_stat(&spec.name, "shadow_skipped_body_too_large"))
         .unwrap_or(0.0);
-    let finished = succeeded + failed;
-    if finished < limits.min_requests as f64 || finished == 0.0 {
-        c.detail = format!(
-            "{finished} finished shadow requests, need at least {}",
-            limits.min_requests
-        );
-        return c;
-    }
-    let rate = pct(failed, finished);
-    c.value = Some(rate);
-    c.status = if rate < limits.max_dual_write_failure_pct {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    c.detail = format!("{failed} failed of {finished} finished shadow requests ({skipped} skipped: body too large)");
-    c
+    let finished = finished_shadows(spec, observed);
+    rate_check(
+        c,
+        (failed, finished),
+        limits.max_dual_write_failure_pct,
+        limits.min_requests,
+        "finished shadow requests",
+        format!("{failed} failed of {finished} finished shadow requests ({skipped} skipped: body too large)"),
+    )
 }
 
 /// The filter counts a mismatch when exactly one of primary and shadow answered 2xx; the rate is
 /// over every shadow request that finished (succeeded or failed).
 fn mismatch_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
-    let mut c = check(
+    let c = check(
         spec,
         CheckKind::DualWriteMismatchRate,
         "%",
@@ -380,33 +358,53 @@ fn mismatch_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) 
     let mismatched = observed
         .counter(&filter_stat(&spec.name, "shadow_mismatch"))
         .unwrap_or(0.0);
-    if finished < limits.min_requests as f64 || finished == 0.0 {
-        c.detail = format!(
-            "{finished} finished shadow requests, need at least {}",
-            limits.min_requests
-        );
-        return c;
-    }
-    let rate = pct(mismatched, finished);
-    c.value = Some(rate);
-    c.status = if rate < limits.max_mismatch_pct {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    c.detail = format!("{mismatched} primary/shadow status mismatches (one 2xx, the other not) of {finished} finished");
-    c
+    rate_check(
+        c,
+        (mismatched, finished),
+        limits.max_mismatch_pct,
+        limits.min_requests,
+        "finished shadow requests",
+        format!("{mismatched} primary/shadow status mismatches (one 2xx, the other not) of {finished} finished"),
+    )
+}
+
+fn failed_shadows(spec: &ServiceSpec, observed: &Observed) -> f64 {
+    SHADOW_FAILURES
+        .iter()
+        .map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0))
+        .sum()
 }
 
 fn finished_shadows(spec: &ServiceSpec, observed: &Observed) -> f64 {
     let succeeded = observed
         .counter(&filter_stat(&spec.name, "shadow_succeeded"))
         .unwrap_or(0.0);
-    let failed: f64 = SHADOW_FAILURES
-        .iter()
-        .map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0))
-        .sum();
-    succeeded + failed
+    succeeded + failed_shadows(spec, observed)
+}
+
+/// Finishes a rate check: `part` of `whole` as a percentage, passing below `max_pct`. With fewer
+/// than `min_requests` in `whole` it stays NoData and says how many `counted` there were.
+fn rate_check(
+    mut c: Check,
+    (part, whole): (f64, f64),
+    max_pct: f64,
+    min_requests: u64,
+    counted: &str,
+    detail: String,
+) -> Check {
+    if whole < min_requests as f64 || whole == 0.0 {
+        c.detail = format!("{whole} {counted}, need at least {min_requests}");
+        return c;
+    }
+    let rate = pct(part, whole);
+    c.value = Some(rate);
+    c.status = if rate < max_pct {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    c.detail = detail;
+    c
 }
 
 #[cfg(test)]

@@ -4,10 +4,14 @@
 
 #![allow(dead_code)]
 
-use std::process::Command;
 use std::time::Duration;
 
 pub use cutover_e2e::{config, wait_until, Envoy, Upstream};
+
+// Also gives the tests that check `--verify` their source/target database pair.
+#[path = "../verify_support/mod.rs"]
+pub mod verify_support;
+pub use verify_support::Outcome;
 
 pub struct Setup {
     pub legacy: Upstream,
@@ -83,37 +87,15 @@ impl Setup {
     }
 }
 
-pub struct Outcome {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Outcome {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
+/// `migrator <args>` with no Envoy or database URLs inherited from the test's environment.
 pub fn run(args: &[&str]) -> Outcome {
-    let output = Command::new(env!("CARGO_BIN_EXE_migrator"))
+    verify_support::migrator_cmd()
         .args(args)
         .env_remove("ENVOY_ADMIN_URL")
         .env_remove("ENVOY_LISTENER_URL")
-        .env_remove("DATABASE_URL")
-        .env_remove("LEGACY_DATABASE_URL")
         .output()
-        .expect("running migrator");
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .expect("running migrator")
+        .into()
 }
 
 /// The check with this id in a cutover-verify JSON report.

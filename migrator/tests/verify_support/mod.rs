@@ -5,9 +5,12 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use cutover_pgfixture::TestDb;
+
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{migrator_cmd, Outcome};
 
 pub struct Pair {
     pub source: TestDb,
@@ -130,35 +133,13 @@ impl Pair {
     }
 }
 
-pub struct Outcome {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Outcome {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
+/// `migrator <args>` with no database URLs inherited from the test's environment.
 pub fn run(args: &[&str]) -> Outcome {
-    let output = Command::new(env!("CARGO_BIN_EXE_migrator"))
+    migrator_cmd()
         .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("LEGACY_DATABASE_URL")
         .output()
-        .expect("running migrator");
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .expect("running migrator")
+        .into()
 }
 
 /// The report of table `name` in a verify JSON report.
@@ -169,6 +150,21 @@ pub fn table<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .iter()
         .find(|t| t["table"] == name)
         .unwrap_or_else(|| panic!("no table {name} in {report}"))
+}
+
+/// The changed rows of a table report as (key, changed columns), in report order.
+pub fn changed_columns(table: &serde_json::Value) -> Vec<(String, Vec<String>)> {
+    table["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["key"].as_str().unwrap().to_string(),
+                strings(&c["columns"]),
+            )
+        })
+        .collect()
 }
 
 pub fn strings(value: &serde_json::Value) -> Vec<String> {

@@ -50,7 +50,6 @@ fn assert_valid(original: &Path, contents: &str, scratch: &Path, work_dir: &Path
         .into_owned();
     let copy = scratch.join(&name);
     fs::write(&copy, contents).expect("write the copy to validate");
-    // Validate from the repository root, where relative paths in the files resolve.
     let output = std::process::Command::new(cutover_e2e::envoy_bin())
         .current_dir(work_dir)
         .args([
@@ -88,9 +87,19 @@ fn every_envoy_yaml_passes_validate() {
             "envoy/{expected} missing; found {names:?}"
         );
     }
+    // Relative paths resolve against Envoy's working directory. The ECDS bootstrap watches
+    // `.tmp/ecds/cutover.json`, which must exist at start-up (the demo creates it from a ready
+    // step file), so validate from a scratch directory that has it.
+    let ecds_dir = scratch.join(".tmp/ecds");
+    fs::create_dir_all(&ecds_dir).expect("create the watched ECDS directory");
+    fs::copy(
+        root.join("envoy/ecds/step-10.json"),
+        ecds_dir.join("cutover.json"),
+    )
+    .expect("copy envoy/ecds/step-10.json into the watched directory");
     for yaml in &yamls {
         let contents = fs::read_to_string(yaml).expect("read yaml");
-        assert_valid(yaml, &with_built_wasm(&contents), &scratch, &root);
+        assert_valid(yaml, &with_built_wasm(&contents), &scratch, &scratch);
     }
     fs::remove_dir_all(&scratch).ok();
 }

@@ -331,6 +331,29 @@ fn define_logging_and_time(linker: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
+/// Applies `edit` to header map `map` with the guest's key and value (pointer, length) used in
+/// place. An unknown map, or one not available in this callback, answers BadArgument as Envoy does.
+fn edit_header_map(
+    caller: &mut Caller<'_, HostState>,
+    map: i32,
+    (key_ptr, key_len): (i32, i32),
+    (value_ptr, value_len): (i32, i32),
+    edit: impl FnOnce(&mut Headers, &[u8], &[u8]),
+) -> Result<i32> {
+    let Some(map) = map_index(map) else {
+        return status(Status::BadArgument);
+    };
+    with_memory(caller, |memory, state| {
+        let key = slice(memory, key_ptr, key_len)?;
+        let value = slice(memory, value_ptr, value_len)?;
+        match state.maps[map].as_mut() {
+            Some(headers) => edit(headers, key, value),
+            None => return status(Status::BadArgument),
+        }
+        status(Status::Ok)
+    })
+}
+
 fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(
         "env",
@@ -411,18 +434,13 @@ fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
          value_ptr: i32,
          value_len: i32|
          -> Result<i32> {
-            let Some(map) = map_index(map) else {
-                return status(Status::BadArgument);
-            };
-            with_memory(&mut caller, |memory, state| {
-                let key = slice(memory, key_ptr, key_len)?;
-                let value = slice(memory, value_ptr, value_len)?;
-                match state.maps[map].as_mut() {
-                    Some(headers) => headers.replace(key, value),
-                    None => return status(Status::BadArgument),
-                }
-                status(Status::Ok)
-            })
+            edit_header_map(
+                &mut caller,
+                map,
+                (key_ptr, key_len),
+                (value_ptr, value_len),
+                |headers, key, value| headers.replace(key, value),
+            )
         },
     )?;
     linker.func_wrap(
@@ -435,35 +453,27 @@ fn define_headers(linker: &mut Linker<HostState>) -> Result<()> {
          value_ptr: i32,
          value_len: i32|
          -> Result<i32> {
-            let Some(map) = map_index(map) else {
-                return status(Status::BadArgument);
-            };
-            with_memory(&mut caller, |memory, state| {
-                let key = slice(memory, key_ptr, key_len)?;
-                let value = slice(memory, value_ptr, value_len)?;
-                match state.maps[map].as_mut() {
-                    Some(headers) => headers.add(key, value),
-                    None => return status(Status::BadArgument),
-                }
-                status(Status::Ok)
-            })
+            edit_header_map(
+                &mut caller,
+                map,
+                (key_ptr, key_len),
+                (value_ptr, value_len),
+                |headers, key, value| headers.add(key, value),
+            )
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_remove_header_map_value",
         |mut caller: Caller<'_, HostState>, map: i32, key_ptr: i32, key_len: i32| -> Result<i32> {
-            let Some(map) = map_index(map) else {
-                return status(Status::BadArgument);
-            };
-            with_memory(&mut caller, |memory, state| {
-                let key = slice(memory, key_ptr, key_len)?;
-                match state.maps[map].as_mut() {
-                    Some(headers) => headers.remove(key),
-                    None => return status(Status::BadArgument),
-                }
-                status(Status::Ok)
-            })
+            // No value: an empty slice stands in for it.
+            edit_header_map(
+                &mut caller,
+                map,
+                (key_ptr, key_len),
+                (0, 0),
+                |headers, key, _| headers.remove(key),
+            )
         },
     )?;
     linker.func_wrap(
