@@ -19,7 +19,7 @@ envoy:
 
 lint: toolchain
 	cargo clippy -p cutover-filter --target wasm32-wasip1 --release -- -D warnings
-	cargo clippy -p cutover-filter --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test: wasm lint
 	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; \
