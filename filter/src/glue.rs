@@ -92,11 +92,11 @@ fn header_value_for_sdk(value: &[u8]) -> &str {
 }
 
 /// The first value of header `name` (ASCII case-insensitive) in a map read from Envoy.
-fn header_value(headers: &[(String, Vec<u8>)], name: &str) -> Option<Vec<u8>> {
+fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
         .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value.clone())
+        .map(|(_, value)| value.as_slice())
 }
 
 /// Bytes for a log line: lossy UTF-8, cut to [`LOG_FIELD_MAX`].
@@ -143,6 +143,8 @@ impl ServiceMetrics {
 struct Runtime {
     config: FilterConfig,
     metrics: Vec<ServiceMetrics>,
+    /// `x-traffic-percentage` value per service, formatted once per configuration.
+    percentage_values: Vec<String>,
 }
 
 impl Runtime {
@@ -158,7 +160,16 @@ impl Runtime {
                 m
             })
             .collect();
-        Self { config, metrics }
+        let percentage_values = config
+            .services
+            .iter()
+            .map(|s| s.new_percentage.to_string())
+            .collect();
+        Self {
+            config,
+            metrics,
+            percentage_values,
+        }
     }
 
     fn count(&self, service: usize, counter: Counter) {
@@ -546,7 +557,7 @@ impl HttpContext for CutoverHttp {
         }
 
         let path = header(":path").unwrap_or_default();
-        let Some(index) = match_service(config, &path) else {
+        let Some(index) = match_service(config, path) else {
             for name in [config.cluster_header.as_str(), ROUTED_TO_HEADER] {
                 if header(name).is_some() {
                     self.set_http_request_header(name, None);
@@ -559,7 +570,9 @@ impl HttpContext for CutoverHttp {
             return Action::Continue;
         };
 
-        let key = select_key(&config.stickiness_headers, header);
+        let key = select_key(&config.stickiness_headers, |name| {
+            header(name).map(<[u8]>::to_vec)
+        });
         if key.fallback {
             runtime.count(index, Counter::NoKey);
         }
@@ -577,7 +590,7 @@ impl HttpContext for CutoverHttp {
         self.routed = Some((index, side));
 
         let method = header(":method").unwrap_or_default();
-        if is_mirrored(service, &method) {
+        if is_mirrored(service, method) {
             let shadow = PreparedShadow {
                 service: index,
                 cluster: shadow_side(side).cluster(service).to_string(),
@@ -585,8 +598,8 @@ impl HttpContext for CutoverHttp {
                 headers: shadow_headers(&headers, &config.cluster_header, ROUTED_TO_HEADER),
                 info: ShadowInfo {
                     service: service.name.clone(),
-                    method: for_log(&method),
-                    path: for_log(&path),
+                    method: for_log(method),
+                    path: for_log(path),
                     correlation_id: for_log(&key.bytes),
                 },
                 timeout_ms: service.dual_write.timeout_ms,
@@ -594,7 +607,7 @@ impl HttpContext for CutoverHttp {
             let content_length = header("content-length");
             if end_of_stream {
                 self.submit(&runtime, shadow, Vec::new());
-            } else if declared_too_large(service, content_length.as_deref()) {
+            } else if declared_too_large(service, content_length) {
                 runtime.count(index, Counter::ShadowSkippedBodyTooLarge);
                 log::debug!("cutover: content-length over max_body_bytes, shadow skipped");
             } else {
@@ -664,12 +677,9 @@ impl HttpContext for CutoverHttp {
 
         let config = &runtime.config;
         if let Some((index, side)) = self.routed {
-            if let Some(service) = config.services.get(index) {
+            if let Some(percentage) = runtime.percentage_values.get(index) {
                 self.set_http_response_header(ROUTED_TO_HEADER, Some(side.as_str()));
-                self.set_http_response_header(
-                    TRAFFIC_PERCENTAGE_HEADER,
-                    Some(&service.new_percentage.to_string()),
-                );
+                self.set_http_response_header(TRAFFIC_PERCENTAGE_HEADER, Some(percentage));
             }
         }
         if config.emit_feature_headers {
