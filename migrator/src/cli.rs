@@ -88,13 +88,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct CopyArgs {
     #[command(flatten)]
-    pub source: SourceArgs,
-    #[command(flatten)]
-    pub target: TargetArgs,
-    #[command(flatten)]
-    pub plan: PlanArgs,
-    #[command(flatten)]
-    pub tables: TablesArgs,
+    pub selection: PlanCommandArgs,
     /// Rows per batch; each batch commits together with its checkpoint.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
@@ -109,6 +103,7 @@ pub struct CopyArgs {
     pub no_wait: bool,
 }
 
+/// Both databases and the plan tables to work on: `plan`'s options, which `copy` shares.
 #[derive(Debug, Args)]
 pub struct PlanCommandArgs {
     #[command(flatten)]
@@ -123,9 +118,9 @@ pub struct PlanCommandArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateLegacyArgs {
-    /// The legacy database to fill (the copy's source).
-    #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
-    pub source_url: String,
+    // The legacy database to fill (the copy's source).
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Rows per table.
     #[arg(long, default_value_t = 1000)]
     pub rows: u64,

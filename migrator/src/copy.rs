@@ -108,17 +108,19 @@ struct TableSummary {
 }
 
 pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
-    let plan = Plan::load(args.plan.plan.as_deref())?;
-    let selected = plan.select(&args.tables.tables)?;
-    let target_url = &args.target.target_url;
+    let selection = &args.selection;
+    let plan = Plan::load(selection.plan.plan.as_deref())?;
+    let selected = plan.select(&selection.tables.tables)?;
+    let target_url = &selection.target.target_url;
+    let source_url = &selection.source.source_url;
     let mut target = db::connect("target", target_url).await?;
-    let mut source = db::connect("source", &args.source.source_url).await?;
+    let mut source = db::connect("source", source_url).await?;
     schema::check_migrated(&mut target).await?;
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
     let mut readers = Vec::with_capacity(SOURCE_READERS);
     for _ in 0..SOURCE_READERS {
-        readers.push(Reader::connect(&args.source.source_url, target_url).await?);
+        readers.push(Reader::connect(source_url, target_url).await?);
     }
     let mut sources = Sources {
         keys: source,
@@ -689,21 +691,18 @@ async fn read_window(
         copy_out(&mut reader.source, &source_sql),
         copy_out(&mut reader.target, &target_sql)
     );
+    let reading = |side: &'static str| {
+        move |e: sqlx::Error| {
+            anyhow::anyhow!(
+                "table {}: reading the {side}: {}",
+                table.name(),
+                db::describe_db_error(&e)
+            )
+        }
+    };
     let result = (|| {
-        let data = source.map_err(|e| {
-            anyhow::anyhow!(
-                "table {}: reading the source: {}",
-                table.name(),
-                db::describe_db_error(&e)
-            )
-        })?;
-        let existing = target.map_err(|e| {
-            anyhow::anyhow!(
-                "table {}: reading the target: {}",
-                table.name(),
-                db::describe_db_error(&e)
-            )
-        })?;
+        let data = source.map_err(reading("source"))?;
+        let existing = target.map_err(reading("target"))?;
         let rows = format.count_rows(&data)?;
         if rows == 0 {
             return Ok(None);
@@ -773,9 +772,7 @@ async fn apply_batch(
             ..Counts::default()
         };
         if let Some(run_id) = run_id {
-            let mut tx = target.begin().await?;
-            write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
-            tx.commit().await?;
+            write_checkpoint(target, run_id, name, &batch.last_key, counts).await?;
         }
         return Ok(counts);
     }
@@ -888,6 +885,17 @@ fn non_key_columns(table: &ResolvedTable) -> Vec<String> {
         .collect()
 }
 
+/// `(cur.a, cur.b) IS DISTINCT FROM (s.a, s.b)` over the non-key columns; `None` when there are none.
+fn rows_differ(left: &str, right: &str, rest: &[String]) -> Option<String> {
+    (!rest.is_empty()).then(|| {
+        format!(
+            "{} IS DISTINCT FROM {}",
+            row_of(left, rest),
+            row_of(right, rest)
+        )
+    })
+}
+
 fn row_of(alias: &str, cols: &[String]) -> String {
     format!(
         "({})",
@@ -902,15 +910,7 @@ fn row_of(alias: &str, cols: &[String]) -> String {
 fn dry_run_sql(table: &ResolvedTable, staging: &str) -> String {
     let key = quote_ident(&table.key().name);
     let rest = non_key_columns(table);
-    let changed = if rest.is_empty() {
-        "false".to_string()
-    } else {
-        format!(
-            "{} IS DISTINCT FROM {}",
-            row_of("cur", &rest),
-            row_of("s", &rest)
-        )
-    };
+    let changed = rows_differ("cur", "s", &rest).unwrap_or_else(|| "false".into());
     format!(
         "SELECT count(*) FILTER (WHERE cur.{key} IS NULL), count(*) FILTER (WHERE cur.{key} IS NOT NULL AND {changed}) \
          FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key}",
@@ -941,28 +941,19 @@ fn upsert_sql(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> Stri
         .map(|c| format!("s.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let (filter, conflict) = if rest.is_empty() {
-        (
-            "cur.{key} IS NULL".replace("{key}", &key),
-            "DO NOTHING".to_string(),
-        )
-    } else {
-        (
+    let (filter, conflict) = match rows_differ("cur", "s", &rest) {
+        None => (format!("cur.{key} IS NULL"), "DO NOTHING".to_string()),
+        Some(changed) => (
+            format!("(cur.{key} IS NULL OR {changed})"),
             format!(
-                "(cur.{key} IS NULL OR {} IS DISTINCT FROM {})",
-                row_of("cur", &rest),
-                row_of("s", &rest)
-            ),
-            format!(
-                "DO UPDATE SET {} WHERE {} IS DISTINCT FROM {}",
+                "DO UPDATE SET {} WHERE {}",
                 rest.iter()
                     .map(|c| format!("{c} = excluded.{c}"))
                     .collect::<Vec<_>>()
                     .join(", "),
-                row_of("t", &rest),
-                row_of("excluded", &rest)
+                rows_differ("t", "excluded", &rest).unwrap_or_default()
             ),
-        )
+        ),
     };
     format!(
         "WITH upserted AS ( \

@@ -157,7 +157,7 @@ pub async fn generate(
 }
 
 pub async fn run(args: GenerateLegacyArgs) -> anyhow::Result<u8> {
-    let mut conn = db::connect("source", &args.source_url).await?;
+    let mut conn = db::connect("source", &args.source.source_url).await?;
     let result = generate(&mut conn, args.rows, &args.tables, args.reset).await;
     db::close(conn).await;
     result.map(|()| 0)

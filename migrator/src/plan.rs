@@ -424,7 +424,6 @@ impl ResolvedTable {
         let window = Window {
             after,
             ordered: true,
-            limit: Some(1),
             ..Window::default()
         };
         let preds = self.window_predicate(&key_sql, &window);
@@ -432,18 +431,8 @@ impl ResolvedTable {
             "SELECT CAST({key_sql} AS text) FROM {}",
             self.source_from_sql()
         );
-        let mut sql = Self::finish(
-            select,
-            &key_sql,
-            preds,
-            None,
-            &Window {
-                limit: None,
-                ..window
-            },
-        );
-        sql.push_str(&format!(" OFFSET {offset} LIMIT 1"));
-        sql
+        let sql = Self::finish(select, &key_sql, preds, None, &window);
+        format!("{sql} OFFSET {offset} LIMIT 1")
     }
 
     /// The greatest key (as text) after `after`; NULL keys excluded.

@@ -37,17 +37,8 @@ fn restart_starts_over_instead_of_resuming() {
         "--restart",
     ])
     .assert_code(0);
-    let runs: Vec<(i64, String)> = target
-        .query(
-            "SELECT run_id, status FROM cutover_migrator.copy_runs ORDER BY run_id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
     assert_eq!(
-        runs,
+        env.runs(),
         [(1, "abandoned".to_string()), (2, "complete".to_string())]
     );
     // The new run read every row from the first key: the 300 copied before are unchanged.

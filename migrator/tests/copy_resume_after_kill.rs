@@ -62,14 +62,8 @@ fn killed_copy_resumes_and_completes_exactly() {
         "the second run must resume:\n{}",
         out.stderr
     );
-    let runs: Vec<(i64, String)> = observer
-        .query("SELECT run_id, status FROM cutover_migrator.copy_runs", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
     assert_eq!(
-        runs,
+        env.runs(),
         [(1, "complete".to_string())],
         "the interrupted run is completed, not replaced"
     );

@@ -68,3 +68,19 @@ fn an_unreachable_admin_endpoint_is_an_error() {
     assert!(outcome.stderr.contains("127.0.0.1:1"), "{}", outcome.stderr);
     assert!(outcome.stdout.is_empty());
 }
+
+#[test]
+fn an_address_that_is_not_envoys_admin_is_an_error() {
+    let setup = boot(&config::chat_config(10));
+    // The listener answers /stats with its fallback route, not with Envoy's stats.
+    let outcome = run(&[
+        "cutover-verify",
+        "--admin-url",
+        &setup.envoy.listener_url(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("/stats"), "{}", outcome.stderr);
+    assert!(outcome.stdout.is_empty(), "{}", outcome.stdout);
+}

@@ -65,6 +65,19 @@ fn services_come_from_gauges_the_filter_config_or_the_command_line() {
     let only_chat = setup.cutover_verify(&["--min-requests", "20", "--service", "chat=chat_new"]);
     assert_eq!(only_chat.code, 0, "{}", only_chat.stdout);
     assert_eq!(service_ids(&only_chat.json()), ["chat"]);
+
+    // A configuration without services leaves nothing to check: that never passes.
+    let empty = std::env::temp_dir().join(format!(
+        "cutover-verify-no-services-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&empty, r#"{"services":[]}"#).unwrap();
+    let outcome = setup.cutover_verify(&["--filter-config", empty.to_str().unwrap()]);
+    std::fs::remove_file(&empty).unwrap();
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    let report = outcome.json();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 0);
 }
 
 #[test]

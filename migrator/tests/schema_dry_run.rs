@@ -1,6 +1,6 @@
 //! `migrator schema --dry-run` lists the pending migrations and changes nothing.
 mod common;
-use common::migrator_cmd;
+use common::{migrator_cmd, user_relations};
 use cutover_pgfixture::TestDb;
 
 #[test]
@@ -20,15 +20,7 @@ fn dry_run_lists_pending_and_changes_nothing() {
         );
     }
     let mut client = db.client();
-    let objects: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(objects, 0, "dry run created relations");
+    assert_eq!(user_relations(&mut client), 0, "dry run created relations");
     let schemas: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_namespace WHERE nspname IN ('auth', 'chat', 'orchestration')",

@@ -19,30 +19,12 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
         "INSERT INTO orchestration.coding_tasks (id, task_type, title, status, priority, created_at, updated_at)
          VALUES ('00000000-0000-4000-8000-000000000001', 'feature', 'only in target', 'done', 1, now(), now())",
     );
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET title = title || '!' WHERE id = '{}'",
-        key(4)
-    ));
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET priority = priority + 1 WHERE id = '{}'",
-        key(5)
-    ));
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET updated_at = updated_at + interval '1 second' WHERE id = '{}'",
-        key(6)
-    ));
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET updated_at = updated_at + interval '1 microsecond' WHERE id = '{}'",
-        key(7)
-    ));
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET description = '' WHERE id = '{}'",
-        key(14)
-    ));
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET metadata = jsonb_set(metadata, '{{nested,ok}}', 'true') WHERE id = '{}'",
-        key(9)
-    ));
+    pair.update_target_task(4, "title = title || '!'");
+    pair.update_target_task(5, "priority = priority + 1");
+    pair.update_target_task(6, "updated_at = updated_at + interval '1 second'");
+    pair.update_target_task(7, "updated_at = updated_at + interval '1 microsecond'");
+    pair.update_target_task(14, "description = ''");
+    pair.update_target_task(9, "metadata = jsonb_set(metadata, '{nested,ok}', 'true')");
     // A change on the legacy side is drift too.
     pair.source_sql(&format!(
         "UPDATE legacy.tasks SET complexity = 'extreme' WHERE id = '{}'",
@@ -50,12 +32,11 @@ fn every_kind_of_drift_is_reported_with_its_key_kind_and_columns() {
     ));
     // Rewrites that keep every value are not differences: same JSON written with another key order
     // and spacing, a timestamp written in another zone, a text rewritten to itself.
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET metadata = '{{\"nested\": {{\"ok\":true}},   \"tags\":[\"a\", 2], \"n\":2}}'::json::jsonb,
-                updated_at = (updated_at AT TIME ZONE 'Asia/Kolkata') AT TIME ZONE 'Asia/Kolkata', title = title || ''
-         WHERE id = '{}'",
-        key(2)
-    ));
+    pair.update_target_task(
+        2,
+        r#"metadata = '{"nested": {"ok":true},   "tags":["a", 2], "n":2}'::json::jsonb,
+           updated_at = (updated_at AT TIME ZONE 'Asia/Kolkata') AT TIME ZONE 'Asia/Kolkata', title = title || ''"#,
+    );
 
     let outcome = pair.verify(&["--tables", "tasks", "--sample", "100"]);
     assert_eq!(

@@ -18,9 +18,7 @@ fn an_ignored_column_does_not_count_and_others_still_do() {
     );
 
     let key = pair.key(42);
-    pair.target_sql(&format!(
-        "UPDATE orchestration.coding_tasks SET title = 'changed' WHERE id = '{key}'"
-    ));
+    pair.update_target_task(42, "title = 'changed'");
     let outcome = pair.verify(&[
         "--tables",
         "tasks",
@@ -58,4 +56,17 @@ fn an_unknown_column_is_an_error_naming_it() {
         "no report on error: {}",
         outcome.stdout
     );
+}
+
+#[test]
+fn the_key_cannot_be_ignored() {
+    let pair = Pair::with_tasks("verify_ignore_key", 1);
+    let outcome = pair.verify(&["--tables", "tasks", "--ignore-column", "tasks.id"]);
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("--ignore-column") && outcome.stderr.contains("key"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(outcome.stdout.is_empty(), "{}", outcome.stdout);
 }

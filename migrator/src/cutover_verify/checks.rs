@@ -99,8 +99,9 @@ pub fn service_checks(
         latency_check(spec, observed, limits, CheckKind::NewLatencyP99),
     ];
     if dual_write_active(spec, observed) {
-        checks.push(dual_write_failure_check(spec, observed, limits));
-        checks.push(mismatch_check(spec, observed, limits));
+        let shadows = ShadowOutcomes::read(spec, observed);
+        checks.push(dual_write_failure_check(spec, observed, limits, shadows));
+        checks.push(mismatch_check(spec, observed, limits, shadows));
     }
     checks
 }
@@ -323,18 +324,21 @@ fn dual_write_active(spec: &ServiceSpec, observed: &Observed) -> bool {
     }
 }
 
-fn dual_write_failure_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
+fn dual_write_failure_check(
+    spec: &ServiceSpec,
+    observed: &Observed,
+    limits: &Thresholds,
+    ShadowOutcomes { failed, finished }: ShadowOutcomes,
+) -> Check {
     let c = check(
         spec,
         CheckKind::DualWriteFailureRate,
         "%",
         format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)),
     );
-    let failed = failed_shadows(spec, observed);
     let skipped = observed
         .counter(&filter_stat(&spec.name, "shadow_skipped_body_too_large"))
         .unwrap_or(0.0);
-    let finished = finished_shadows(spec, observed);
     rate_check(
         c,
         (failed, finished),
@@ -347,14 +351,18 @@ fn dual_write_failure_check(spec: &ServiceSpec, observed: &Observed, limits: &Th
 
 /// The filter counts a mismatch when exactly one of primary and shadow answered 2xx; the rate is
 /// over every shadow request that finished (succeeded or failed).
-fn mismatch_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
+fn mismatch_check(
+    spec: &ServiceSpec,
+    observed: &Observed,
+    limits: &Thresholds,
+    ShadowOutcomes { finished, .. }: ShadowOutcomes,
+) -> Check {
     let c = check(
         spec,
         CheckKind::DualWriteMismatchRate,
         "%",
         format!("< {}", fmt_pct(limits.max_mismatch_pct)),
     );
-    let finished = finished_shadows(spec, observed);
     let mismatched = observed
         .counter(&filter_stat(&spec.name, "shadow_mismatch"))
         .unwrap_or(0.0);
@@ -368,18 +376,27 @@ fn mismatch_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) 
     )
 }
 
-fn failed_shadows(spec: &ServiceSpec, observed: &Observed) -> f64 {
-    SHADOW_FAILURES
-        .iter()
-        .map(|n| observed.counter(&filter_stat(&spec.name, n)).unwrap_or(0.0))
-        .sum()
+/// Shadow requests that finished (succeeded or failed) and those that failed, read once for both
+/// dual-write checks.
+#[derive(Debug, Clone, Copy)]
+struct ShadowOutcomes {
+    failed: f64,
+    finished: f64,
 }
 
-fn finished_shadows(spec: &ServiceSpec, observed: &Observed) -> f64 {
-    let succeeded = observed
-        .counter(&filter_stat(&spec.name, "shadow_succeeded"))
-        .unwrap_or(0.0);
-    succeeded + failed_shadows(spec, observed)
+impl ShadowOutcomes {
+    fn read(spec: &ServiceSpec, observed: &Observed) -> ShadowOutcomes {
+        let count = |name: &str| {
+            observed
+                .counter(&filter_stat(&spec.name, name))
+                .unwrap_or(0.0)
+        };
+        let failed: f64 = SHADOW_FAILURES.iter().map(|n| count(n)).sum();
+        ShadowOutcomes {
+            failed,
+            finished: count("shadow_succeeded") + failed,
+        }
+    }
 }
 
 /// Finishes a rate check: `part` of `whole` as a percentage, passing below `max_pct`. With fewer

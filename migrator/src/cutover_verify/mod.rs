@@ -148,10 +148,8 @@ async fn checklist(args: &CutoverVerifyArgs) -> anyhow::Result<u8> {
         }
         crate::verify::OutputFormat::Text => {
             print!("{}", report.render_text());
-            if let Some(verify) = &report.verify {
-                if verify.get("identical").and_then(|v| v.as_bool()) == Some(false) {
-                    println!("(verify details: run `migrator verify` or use --format json)");
-                }
+            if report.verify.as_ref().is_some_and(|v| !v.identical) {
+                println!("(verify details: run `migrator verify` or use --format json)");
             }
         }
     }
@@ -228,20 +226,16 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
             }
         }
     }
-    let verify_json = match verify {
-        Some(result) => {
-            let verify_report = result?;
-            all_checks.push(data_check(&verify_report));
-            Some(serde_json::to_value(&verify_report).context("serializing the verify report")?)
-        }
-        None => None,
-    };
+    let verify = verify.transpose()?;
+    if let Some(verify_report) = &verify {
+        all_checks.push(data_check(verify_report));
+    }
     Ok(Report::new(
         crate::db::redact(&args.admin_url),
         args.window,
         thresholds,
         all_checks,
-        verify_json,
+        verify,
     ))
 }
 

@@ -18,7 +18,7 @@ pub struct Report {
     pub summary: Summary,
     pub checks: Vec<Check>,
     /// The full `verify` report when `--verify` was given.
-    pub verify: Option<serde_json::Value>,
+    pub verify: Option<crate::verify::VerifyReport>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -34,7 +34,7 @@ impl Report {
         window_seconds: Option<f64>,
         thresholds: Thresholds,
         checks: Vec<Check>,
-        verify: Option<serde_json::Value>,
+        verify: Option<crate::verify::VerifyReport>,
     ) -> Report {
         let mut summary = Summary::default();
         for c in &checks {

@@ -21,6 +21,18 @@ pub struct ServiceSpec {
     pub file_dual_write: Option<bool>,
 }
 
+impl ServiceSpec {
+    /// A service known only by name and new cluster (from a gauge or `--service`).
+    fn named(name: String, new_cluster: String) -> ServiceSpec {
+        ServiceSpec {
+            name,
+            new_cluster,
+            file_percentage: None,
+            file_dual_write: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("cannot read filter configuration {path}: {reason}")]
@@ -102,11 +114,9 @@ pub fn from_gauges(snapshot: &Snapshot) -> Vec<ServiceSpec> {
     names.sort();
     names
         .into_iter()
-        .map(|name| ServiceSpec {
-            new_cluster: format!("{name}_new"),
-            name,
-            file_percentage: None,
-            file_dual_write: None,
+        .map(|name| {
+            let new_cluster = format!("{name}_new");
+            ServiceSpec::named(name, new_cluster)
         })
         .collect()
 }
@@ -146,12 +156,7 @@ pub fn resolve(
         merged
             .entry(name.clone())
             .and_modify(|s| s.new_cluster = cluster.clone())
-            .or_insert(ServiceSpec {
-                name,
-                new_cluster: cluster,
-                file_percentage: None,
-                file_dual_write: None,
-            });
+            .or_insert_with(|| ServiceSpec::named(name, cluster));
     }
     Ok(merged.into_values().collect())
 }

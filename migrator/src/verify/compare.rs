@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use anyhow::Context;
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::Row;
 
 use super::report::{ChangedRow, TableReport};
@@ -43,25 +43,35 @@ pub fn bucket_mask(estimated_rows: f64) -> u32 {
 
 type Checksums = HashMap<i32, (i64, String)>;
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Runs one of the comparison queries on one side; errors name the table, the side and the step.
+async fn fetch(
+    conn: &mut PgConnection,
+    query: PgQuery<'_>,
+    step: &str,
+    side: &str,
+    table: &str,
+) -> anyhow::Result<Vec<PgRow>> {
+    query
+        .fetch_all(conn)
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::db::describe_db_error(&e)))
+        .with_context(|| format!("table {table}: {step} on the {side}"))
+}
+
 async fn checksums(
     conn: &mut PgConnection,
     sql: &str,
     side: &str,
     table: &str,
 ) -> anyhow::Result<Checksums> {
-    let rows = sqlx::query(sql)
-        .fetch_all(conn)
-        .await
-        .map_err(|e| anyhow::anyhow!(crate::db::describe_db_error(&e)))
-        .with_context(|| format!("table {table}: computing checksums on the {side}"))?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let bucket: i32 = row.try_get(0)?;
-        let count: i64 = row.try_get(1)?;
-        let fingerprint: String = row.try_get(2)?;
-        out.insert(bucket, (count, fingerprint));
-    }
-    Ok(out)
+    let rows = fetch(conn, sqlx::query(sql), "computing checksums", side, table).await?;
+    rows.iter()
+        .map(|row| -> anyhow::Result<_> {
+            Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?)))
+        })
+        .collect()
 }
 
 async fn fingerprints(
@@ -71,21 +81,18 @@ async fn fingerprints(
     side: &str,
     table: &str,
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let rows = sqlx::query(sql)
-        .bind(buckets)
-        .fetch_all(conn)
-        .await
-        .map_err(|e| anyhow::anyhow!(crate::db::describe_db_error(&e)))
-        .with_context(|| {
-            format!("table {table}: reading rows of differing buckets on the {side}")
-        })?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let key: String = row.try_get(0)?;
-        let hash: i64 = row.try_get(1)?;
-        out.insert(key, hash);
-    }
-    Ok(out)
+    let query = sqlx::query(sql).bind(buckets);
+    let rows = fetch(
+        conn,
+        query,
+        "reading rows of differing buckets",
+        side,
+        table,
+    )
+    .await?;
+    rows.iter()
+        .map(|row| -> anyhow::Result<_> { Ok((row.try_get(0)?, row.try_get(1)?)) })
+        .collect()
 }
 
 async fn column_values(
@@ -95,19 +102,11 @@ async fn column_values(
     side: &str,
     table: &str,
 ) -> anyhow::Result<HashMap<String, Vec<Option<String>>>> {
-    let rows = sqlx::query(sql)
-        .bind(keys)
-        .fetch_all(conn)
-        .await
-        .map_err(|e| anyhow::anyhow!(crate::db::describe_db_error(&e)))
-        .with_context(|| format!("table {table}: reading changed rows on the {side}"))?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let key: String = row.try_get(0)?;
-        let values: Vec<Option<String>> = row.try_get(1)?;
-        out.insert(key, values);
-    }
-    Ok(out)
+    let query = sqlx::query(sql).bind(keys);
+    let rows = fetch(conn, query, "reading changed rows", side, table).await?;
+    rows.iter()
+        .map(|row| -> anyhow::Result<_> { Ok((row.try_get(0)?, row.try_get(1)?)) })
+        .collect()
 }
 
 pub async fn compare_table(

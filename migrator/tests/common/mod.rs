@@ -55,6 +55,24 @@ impl Outcome {
         })
     }
 
+    /// The figures of `table`'s line in the copy summary on stdout: inserted (or would insert),
+    /// updated (or would update), unchanged.
+    #[track_caller]
+    pub fn summary(&self, table: &str) -> [u64; 3] {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(table))
+            .unwrap_or_else(|| panic!("no summary line for {table}:\n{}", self.stdout));
+        let figures: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(3)
+            .map(|f| f.parse().expect("a count"))
+            .collect();
+        figures.try_into().expect("three counts")
+    }
+
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
@@ -222,6 +240,19 @@ impl Env {
             .collect()
     }
 
+    /// Copy runs: (run_id, status), in run order.
+    pub fn runs(&self) -> Vec<(i64, String)> {
+        self.target_client()
+            .query(
+                "SELECT run_id, status FROM cutover_migrator.copy_runs ORDER BY run_id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
     pub fn count(&self, target_table: &str) -> i64 {
         self.target_client()
             .query_one(&format!("SELECT count(*) FROM {target_table}"), &[])
@@ -258,6 +289,18 @@ pub fn wait_child(mut child: Child, timeout: Duration) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Number of relations outside the system schemas: 0 in a database nothing was written to.
+pub fn user_relations(client: &mut postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')",
+            &[],
+        )
+        .unwrap()
+        .get(0)
 }
 
 /// Number of sessions waiting for an advisory lock in the database `dbname`.

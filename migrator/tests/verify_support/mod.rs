@@ -104,6 +104,14 @@ impl Pair {
             .unwrap_or_else(|e| panic!("target: {sql}: {e}"));
     }
 
+    /// `UPDATE orchestration.coding_tasks SET <set>` on the target row of legacy task `i`.
+    pub fn update_target_task(&self, i: u64, set: &str) {
+        self.target_sql(&format!(
+            "UPDATE orchestration.coding_tasks SET {set} WHERE id = '{}'",
+            self.key(i)
+        ));
+    }
+
     /// The key of legacy task `i` as verify prints it (uuid text).
     pub fn key(&self, i: u64) -> String {
         let row = self

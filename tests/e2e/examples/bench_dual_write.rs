@@ -8,31 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use cutover_e2e::load::{paced, percentile, PacedRequest};
+use cutover_e2e::load::{env_or, millis as ms, paced, paced_rounds, percentile, PacedRequest};
 use cutover_e2e::{config, Envoy, Upstream};
 
 const CLIENTS: u64 = 4;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `requests` 1 KiB POSTs at `rate` per second from CLIENTS connections; their latencies.
-fn paced_writes(url: &str, requests: u64, rate: u64) -> Vec<Duration> {
-    let write = PacedRequest {
-        method: "POST",
-        target: "/api/chat/rooms/1/messages".into(),
-        body: vec![b'w'; 1024],
-    };
-    paced(url, &write, requests, rate, CLIENTS)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn main() {
     let requests = env_or("BENCH_REQUESTS", 1500);
@@ -65,27 +44,17 @@ fn main() {
         ("on, shadow 500 ms", boot(&dual_write, &slow_shadow)),
     ];
     println!("bench-dual-write: {rounds} rounds × {requests} POSTs (1 KiB) per side at {rate}/s from {CLIENTS} connections, Envoy --concurrency 1");
+    let write = PacedRequest {
+        method: "POST",
+        target: "/api/chat/rooms/1/messages".into(),
+        body: vec![b'w'; 1024],
+    };
     for (_, envoy) in &sides {
-        paced_writes(&envoy.listener_url(), 200, rate);
+        paced(&envoy.listener_url(), &write, 200, rate, CLIENTS);
     }
-    let mut all: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
-    for round in 1..=rounds {
-        let mut line = format!("round {round}:");
-        for (i, (label, envoy)) in sides.iter().enumerate() {
-            let mut latencies = paced_writes(&envoy.listener_url(), requests, rate);
-            latencies.sort();
-            line += &format!(
-                " | {label} p50 {:.2} ms p99 {:.2} ms",
-                ms(percentile(&latencies, 0.5)),
-                ms(percentile(&latencies, 0.99))
-            );
-            all[i].extend(latencies);
-        }
-        println!("{line}");
-    }
+    let all = paced_rounds("round", &sides, &write, rounds, requests, rate, CLIENTS);
     let mut summary = Vec::new();
     for (i, (label, _)) in sides.iter().enumerate() {
-        all[i].sort();
         let (p50, p99) = (percentile(&all[i], 0.5), percentile(&all[i], 0.99));
         println!(
             "all rounds: {label:<20} p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} requests)",

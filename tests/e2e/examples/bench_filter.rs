@@ -10,15 +10,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cutover_e2e::load::{paced, percentile, PacedRequest};
+use cutover_e2e::load::{env_or, millis as ms, paced_rounds, percentile, PacedRequest};
 use cutover_e2e::{config, Envoy, Upstream};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Latency in wrk's notation (`812.00us`, `1.23ms`, `1.01s`) as a Duration.
 fn parse_latency(text: &str) -> Option<Duration> {
@@ -209,30 +202,17 @@ fn main() {
         body: Vec::new(),
     };
     println!("paced: {rounds} rounds × {paced_requests} requests per side at {paced_rate}/s from 8 connections");
-    let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
-    for round in 1..=rounds {
-        let mut line = format!("paced round {round}:");
-        for (i, (label, envoy)) in sides.iter().enumerate() {
-            let mut run = paced(
-                &envoy.listener_url(),
-                &request,
-                paced_requests,
-                paced_rate,
-                8,
-            );
-            run.sort();
-            line += &format!(
-                " | {label} p50 {:.3} ms p99 {:.3} ms",
-                ms(percentile(&run, 0.5)),
-                ms(percentile(&run, 0.99))
-            );
-            latencies[i].extend(run);
-        }
-        println!("{line}");
-    }
+    let latencies = paced_rounds(
+        "paced round",
+        &sides,
+        &request,
+        rounds,
+        paced_requests,
+        paced_rate,
+        8,
+    );
     let mut paced_p99 = Vec::new();
     for (i, (label, _)) in sides.iter().enumerate() {
-        latencies[i].sort();
         let (p50, p99) = (
             percentile(&latencies[i], 0.5),
             percentile(&latencies[i], 0.99),
@@ -250,8 +230,4 @@ fn main() {
         if paced_ratio <= 1.15 { "met" } else { "MISSED" }
     );
     println!("filter routed {routed} requests");
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

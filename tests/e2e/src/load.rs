@@ -5,6 +5,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::client::HttpClient;
+use crate::envoy::Envoy;
 
 /// One kind of request the paced load sends; the key header gets a fresh value per request.
 #[derive(Clone, Debug)]
@@ -62,4 +63,51 @@ pub fn paced(
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
+}
+
+/// `rounds` interleaved rounds of the same paced load (`total` requests at `rate` per second from
+/// `connections` connections) on every labelled Envoy, so drift hits all sides alike. Prints each
+/// round's p50/p99 per side on a line starting with `title`; returns each side's latencies over
+/// all rounds, sorted.
+pub fn paced_rounds(
+    title: &str,
+    sides: &[(&str, Envoy)],
+    request: &PacedRequest,
+    rounds: u64,
+    total: u64,
+    rate: u64,
+    connections: u64,
+) -> Vec<Vec<Duration>> {
+    let mut all: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    for round in 1..=rounds {
+        let mut line = format!("{title} {round}:");
+        for (i, (label, envoy)) in sides.iter().enumerate() {
+            let mut run = paced(&envoy.listener_url(), request, total, rate, connections);
+            run.sort();
+            line += &format!(
+                " | {label} p50 {:.3} ms p99 {:.3} ms",
+                millis(percentile(&run, 0.5)),
+                millis(percentile(&run, 0.99))
+            );
+            all[i].extend(run);
+        }
+        println!("{line}");
+    }
+    for latencies in &mut all {
+        latencies.sort();
+    }
+    all
+}
+
+/// A duration in (fractional) milliseconds, for printing.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The benchmark knob `name` from the environment, else `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

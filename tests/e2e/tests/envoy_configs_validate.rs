@@ -42,7 +42,9 @@ fn with_built_wasm(yaml: &str) -> String {
         .join("\n")
 }
 
-fn assert_valid(original: &Path, contents: &str, scratch: &Path, work_dir: &Path) {
+/// Validates `contents` as a copy of `original` written into `scratch`; relative paths in it
+/// resolve against `scratch`.
+fn assert_valid(original: &Path, contents: &str, scratch: &Path) {
     let name = original
         .file_name()
         .expect("file name")
@@ -50,19 +52,7 @@ fn assert_valid(original: &Path, contents: &str, scratch: &Path, work_dir: &Path
         .into_owned();
     let copy = scratch.join(&name);
     fs::write(&copy, contents).expect("write the copy to validate");
-    let output = std::process::Command::new(cutover_e2e::envoy_bin())
-        .current_dir(work_dir)
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "warning",
-            "-c",
-        ])
-        .arg(&copy)
-        .output()
-        .expect("run envoy --mode validate");
+    let output = validate_config(&copy);
     assert!(
         output.status.success(),
         "{} fails envoy --mode validate:\n{}{}",
@@ -99,7 +89,7 @@ fn every_envoy_yaml_passes_validate() {
     .expect("copy envoy/ecds/step-10.json into the watched directory");
     for yaml in &yamls {
         let contents = fs::read_to_string(yaml).expect("read yaml");
-        assert_valid(yaml, &with_built_wasm(&contents), &scratch, &scratch);
+        assert_valid(yaml, &with_built_wasm(&contents), &scratch);
     }
     fs::remove_dir_all(&scratch).ok();
 }

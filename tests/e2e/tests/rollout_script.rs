@@ -8,16 +8,21 @@ use std::time::Duration;
 
 use cutover_e2e::{config, wait_until, workspace_root, Envoy, HttpClient, Upstream};
 
-fn rollout(envoy: &Envoy, args: &[&str]) -> Output {
+fn run_rollout(live_file: &Path, args: &[&str]) -> Output {
     let root = workspace_root();
     Command::new(root.join("scripts/rollout"))
         .current_dir(&root)
         .arg("--file")
-        .arg(envoy.ecds_file().expect("ECDS mode"))
-        .args(["--admin", &envoy.admin_url(), "--timeout", "20"])
+        .arg(live_file)
         .args(args)
         .output()
         .expect("run scripts/rollout")
+}
+
+fn rollout(envoy: &Envoy, args: &[&str]) -> Output {
+    let admin = envoy.admin_url();
+    let with_admin = [&["--admin", admin.as_str(), "--timeout", "20"], args].concat();
+    run_rollout(envoy.ecds_file().expect("ECDS mode"), &with_admin)
 }
 
 fn live_step(client: &mut HttpClient) -> (String, String) {
@@ -129,4 +134,40 @@ fn rollout_command_switches_steps_on_a_running_envoy() {
         "dual-write on",
     );
     assert_eq!(envoy.stat(gauge), Some(1));
+
+    // `show` prints the live configuration per service.
+    let output = rollout(&envoy, &["show"]);
+    assert_ok(&output, "show");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        shown.contains("chat: new_percentage=100 use_legacy=false dual_write=on"),
+        "{shown}"
+    );
+
+    // A ready file the filter refuses: Envoy rejects it (exit 4), the previous step keeps serving.
+    let mut ready: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&step_50).unwrap()).unwrap();
+    let configuration = &mut ready["resources"][0]["typed_config"]["config"]["configuration"];
+    let mut filter: serde_json::Value =
+        serde_json::from_str(configuration["value"].as_str().unwrap()).unwrap();
+    filter["services"][0]["new_percentage"] = 150.into();
+    configuration["value"] = filter.to_string().into();
+    let invalid_ready = envoy.workdir().join("invalid-ready.json");
+    std::fs::write(&invalid_ready, ready.to_string()).unwrap();
+    let output = rollout(&envoy, &["install", invalid_ready.to_str().unwrap()]);
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(live_step(&mut client), ("100".into(), "false".into()));
+    assert_eq!(
+        envoy.stat("wasmcustom.cutover.chat.new_percentage"),
+        Some(100)
+    );
+
+    // No live file: exit 3.
+    let missing = envoy.workdir().join("no-such-dir/cutover.json");
+    assert_eq!(run_rollout(&missing, &["show"]).status.code(), Some(3));
 }

@@ -2,17 +2,9 @@
 //! VM ("restart") and equal to Unleash's formula computed here independently.
 mod common;
 
-use common::{assert_known_vectors, chat, config, expected_side, request, with};
+use common::{assert_known_vectors, chat, config, expected_side, request, routed_to, with};
 use cutover_harness::{Error, Filter};
 use serde_json::json;
-
-fn side(f: &mut Filter, headers: &[(&str, Vec<u8>)]) -> Result<String, Error> {
-    let s = f.request(headers, None)?;
-    Ok(s.upstream_headers()
-        .get_str("x-routed-to")
-        .unwrap_or("<none>")
-        .to_string())
-}
 
 #[test]
 fn the_same_key_lands_on_the_same_side_after_a_restart_and_matches_the_formula() -> Result<(), Error>
@@ -25,13 +17,13 @@ fn the_same_key_lands_on_the_same_side_after_a_restart_and_matches_the_formula()
     for n in 0..300 {
         let key = format!("user-{n}");
         let headers = request("GET", "/api/chat/1", &key);
-        let a = side(&mut first, &headers)?;
+        let a = routed_to(&mut first, &headers)?;
         // Interleave unrelated traffic so per-VM state cannot line the two VMs up by accident.
-        side(
+        routed_to(
             &mut restarted,
             &request("GET", "/api/chat/1", &format!("other-{n}")),
         )?;
-        let b = side(&mut restarted, &headers)?;
+        let b = routed_to(&mut restarted, &headers)?;
         assert_eq!(a, b, "key {key} moved across VMs");
         assert_eq!(a, expected_side("chat", key.as_bytes(), 30), "key {key}");
         new += usize::from(a == "new");
@@ -52,7 +44,7 @@ fn the_stickiness_group_not_the_service_name_seeds_the_hash() -> Result<(), Erro
     )]))?;
     for n in 0..100 {
         let key = format!("{n}");
-        let got = side(&mut f, &request("GET", "/api/chat/1", &key))?;
+        let got = routed_to(&mut f, &request("GET", "/api/chat/1", &key))?;
         assert_eq!(
             got,
             expected_side("Feature.flexibleRollout.10", key.as_bytes(), 50),
@@ -71,11 +63,11 @@ fn the_stickiness_group_not_the_service_name_seeds_the_hash() -> Result<(), Erro
         json!("Feature.flexibleRollout.10"),
     )]))?;
     assert_eq!(
-        side(&mut at_10, &request("GET", "/api/chat/1", "174"))?,
+        routed_to(&mut at_10, &request("GET", "/api/chat/1", "174"))?,
         "new"
     );
     assert_eq!(
-        side(&mut at_9, &request("GET", "/api/chat/1", "174"))?,
+        routed_to(&mut at_9, &request("GET", "/api/chat/1", "174"))?,
         "legacy"
     );
     Ok(())
@@ -101,17 +93,17 @@ fn the_first_present_stickiness_header_is_the_key_and_x_request_id_the_fallback(
         };
         let both = base(&[("x-correlation-id", &corr), ("x-user-id", &user)]);
         assert_eq!(
-            side(&mut f, &both)?,
+            routed_to(&mut f, &both)?,
             expected_side("chat", user.as_bytes(), 50)
         );
         let corr_only = base(&[("x-user-id", ""), ("x-correlation-id", &corr)]);
         assert_eq!(
-            side(&mut f, &corr_only)?,
+            routed_to(&mut f, &corr_only)?,
             expected_side("chat", corr.as_bytes(), 50)
         );
         let neither = base(&[]);
         assert_eq!(
-            side(&mut f, &neither)?,
+            routed_to(&mut f, &neither)?,
             expected_side("chat", req.as_bytes(), 50)
         );
     }
@@ -124,7 +116,7 @@ fn raising_the_percentage_never_moves_a_key_back_to_legacy() -> Result<(), Error
     for pct in [0, 1, 10, 50, 99, 100] {
         let mut f = Filter::boot(&config(&[chat(pct)]))?;
         let sides = (0..150)
-            .map(|n| side(&mut f, &request("GET", "/api/chat/1", &format!("k{n}"))))
+            .map(|n| routed_to(&mut f, &request("GET", "/api/chat/1", &format!("k{n}"))))
             .collect::<Result<Vec<_>, _>>()?;
         for (n, (before, now)) in previous.iter().zip(&sides).enumerate() {
             assert!(

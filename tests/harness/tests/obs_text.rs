@@ -1,16 +1,8 @@
 //! Header values are bytes: obs-text, empty and large keys never trap the VM.
 mod common;
 
-use common::{chat, config, expected_side, request};
+use common::{chat, config, expected_side, request, routed_to};
 use cutover_harness::{Error, Filter};
-
-fn routed(f: &mut Filter, headers: &[(&str, Vec<u8>)]) -> Result<String, Error> {
-    let s = f.request(headers, None)?;
-    Ok(s.upstream_headers()
-        .get_str("x-routed-to")
-        .unwrap_or("<none>")
-        .to_string())
-}
 
 #[test]
 fn an_obs_text_key_is_hashed_as_raw_bytes_and_later_requests_still_work() -> Result<(), Error> {
@@ -36,7 +28,7 @@ fn an_obs_text_key_is_hashed_as_raw_bytes_and_later_requests_still_work() -> Res
     for n in 0..20 {
         let key = format!("plain-{n}");
         assert_eq!(
-            routed(&mut f, &request("GET", "/api/chat/1", &key))?,
+            routed_to(&mut f, &request("GET", "/api/chat/1", &key))?,
             expected_side("chat", key.as_bytes(), 50)
         );
     }
@@ -63,7 +55,7 @@ fn obs_text_in_an_unrelated_header_is_forwarded_untouched() -> Result<(), Error>
     assert_eq!(r.headers.get("x-reply"), Some(&b"\xff"[..]));
     s.finish()?;
     assert_eq!(
-        routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
+        routed_to(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
         expected_side("chat", b"user-2", 50)
     );
     Ok(())
@@ -75,14 +67,14 @@ fn an_obs_text_path_is_not_a_trap() -> Result<(), Error> {
     let mut headers = request("GET", "/api/chat/x", "user-1");
     headers[1].1 = b"/api/chat/\xff\xfe?q=\xff".to_vec();
     assert_eq!(
-        routed(&mut f, &headers)?,
+        routed_to(&mut f, &headers)?,
         expected_side("chat", b"user-1", 50)
     );
     let mut unmatched = request("GET", "/", "user-1");
     unmatched[1].1 = b"/\xff".to_vec();
-    assert_eq!(routed(&mut f, &unmatched)?, "<none>");
+    assert_eq!(routed_to(&mut f, &unmatched)?, "<none>");
     assert_eq!(
-        routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
+        routed_to(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
         expected_side("chat", b"user-2", 50)
     );
     Ok(())
@@ -93,20 +85,23 @@ fn an_empty_key_falls_back_and_an_8_kib_key_is_hashed_whole() -> Result<(), Erro
     let mut f = Filter::boot(&config(&[chat(50)]))?;
     let empty = request("GET", "/api/chat/1", "");
     // Empty x-correlation-id: x-request-id is the next stickiness header.
-    assert_eq!(routed(&mut f, &empty)?, expected_side("chat", b"req-", 50));
+    assert_eq!(
+        routed_to(&mut f, &empty)?,
+        expected_side("chat", b"req-", 50)
+    );
     for fill in [b'a', b'b', b'z', 0xFF] {
         let big = vec![fill; 8192];
         let mut headers = request("GET", "/api/chat/1", "");
         headers.retain(|(name, _)| *name != "x-correlation-id");
         headers.push(("x-correlation-id", big.clone()));
         assert_eq!(
-            routed(&mut f, &headers)?,
+            routed_to(&mut f, &headers)?,
             expected_side("chat", &big, 50),
             "8 KiB of {fill:#x}"
         );
     }
     assert_eq!(
-        routed(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
+        routed_to(&mut f, &request("GET", "/api/chat/2", "user-2"))?,
         expected_side("chat", b"user-2", 50)
     );
     Ok(())

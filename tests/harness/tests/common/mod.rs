@@ -2,6 +2,7 @@
 //! the bucketing formula (so the `.wasm` is checked against the math, not against itself).
 #![allow(dead_code)]
 
+use cutover_harness::{Error, Filter};
 use serde_json::{json, Value};
 
 /// The chat service of the contract, with `new_percentage` to new.
@@ -57,6 +58,16 @@ pub fn request(method: &str, path: &str, correlation_id: &str) -> Vec<(&'static 
         ("x-correlation-id", correlation_id.as_bytes().to_vec()),
         ("x-request-id", format!("req-{correlation_id}").into_bytes()),
     ]
+}
+
+/// Sends `headers` through `filter` and returns the `x-routed-to` it added upstream, or `<none>`.
+pub fn routed_to(filter: &mut Filter, headers: &[(&str, Vec<u8>)]) -> Result<String, Error> {
+    let stream = filter.request(headers, None)?;
+    Ok(stream
+        .upstream_headers()
+        .get_str("x-routed-to")
+        .unwrap_or("<none>")
+        .to_string())
 }
 
 /// MurmurHash3 x86_32, written from the reference algorithm independently of the filter.
