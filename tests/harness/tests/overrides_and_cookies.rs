@@ -84,7 +84,10 @@ fn a_header_override_picks_its_side_and_is_counted_apart() -> Result<(), Error> 
     // A value that is not exactly a rule's leaves the bucket in charge (counted as usual).
     let mut near_miss = request("GET", "/api/chat/1", "user-1");
     near_miss.push(("x-cutover-side", b"New".to_vec()));
-    assert_eq!(route(&mut zero, &near_miss)?, owned("chat_legacy", "legacy"));
+    assert_eq!(
+        route(&mut zero, &near_miss)?,
+        owned("chat_legacy", "legacy")
+    );
     assert_eq!(zero.counter("cutover.chat.routed_legacy"), 1);
     Ok(())
 }
@@ -193,11 +196,17 @@ fn the_key_sources_come_in_order_headers_cookies_request_id() -> Result<(), Erro
     let (new_id, legacy_id) = (on("new"), on("legacy"));
 
     // Header before cookie.
-    let mut h = browser("/api/chat/1", &[("cookie", format!("sid={legacy_id}").as_bytes())]);
+    let mut h = browser(
+        "/api/chat/1",
+        &[("cookie", format!("sid={legacy_id}").as_bytes())],
+    );
     h.push(("x-correlation-id", new_id.clone().into_bytes()));
     assert_eq!(route(&mut f, &h)?.1, "new");
     // Cookie before x-request-id.
-    let mut h = browser("/api/chat/1", &[("cookie", format!("sid={new_id}").as_bytes())]);
+    let mut h = browser(
+        "/api/chat/1",
+        &[("cookie", format!("sid={new_id}").as_bytes())],
+    );
     h[3].1 = legacy_id.clone().into_bytes();
     assert_eq!(route(&mut f, &h)?.1, "new");
     assert_eq!(f.counter("cutover.chat.no_key"), 0);
