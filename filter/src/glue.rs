@@ -590,7 +590,7 @@ impl HttpContext for CutoverHttp {
                     service: service.name.clone(),
                     method: for_log(method),
                     path: for_log(path),
-                    correlation_id: for_log(&key.bytes),
+                    correlation_id: for_log(key.bytes),
                 },
                 timeout_ms: service.dual_write.timeout_ms,
             };

@@ -424,7 +424,9 @@ mod tests {
         let find = |values: &[&'static [u8]], name: &str| {
             cookie::find(values.iter().copied(), name.as_bytes())
         };
-        let cases: &[(&[&[u8]], &str, Option<&[u8]>)] = &[
+        /// Cookie header values, cookie name, expected value.
+        type Case<'a> = (&'a [&'a [u8]], &'a str, Option<&'a [u8]>);
+        let cases: &[Case] = &[
             (&[b"a=1"], "a", Some(b"1")),
             (&[b"a=1; b=2; c=3"], "b", Some(b"2")),
             (&[b"a=1;b=2"], "b", Some(b"2")),

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_known_vectors, chat, expected_side, request, with};
-use cutover_harness::{Error, Filter};
+use cutover_harness::{Error, Filter, MetricKind};
 use serde_json::{json, Value};
 
 const CLUSTER: &str = "x-cutover-cluster";
@@ -66,6 +66,13 @@ fn owned(cluster: &str, side: &str) -> (String, String, String) {
 fn a_header_override_picks_its_side_and_is_counted_apart() -> Result<(), Error> {
     let mut zero = Filter::boot(&config(0))?;
     let mut all = Filter::boot(&config(100))?;
+    for suffix in ["routed_override_new", "routed_override_legacy"] {
+        assert_eq!(
+            zero.metric(&format!("cutover.chat.{suffix}")),
+            Some((MetricKind::Counter, 0)),
+            "{suffix} is defined at 0 before traffic"
+        );
+    }
     for n in 0..20 {
         let id = format!("user-{n}");
         let mut to_new = request("GET", "/api/chat/1", &id);
