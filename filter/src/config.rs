@@ -224,7 +224,7 @@ impl DualWriteConfig {
 impl FilterConfig {
     /// Request headers only the filter may set: a client's values must never reach an upstream,
     /// with the filter running (it removes or replaces them) or bypassed (the shipped Envoy
-    /// configs strip them before the filter).
+    /// configs remove them before route selection; docs/configuration.md).
     pub fn owned_request_headers(&self) -> [&str; 3] {
         [
             self.cluster_header.as_str(),

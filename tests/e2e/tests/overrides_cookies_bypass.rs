@@ -353,6 +353,23 @@ fn every_shipped_config_strips_the_filters_headers_before_the_filter() {
         }
     }
 
+    // The README's snippet, which users copy.
+    let readme = fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let snippet = readme
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml block");
+    let snippet: serde_yaml::Value = serde_yaml::from_str(snippet).expect("snippet is YAML");
+    let snippet = serde_json::to_value(snippet).expect("YAML as JSON");
+    let removed = removed_early(&snippet);
+    for header in ["x-cutover-cluster", "x-routed-to", "x-cutover-shadow"] {
+        assert!(
+            removed.contains(&header.to_string()),
+            "README snippet: {header}"
+        );
+    }
+
     // Istio: an EnvoyFilter merges the same early removal into the gateway's connection manager.
     let text = fs::read_to_string(workspace_root().join("envoy/istio/cutover.yaml")).unwrap();
     let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
