@@ -2,6 +2,8 @@
 //! request path uses. Parsing and validation happen once, in `on_configure`; every error names
 //! the offending field (`services[1].new_percentage: must be between 0 and 100, got 150`).
 
+use crate::mirror::SHADOW_HEADER;
+use crate::routing::{cookie, Side, ROUTED_TO_HEADER};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +19,10 @@ pub const MAX_DUAL_WRITE_TIMEOUT_MS: u64 = 600_000;
 /// Upper bound for `dual_write.max_body_bytes`; Envoy must also be allowed to buffer that much
 /// (see docs/dual-write.md).
 pub const MAX_BODY_BYTES_LIMIT: u64 = 64 * 1_048_576;
+/// Upper bound for `services[i].overrides`: every rule is checked on every matched request.
+pub const MAX_OVERRIDES: usize = 32;
+/// Upper bound for `stickiness_cookies`: each name is looked up in the `Cookie` header.
+pub const MAX_STICKINESS_COOKIES: usize = 16;
 /// Methods a shadow may be configured for.
 pub const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -59,6 +65,9 @@ pub struct RawConfig {
     pub cluster_header: String,
     #[serde(default = "default_stickiness_headers")]
     pub stickiness_headers: Vec<String>,
+    /// Cookie names (case-sensitive) tried after the stickiness headers.
+    #[serde(default)]
+    pub stickiness_cookies: Vec<String>,
     #[serde(default = "default_true")]
     pub emit_feature_headers: bool,
     pub services: Vec<RawService>,
@@ -82,6 +91,22 @@ pub struct RawService {
     pub stickiness_group: Option<String>,
     #[serde(default)]
     pub dual_write: Option<RawDualWrite>,
+    #[serde(default)]
+    pub overrides: Vec<RawOverride>,
+}
+
+/// `{header | cookie, value, side}`: a request whose header (or cookie) equals `value` goes to
+/// `side`, whatever its bucket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    pub value: String,
+    /// A string so that a wrong side gets our message, not serde's.
+    pub side: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,8 +158,10 @@ fn default_max_body_bytes() -> u64 {
 pub struct FilterConfig {
     /// Lower-cased request header carrying the chosen cluster to Envoy's `cluster_header` route.
     pub cluster_header: String,
-    /// Lower-cased, in priority order.
+    /// Lower-cased, in priority order (`x-request-id` is always tried last, after the cookies).
     pub stickiness_headers: Vec<String>,
+    /// Cookie names as written (cookie names are case-sensitive), in priority order.
+    pub stickiness_cookies: Vec<String>,
     pub emit_feature_headers: bool,
     pub services: Vec<ServiceConfig>,
     /// Every path prefix with its service index, longest first (ties in configuration order).
@@ -153,6 +180,25 @@ pub struct ServiceConfig {
     pub feature_header: Option<String>,
     pub stickiness_group: String,
     pub dual_write: DualWriteConfig,
+    /// Checked in order before bucketing; the first rule that matches decides. Empty: off.
+    pub overrides: Vec<Override>,
+}
+
+/// A validated override rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub source: OverrideSource,
+    /// Compared byte for byte with the header value or the (unquoted) cookie value.
+    pub value: String,
+    pub side: Side,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverrideSource {
+    /// Lower-cased header name; its first value is compared.
+    Header(String),
+    /// Cookie name as written; its first valid occurrence in the `Cookie` header(s) is compared.
+    Cookie(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +222,17 @@ impl DualWriteConfig {
 }
 
 impl FilterConfig {
+    /// Request headers only the filter may set: a client's values must never reach an upstream,
+    /// with the filter running (it removes or replaces them) or bypassed (the shipped Envoy
+    /// configs remove them before route selection; docs/configuration.md).
+    pub fn owned_request_headers(&self) -> [&str; 3] {
+        [
+            self.cluster_header.as_str(),
+            ROUTED_TO_HEADER,
+            SHADOW_HEADER,
+        ]
+    }
+
     /// Parses and validates the plugin configuration bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw = parse_raw(bytes)?;
@@ -267,6 +324,20 @@ impl TryFrom<RawConfig> for FilterConfig {
         let mut stickiness_headers = Vec::with_capacity(raw.stickiness_headers.len());
         for (i, h) in raw.stickiness_headers.iter().enumerate() {
             stickiness_headers.push(header_name(&format!("stickiness_headers[{i}]"), h)?);
+        }
+
+        if raw.stickiness_cookies.len() > MAX_STICKINESS_COOKIES {
+            return Err(ConfigError::new(
+                "stickiness_cookies",
+                format!(
+                    "at most {MAX_STICKINESS_COOKIES} names, got {}",
+                    raw.stickiness_cookies.len()
+                ),
+            ));
+        }
+        let mut stickiness_cookies = Vec::with_capacity(raw.stickiness_cookies.len());
+        for (i, c) in raw.stickiness_cookies.into_iter().enumerate() {
+            stickiness_cookies.push(cookie_name(&format!("stickiness_cookies[{i}]"), c)?);
         }
 
         let mut services: Vec<ServiceConfig> = Vec::with_capacity(raw.services.len());
@@ -381,6 +452,21 @@ impl TryFrom<RawConfig> for FilterConfig {
                 Some(d) => validate_dual_write(&at("dual_write"), d)?,
             };
 
+            if s.overrides.len() > MAX_OVERRIDES {
+                return Err(ConfigError::new(
+                    at("overrides"),
+                    format!("at most {MAX_OVERRIDES} rules, got {}", s.overrides.len()),
+                ));
+            }
+            let mut overrides = Vec::with_capacity(s.overrides.len());
+            for (j, o) in s.overrides.into_iter().enumerate() {
+                overrides.push(validate_override(
+                    &at(&format!("overrides[{j}]")),
+                    o,
+                    &cluster_header,
+                )?);
+            }
+
             services.push(ServiceConfig {
                 name: s.name,
                 path_prefixes: s.path_prefixes,
@@ -391,6 +477,7 @@ impl TryFrom<RawConfig> for FilterConfig {
                 feature_header,
                 stickiness_group,
                 dual_write,
+                overrides,
             });
         }
 
@@ -401,11 +488,94 @@ impl TryFrom<RawConfig> for FilterConfig {
         Ok(FilterConfig {
             cluster_header,
             stickiness_headers,
+            stickiness_cookies,
             emit_feature_headers: raw.emit_feature_headers,
             services,
             prefixes,
         })
     }
+}
+
+/// A cookie name: an RFC 6265 token, kept as written (cookie names are case-sensitive).
+fn cookie_name(field: &str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::new(field, "must not be empty"));
+    }
+    if !is_header_name(&value) {
+        return Err(ConfigError::new(
+            field,
+            format!("must be a valid cookie name (an HTTP token), got {value:?}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn validate_override(
+    at: &str,
+    o: RawOverride,
+    cluster_header: &str,
+) -> Result<Override, ConfigError> {
+    let source = match (o.header, o.cookie) {
+        (Some(header), None) => {
+            let name = header_name(&format!("{at}.header"), &header)?;
+            if [cluster_header, ROUTED_TO_HEADER, SHADOW_HEADER].contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{at}.header"),
+                    format!("{name:?} is set by the filter itself and cannot choose a side"),
+                ));
+            }
+            OverrideSource::Header(name)
+        }
+        (None, Some(cookie)) => {
+            OverrideSource::Cookie(cookie_name(&format!("{at}.cookie"), cookie)?)
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ConfigError::new(
+                at,
+                "must name exactly one of \"header\" or \"cookie\"",
+            ))
+        }
+    };
+    let value_field = format!("{at}.value");
+    if o.value.is_empty() {
+        return Err(ConfigError::new(value_field, "must not be empty"));
+    }
+    let matchable = match source {
+        // Envoy trims surrounding whitespace and rejects control characters in header values.
+        OverrideSource::Header(_) => {
+            o.value.trim() == o.value && !o.value.bytes().any(|b| b.is_ascii_control())
+        }
+        OverrideSource::Cookie(_) => cookie::is_cookie_value(o.value.as_bytes()),
+    };
+    if !matchable {
+        let what = match source {
+            OverrideSource::Header(_) => {
+                "must not have surrounding whitespace or control characters (no request could match it)"
+            }
+            OverrideSource::Cookie(_) => {
+                "must consist of cookie-value characters: no whitespace, '\"', ',', ';', '\\' or control characters (no request could match it)"
+            }
+        };
+        return Err(ConfigError::new(
+            value_field,
+            format!("{what}, got {:?}", o.value),
+        ));
+    }
+    let side = match o.side.as_str() {
+        "new" => Side::New,
+        "legacy" => Side::Legacy,
+        other => {
+            return Err(ConfigError::new(
+                format!("{at}.side"),
+                format!("expected \"new\" or \"legacy\", got {other:?}"),
+            ))
+        }
+    };
+    Ok(Override {
+        source,
+        value: o.value,
+        side,
+    })
 }
 
 fn validate_dual_write(at: &str, d: RawDualWrite) -> Result<DualWriteConfig, ConfigError> {
@@ -540,6 +710,9 @@ mod tests {
         assert!(!s.use_legacy);
         assert_eq!(s.new_percentage, 0);
         assert!(!s.dual_write.enabled);
+        // Overrides and cookie stickiness are off unless configured.
+        assert!(s.overrides.is_empty());
+        assert!(c.stickiness_cookies.is_empty());
 
         let c = FilterConfig::from_json(one_service(r#","dual_write":{}"#).as_bytes()).unwrap();
         assert_eq!(
@@ -816,6 +989,182 @@ mod tests {
             &one_service(r#","dual_write":{"max_body_bytes":67108865}"#),
             "services[0].dual_write.max_body_bytes",
             "must be at most 67108864",
+        );
+    }
+
+    #[test]
+    fn overrides_are_validated_into_rules() {
+        let c = FilterConfig::from_json(
+            one_service(
+                r#","overrides":[
+                {"header":"X-Cutover-Side","value":"new","side":"new"},
+                {"cookie":"Cutover","value":"stay","side":"legacy"}]"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.services[0].overrides,
+            [
+                Override {
+                    source: OverrideSource::Header("x-cutover-side".into()),
+                    value: "new".into(),
+                    side: Side::New
+                },
+                Override {
+                    source: OverrideSource::Cookie("Cutover".into()),
+                    value: "stay".into(),
+                    side: Side::Legacy
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_override_rules_naming_the_rule() {
+        let rules = |rules: &str| one_service(&format!(r#","overrides":{rules}"#));
+        let ok = r#"{"header":"x-a","value":"1","side":"new"}"#;
+        let err = reject(&rules(&format!(
+            r#"[{ok},{{"header":"x-a","value":"2","side":"canary"}}]"#
+        )));
+        assert_eq!(
+            err.to_string(),
+            r#"services[0].overrides[1].side: expected "new" or "legacy", got "canary""#
+        );
+        // A side is a side, never a cluster.
+        assert_rejected(
+            &rules(r#"[{"header":"x-a","value":"1","side":"chat_new"}]"#),
+            "services[0].overrides[0].side",
+            r#"got "chat_new""#,
+        );
+        assert_rejected(
+            &rules(r#"[{"header":"x-a","value":"1","side":"new","cluster":"admin"}]"#),
+            "services[0].overrides[0].cluster",
+            "unknown field `cluster`",
+        );
+        assert_rejected(
+            &rules(r#"[{"header":"x-a","cookie":"b","value":"1","side":"new"}]"#),
+            "services[0].overrides[0]",
+            r#"exactly one of "header" or "cookie""#,
+        );
+        assert_rejected(
+            &rules(r#"[{"value":"1","side":"new"}]"#),
+            "services[0].overrides[0]",
+            r#"exactly one of "header" or "cookie""#,
+        );
+        assert_rejected(
+            &rules(r#"[{"header":"x-a","side":"new"}]"#),
+            "services[0].overrides[0]",
+            "missing field `value`",
+        );
+        assert_rejected(
+            &rules(r#"[{"header":"x-a","value":"","side":"new"}]"#),
+            "services[0].overrides[0].value",
+            "must not be empty",
+        );
+        assert_rejected(
+            &rules(r#"[{"header":"x-a","value":" 1","side":"new"}]"#),
+            "services[0].overrides[0].value",
+            "surrounding whitespace",
+        );
+        assert_rejected(
+            &rules(r#"[{"header":"x-a","value":"1\n","side":"new"}]"#),
+            "services[0].overrides[0].value",
+            "control characters",
+        );
+        assert_rejected(
+            &rules(r#"[{"cookie":"c","value":"a b","side":"new"}]"#),
+            "services[0].overrides[0].value",
+            "cookie-value characters",
+        );
+        assert_rejected(
+            &rules(r#"[{"cookie":"c","value":"a;b=1","side":"new"}]"#),
+            "services[0].overrides[0].value",
+            "cookie-value characters",
+        );
+        assert_rejected(
+            &rules(r#"[{"header":"x a","value":"1","side":"new"}]"#),
+            "services[0].overrides[0].header",
+            "valid HTTP header name",
+        );
+        assert_rejected(
+            &rules(r#"[{"cookie":"","value":"1","side":"new"}]"#),
+            "services[0].overrides[0].cookie",
+            "must not be empty",
+        );
+        assert_rejected(
+            &rules(r#"[{"cookie":"a=b","value":"1","side":"new"}]"#),
+            "services[0].overrides[0].cookie",
+            "valid cookie name",
+        );
+        let too_many = format!("[{}]", vec![ok; MAX_OVERRIDES + 1].join(","));
+        assert_rejected(
+            &rules(&too_many),
+            "services[0].overrides",
+            "at most 32 rules, got 33",
+        );
+    }
+
+    #[test]
+    fn override_headers_cannot_be_the_filters_own() {
+        for header in ["x-cutover-cluster", "X-Routed-To", "x-cutover-shadow"] {
+            assert_rejected(
+                &one_service(&format!(
+                    r#","overrides":[{{"header":"{header}","value":"1","side":"new"}}]"#
+                )),
+                "services[0].overrides[0].header",
+                "set by the filter itself",
+            );
+        }
+        // The configured cluster header, whatever its name.
+        assert_rejected(
+            r#"{"cluster_header":"x-pick","services":[{"name":"chat","path_prefixes":["/a"],
+                "legacy_cluster":"l","new_cluster":"n",
+                "overrides":[{"header":"X-Pick","value":"n","side":"new"}]}]}"#,
+            "services[0].overrides[0].header",
+            "set by the filter itself",
+        );
+    }
+
+    #[test]
+    fn stickiness_cookies_are_validated_and_kept_as_written() {
+        let c = FilterConfig::from_json(
+            r#"{"stickiness_cookies":["SessionId","visitor"],"services":[]}"#.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.stickiness_cookies, ["SessionId", "visitor"]);
+        assert_rejected(
+            r#"{"stickiness_cookies":["ok",""],"services":[]}"#,
+            "stickiness_cookies[1]",
+            "must not be empty",
+        );
+        assert_rejected(
+            r#"{"stickiness_cookies":["a b"],"services":[]}"#,
+            "stickiness_cookies[0]",
+            "valid cookie name",
+        );
+        assert_rejected(
+            r#"{"stickiness_cookies":"sid","services":[]}"#,
+            "stickiness_cookies",
+            "invalid type",
+        );
+        let many = format!(
+            r#"{{"stickiness_cookies":[{}],"services":[]}}"#,
+            (0..=MAX_STICKINESS_COOKIES)
+                .map(|i| format!(r#""c{i}""#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_rejected(&many, "stickiness_cookies", "at most 16 names, got 17");
+    }
+
+    #[test]
+    fn owned_request_headers_follow_the_cluster_header() {
+        let c = FilterConfig::from_json(r#"{"cluster_header":"X-Pick","services":[]}"#.as_bytes())
+            .unwrap();
+        assert_eq!(
+            c.owned_request_headers(),
+            ["x-pick", "x-routed-to", "x-cutover-shadow"]
         );
     }
 

@@ -12,7 +12,7 @@ use crate::mirror::{
     body_too_large, declared_too_large, is_mirrored, shadow_headers, shadow_side, SHADOW_HEADER,
 };
 use crate::outcome::{classify, needs_body, parse_status, CallResponse, Outcome, BODY_PREFIX_LEN};
-use crate::routing::{decide, match_service, select_key, Side};
+use crate::routing::{match_service, route, Side, ROUTED_TO_HEADER};
 use crate::shadow::{Settled, ShadowInfo, ShadowRequest, Tracker};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-const ROUTED_TO_HEADER: &str = "x-routed-to";
 const TRAFFIC_PERCENTAGE_HEADER: &str = "x-traffic-percentage";
 /// How often the root context sends queued shadows while there are any.
 const TICK: Duration = Duration::from_millis(2);
@@ -570,20 +569,11 @@ impl HttpContext for CutoverHttp {
             return Action::Continue;
         };
 
-        let key = select_key(&config.stickiness_headers, |name| {
-            header(name).map(<[u8]>::to_vec)
-        });
-        if key.fallback {
-            runtime.count(index, Counter::NoKey);
+        let routed = route(config, service, headers.as_slice());
+        for counter in routed.counters() {
+            runtime.count(index, counter);
         }
-        let side = decide(service, &key.bytes);
-        runtime.count(
-            index,
-            match side {
-                Side::Legacy => Counter::RoutedLegacy,
-                Side::New => Counter::RoutedNew,
-            },
-        );
+        let (side, key) = (routed.side, routed.key);
         // Replacing removes every value the client may have sent.
         self.set_http_request_header(&config.cluster_header, Some(side.cluster(service)));
         self.set_http_request_header(ROUTED_TO_HEADER, Some(side.as_str()));
@@ -600,7 +590,7 @@ impl HttpContext for CutoverHttp {
                     service: service.name.clone(),
                     method: for_log(method),
                     path: for_log(path),
-                    correlation_id: for_log(&key.bytes),
+                    correlation_id: for_log(key.bytes),
                 },
                 timeout_ms: service.dual_write.timeout_ms,
             };

@@ -5,6 +5,8 @@
 pub enum Counter {
     RoutedLegacy,
     RoutedNew,
+    RoutedOverrideLegacy,
+    RoutedOverrideNew,
     NoKey,
     ShadowSent,
     ShadowSucceeded,
@@ -18,9 +20,11 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 14] = [
         Counter::RoutedLegacy,
         Counter::RoutedNew,
+        Counter::RoutedOverrideLegacy,
+        Counter::RoutedOverrideNew,
         Counter::NoKey,
         Counter::ShadowSent,
         Counter::ShadowSucceeded,
@@ -37,6 +41,8 @@ impl Counter {
         match self {
             Counter::RoutedLegacy => "routed_legacy",
             Counter::RoutedNew => "routed_new",
+            Counter::RoutedOverrideLegacy => "routed_override_legacy",
+            Counter::RoutedOverrideNew => "routed_override_new",
             Counter::NoKey => "no_key",
             Counter::ShadowSent => "shadow_sent",
             Counter::ShadowSucceeded => "shadow_succeeded",
@@ -102,6 +108,8 @@ mod tests {
             [
                 "cutover.chat.routed_legacy",
                 "cutover.chat.routed_new",
+                "cutover.chat.routed_override_legacy",
+                "cutover.chat.routed_override_new",
                 "cutover.chat.no_key",
                 "cutover.chat.shadow_sent",
                 "cutover.chat.shadow_succeeded",

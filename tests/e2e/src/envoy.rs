@@ -217,27 +217,10 @@ impl EnvoyBuilder {
             )
             .expect("write the initial ECDS file");
         }
-        let log_path = workdir.join("envoy.log");
-        let log = fs::File::create(&log_path).expect("create the Envoy log file");
-        let mut command = Command::new(bin);
-        command
-            .current_dir(workdir)
-            .arg("-c")
-            .arg(&bootstrap_path)
-            .args(["--concurrency", &self.concurrency.to_string()])
-            .args(["--log-level", &self.log_level])
-            .arg("--disable-hot-restart")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log file handle"))
-            .stderr(log);
-        kill_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {}: {error}", bin.display()));
-        let mut envoy = Envoy {
-            child: Some(child),
+        let envoy = Envoy {
+            child: None,
             workdir: workdir.to_path_buf(),
-            log_path,
+            log_path: workdir.join("envoy.log"),
             listener_port,
             admin_port,
             ecds_file: self.ecds.then_some(ecds_file),
@@ -245,18 +228,7 @@ impl EnvoyBuilder {
             failure_policy: self.failure_policy,
             keep_files: false,
         };
-        match envoy.wait_ready(READY_TIMEOUT) {
-            Ok(()) => Ok(envoy),
-            Err(reason) => {
-                let exit_status = envoy.stop_child();
-                envoy.keep_files = true;
-                Err(BootError {
-                    exit_status,
-                    log: envoy.log(),
-                    reason,
-                })
-            }
-        }
+        envoy.spawn(bin, &bootstrap_path, self.concurrency, &self.log_level)
     }
 
     fn cluster_header(&self) -> String {
@@ -437,6 +409,84 @@ impl Envoy {
                 builder.upstream(upstream)
             })
             .boot()
+    }
+
+    /// Boots Envoy on a bootstrap the caller wrote (e.g. a shipped config rewritten for loopback),
+    /// run from `workdir` so that its relative paths resolve there. `bootstrap` receives the
+    /// listener and admin ports to use. `--concurrency 1`; no ECDS helpers. Panics with the Envoy
+    /// log if it does not become ready.
+    pub fn boot_bootstrap(workdir: &Path, bootstrap: impl Fn(u16, u16) -> Value) -> Envoy {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let listener_port = free_port();
+            let admin_port = std::iter::repeat_with(free_port)
+                .find(|&p| p != listener_port)
+                .expect("a second free port");
+            let bootstrap_path = workdir.join("bootstrap.json");
+            write_file(
+                &bootstrap_path,
+                serde_json::to_string_pretty(&bootstrap(listener_port, admin_port))
+                    .expect("serialize bootstrap")
+                    .as_bytes(),
+            );
+            let envoy = Envoy {
+                child: None,
+                workdir: workdir.to_path_buf(),
+                log_path: workdir.join("envoy.log"),
+                listener_port,
+                admin_port,
+                ecds_file: None,
+                wasm: filter_wasm(),
+                failure_policy: None,
+                keep_files: false,
+            };
+            match envoy.spawn(&envoy_bin(), &bootstrap_path, 1, "info") {
+                Ok(envoy) => return envoy,
+                Err(error) if attempt < ATTEMPTS && error.log.contains("ddress already in use") => {
+                }
+                Err(error) => panic!("Envoy did not start: {error}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Starts the Envoy process on `bootstrap_path` and waits until it is ready.
+    fn spawn(
+        mut self,
+        bin: &Path,
+        bootstrap_path: &Path,
+        concurrency: u32,
+        log_level: &str,
+    ) -> Result<Envoy, BootError> {
+        let log = fs::File::create(&self.log_path).expect("create the Envoy log file");
+        let mut command = Command::new(bin);
+        command
+            .current_dir(&self.workdir)
+            .arg("-c")
+            .arg(bootstrap_path)
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--log-level", log_level])
+            .arg("--disable-hot-restart")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log file handle"))
+            .stderr(log);
+        kill_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", bin.display()));
+        self.child = Some(child);
+        match self.wait_ready(READY_TIMEOUT) {
+            Ok(()) => Ok(self),
+            Err(reason) => {
+                let exit_status = self.stop_child();
+                self.keep_files = true;
+                Err(BootError {
+                    exit_status,
+                    log: self.log(),
+                    reason,
+                })
+            }
+        }
     }
 
     /// `http://127.0.0.1:PORT` of the HTTP listener.
