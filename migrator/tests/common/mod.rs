@@ -3,6 +3,8 @@
 //! against them, and a row-for-row comparison of the source projection with the target (in SQL).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
