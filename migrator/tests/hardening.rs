@@ -333,7 +333,7 @@ mod row_values {
 
 mod lock_lost {
     use super::*;
-    use common::{wait_child, wait_for, Env};
+    use common::{applied_versions, wait_child, wait_for, Env};
     use std::time::Duration;
 
     const LOCK_LOST: i32 = migrator::error::exit::LOCK_LOST as i32;
@@ -363,6 +363,22 @@ mod lock_lost {
             > 0
     }
 
+    /// Runs `migrator args…` until one of its sessions waits for a lock the test holds, then
+    /// terminates the session holding the run's advisory lock: the run must stop with exit 8.
+    fn lose_the_lock_while_waiting(env: &Env, args: &[&str]) -> Outcome {
+        let child = env.spawn(args);
+        let mut observer = env.target_client();
+        wait_for(
+            "the run to wait for the test's lock",
+            Duration::from_secs(120),
+            || migrator_waits(&mut observer, &env.target.name),
+        );
+        assert_eq!(terminate_lock_holder(&mut observer, &env.target.name), 1);
+        let out = wait_child(child, Duration::from_secs(120));
+        out.assert_code(LOCK_LOST);
+        out
+    }
+
     #[test]
     fn a_copy_that_loses_its_lock_stops_keeps_its_checkpoint_and_is_resumed() {
         let env = Env::new("mig_hard_copy_lock", 1000);
@@ -383,16 +399,8 @@ mod lock_lost {
         )
         .unwrap();
 
-        let copy = env.spawn(&["copy", "--tables", "users", "--batch-size", "100"]);
+        let out = lose_the_lock_while_waiting(&env, &["copy", "--tables", "users", "--batch-size", "100"]);
         let mut observer = env.target_client();
-        wait_for(
-            "the copy to wait inside batch 4",
-            Duration::from_secs(120),
-            || migrator_waits(&mut observer, &env.target.name),
-        );
-        assert_eq!(terminate_lock_holder(&mut observer, &env.target.name), 1);
-        let out = wait_child(copy, Duration::from_secs(120));
-        out.assert_code(LOCK_LOST);
         assert!(
             out.stderr.contains("lock was lost") && out.stderr.contains("table users"),
             "{}",
@@ -441,36 +449,19 @@ mod lock_lost {
         let mut tx = blocker.transaction().unwrap();
         tx.batch_execute("CREATE SCHEMA orchestration").unwrap();
 
-        let schema = env.spawn(&["schema"]);
-        let mut observer = env.target_client();
-        wait_for(
-            "migration 003 to wait",
-            Duration::from_secs(120),
-            || migrator_waits(&mut observer, &env.target.name),
-        );
-        assert_eq!(terminate_lock_holder(&mut observer, &env.target.name), 1);
-        let out = wait_child(schema, Duration::from_secs(120));
-        out.assert_code(LOCK_LOST);
+        let out = lose_the_lock_while_waiting(&env, &["schema"]);
         assert!(out.stderr.contains("schema lock was lost"), "{}", out.stderr);
         assert_no_repeated_cause(&out.stderr);
         tx.rollback().unwrap();
 
-        let applied: Vec<i64> = observer
-            .query(
-                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(applied, [1, 2], "the migrations before the lost lock are kept");
+        let mut observer = env.target_client();
+        assert_eq!(
+            applied_versions(&mut observer),
+            [1, 2],
+            "the migrations before the lost lock are kept"
+        );
         env.run(&["schema"]).assert_code(0);
-        let versions: i64 = observer
-            .query_one("SELECT count(*) FROM _sqlx_migrations WHERE success", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(versions, 3);
+        assert_eq!(applied_versions(&mut observer), [1, 2, 3]);
     }
 }
 

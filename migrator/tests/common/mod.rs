@@ -305,6 +305,19 @@ pub fn user_relations(client: &mut postgres::Client) -> i64 {
         .get(0)
 }
 
+/// Versions of the migrations recorded as applied in `_sqlx_migrations`, in order.
+pub fn applied_versions(client: &mut postgres::Client) -> Vec<i64> {
+    client
+        .query(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Number of sessions waiting for an advisory lock in the database `dbname`.
 pub fn advisory_waiters(client: &mut postgres::Client, dbname: &str) -> i64 {
     client
