@@ -43,7 +43,7 @@ pub async fn connect(role: &'static str, url: &str) -> Result<PgConnection, Migr
             ),
         });
     }
-    let options = PgConnectOptions::from_str(url)
+    let options = PgConnectOptions::from_str(&without_unused_secrets(url))
         .map_err(|e| MigratorError::BadUrl {
             role,
             detail: redact::scrub(&e.to_string()),
@@ -78,6 +78,25 @@ pub async fn connect(role: &'static str, url: &str) -> Result<PgConnection, Migr
         failure,
         detail: crate::error::describe_db_error(&err),
     })
+}
+
+/// `url` without the secret-bearing query parameters sqlx does not use (`sslpassword`, …): sqlx
+/// logs the value of every parameter it does not know (at warn level, through `tracing`).
+fn without_unused_secrets(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let unused = |key: &str| redact::is_secret_key(key) && key != "password";
+    if !parsed.query_pairs().any(|(k, _)| unused(&k)) {
+        return url.to_string();
+    }
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| !unused(k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(kept);
+    parsed.to_string()
 }
 
 fn classify_connect_error(err: &sqlx::Error) -> ConnectFailure {
@@ -118,6 +137,16 @@ pub fn quote_literal(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unused_secret_parameters_never_reach_the_driver() {
+        let url = "postgres://u@h/db?sslpassword=K3y&password=P&sslmode=require";
+        assert_eq!(
+            without_unused_secrets(url),
+            "postgres://u@h/db?password=P&sslmode=require"
+        );
+        assert_eq!(without_unused_secrets("postgres://u@h/db"), "postgres://u@h/db");
+    }
 
     #[test]
     fn quoting() {

@@ -152,17 +152,22 @@ async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Res
     };
     let started = Instant::now();
     if let Err(e) = migrator.run(&mut *conn).await {
-        let failure = anyhow::Error::from(e).context(format!("applying migrations to {name}"));
+        let during = match &e {
+            sqlx::migrate::MigrateError::ExecuteMigration(_, version) => {
+                format!("applying migration {version:03} to {name}")
+            }
+            _ => format!("applying migrations to {name}"),
+        };
+        let failure = anyhow::Error::from(e);
         if let Some(lock) = &lock {
-            let during = || format!("applying migrations to {name}");
             let kept = || {
                 "Migrations committed before the one in progress are kept; run `migrator schema` again to apply the rest.".to_string()
             };
-            if let Some(lost) = lock.lost(conn, &failure, during, kept).await {
+            if let Some(lost) = lock.lost(conn, &failure, || during.clone(), kept).await {
                 return Err(lost.into());
             }
         }
-        return Err(failure);
+        return Err(failure.context(during));
     }
     for m in &pending {
         println!("schema: applied {:03}_{}", m.version, m.description);
