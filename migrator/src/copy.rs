@@ -43,8 +43,8 @@ use tokio::sync::mpsc;
 use crate::cli::CopyArgs;
 use crate::db::{self, quote_ident, quote_literal};
 use crate::error::{self, MigratorError};
-use crate::lock::{self, AdvisoryLock};
 pub use crate::lock::COPY_LOCK_KEY;
+use crate::lock::{self, AdvisoryLock};
 use crate::plan::{self, Plan, ResolvedTable, Source, Window};
 use crate::progress::Progress;
 use crate::schema;
@@ -82,7 +82,8 @@ ALTER TABLE cutover_migrator.copy_runs ADD CONSTRAINT copy_runs_status_check
 
 /// Whether the bookkeeping tables exist with the current run statuses (then no DDL runs, so a
 /// target user without CREATE on the database can copy once they exist).
-const BOOKKEEPING_CURRENT: &str = "SELECT to_regclass('cutover_migrator.copy_checkpoints') IS NOT NULL \
+const BOOKKEEPING_CURRENT: &str =
+    "SELECT to_regclass('cutover_migrator.copy_checkpoints') IS NOT NULL \
     AND EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'copy_runs_status_check' \
                 AND conrelid = to_regclass('cutover_migrator.copy_runs') \
                 AND pg_get_constraintdef(oid) LIKE '%lock_lost%')";
@@ -164,8 +165,8 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     }
 
     let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
-    let lock = AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait)
-        .await?;
+    let lock =
+        AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait).await?;
     let result = copy_locked(
         &mut sources,
         &mut target,
@@ -290,10 +291,10 @@ async fn copy_locked(
         .await?;
     let names: Vec<String> = tables.iter().map(|t| t.name().to_string()).collect();
     if restart {
-        let abandoned = sqlx::query(
-            &format!("UPDATE cutover_migrator.copy_runs SET status = 'abandoned', finished_at = now() \
-             WHERE status IN {UNFINISHED} AND plan_fingerprint = $1 AND tables = $2"),
-        )
+        let abandoned = sqlx::query(&format!(
+            "UPDATE cutover_migrator.copy_runs SET status = 'abandoned', finished_at = now() \
+             WHERE status IN {UNFINISHED} AND plan_fingerprint = $1 AND tables = $2"
+        ))
         .bind(&plan.fingerprint)
         .bind(&names)
         .execute(&mut *target)
@@ -811,7 +812,8 @@ async fn read_window(
     // A value that does not convert to its target column's type: name the column and the row.
     if let Err(e) = &source {
         if error::sqlstate(e).is_some_and(|code| code.starts_with("22")) {
-            if let Some(found) = locate_conversion_failure(&mut reader.source, table, &window).await {
+            if let Some(found) = locate_conversion_failure(&mut reader.source, table, &window).await
+            {
                 return (reader, Err(found.into()));
             }
         }

@@ -145,7 +145,10 @@ mod tests {
             without_unused_secrets(url),
             "postgres://u@h/db?password=P&sslmode=require"
         );
-        assert_eq!(without_unused_secrets("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            without_unused_secrets("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
     }
 
     #[test]

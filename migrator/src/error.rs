@@ -288,24 +288,40 @@ mod tests {
     #[test]
     fn values_are_cut_from_data_exception_messages() {
         assert_eq!(
-            safe_message("22P02", r#"invalid input syntax for type boolean: "user_19520""#),
+            safe_message(
+                "22P02",
+                r#"invalid input syntax for type boolean: "user_19520""#
+            ),
             "invalid input syntax for type boolean: (value not shown)"
         );
         assert_eq!(
-            safe_message("23505", r#"duplicate key value violates unique constraint "users_email_key""#),
+            safe_message(
+                "23505",
+                r#"duplicate key value violates unique constraint "users_email_key""#
+            ),
             r#"duplicate key value violates unique constraint "users_email_key""#
         );
         assert!(!safe_message("P0001", "bad email a@b.c").contains("a@b.c"));
-        assert_eq!(key_columns("Key (email)=(a@b.c) already exists."), Some("email"));
+        assert_eq!(
+            key_columns("Key (email)=(a@b.c) already exists."),
+            Some("email")
+        );
         assert_eq!(key_columns("Failing row contains (1, a@b.c)."), None);
     }
 
     #[test]
     fn a_cause_already_shown_is_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "expected to read 5 bytes");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "expected to read 5 bytes",
+        );
         let err = anyhow::Error::from(sqlx::Error::Io(io)).context("table users: writing a batch");
         let text = render(&err);
-        assert_eq!(text.matches("expected to read 5 bytes").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("expected to read 5 bytes").count(),
+            1,
+            "{text}"
+        );
         assert!(text.starts_with("table users: writing a batch: "), "{text}");
     }
 }

@@ -170,8 +170,7 @@ fn keyword_pairs(conn: &str) -> Option<Vec<(String, String)>> {
 }
 
 fn quote_keyword_value(value: &str) -> String {
-    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\')
-    {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
         value.to_string()
     } else {
         format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -253,8 +252,14 @@ mod tests {
         for secret in ["s3cr", "Qu3ry", "K3y"] {
             assert!(!shown.contains(secret), "{shown}");
         }
-        assert!(shown.starts_with("postgres://app:***@db.internal:5432/app?"), "{shown}");
-        assert!(shown.contains("sslmode=require") && shown.contains("sslkey=%2Fetc%2Fk.pem"), "{shown}");
+        assert!(
+            shown.starts_with("postgres://app:***@db.internal:5432/app?"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("sslmode=require") && shown.contains("sslkey=%2Fetc%2Fk.pem"),
+            "{shown}"
+        );
         let http = url("http://admin:pw123@127.0.0.1:9901/?token=t0k");
         assert_eq!(http, "http://admin:***@127.0.0.1:9901/?token=***");
     }
@@ -263,7 +268,10 @@ mod tests {
     fn keyword_strings_are_masked_and_garbage_is_not_shown() {
         let shown = url("host=db port=5432 password='it\\'s s3cret' dbname=app");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("host=db") && shown.contains("password=***"), "{shown}");
+        assert!(
+            shown.contains("host=db") && shown.contains("password=***"),
+            "{shown}"
+        );
         assert_eq!(url("not a url s3cret"), "<unparseable connection string>");
     }
 

@@ -118,7 +118,10 @@ mod secrets {
         // The same through the environment variables.
         for out in run_both_ways(
             &["copy"],
-            &[("LEGACY_DATABASE_URL", &good), ("DATABASE_URL", &missing_db)],
+            &[
+                ("LEGACY_DATABASE_URL", &good),
+                ("DATABASE_URL", &missing_db),
+            ],
         ) {
             out.assert_code(3);
             assert_hidden(&out, PASSWORD, "copy from the environment");
@@ -128,13 +131,18 @@ mod secrets {
         let wrong = format!("{base}/postgres?password=Wr0ngQuery&sslpassword=Ssl-Secret");
         for out in run_both_ways(&["status", "--target-url", &wrong], &[]) {
             out.assert_code(3);
-            assert!(out.stderr.contains("authentication failed"), "{}", out.stderr);
+            assert!(
+                out.stderr.contains("authentication failed"),
+                "{}",
+                out.stderr
+            );
             assert_hidden(&out, "Wr0ngQuery", "wrong ?password=");
             assert_hidden(&out, "Ssl-Secret", "sslpassword");
         }
 
         // A key=value connection string: refused without echoing it.
-        let keyword = format!("host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname=postgres");
+        let keyword =
+            format!("host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname=postgres");
         for out in run_both_ways(&["status", "--target-url", &keyword], &[]) {
             out.assert_code(2);
             assert!(out.stderr.contains("key=value"), "{}", out.stderr);
@@ -157,7 +165,8 @@ mod secrets {
             out.assert_code(3);
             assert_hidden(&out, PASSWORD, "PGPASSWORD, missing database");
         }
-        let pgpass = std::env::temp_dir().join(format!("mig-hardening-pgpass-{}", std::process::id()));
+        let pgpass =
+            std::env::temp_dir().join(format!("mig-hardening-pgpass-{}", std::process::id()));
         std::fs::write(&pgpass, format!("127.0.0.1:{port}:*:postgres:{PASSWORD}\n")).unwrap();
         let mut perms = std::fs::metadata(&pgpass).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
@@ -167,7 +176,10 @@ mod secrets {
             out.assert_code(0);
             assert_hidden(&out, PASSWORD, "password file");
         }
-        for out in run_both_ways(&["status", "--target-url", &format!("{base}/nope")], &pgpass_env) {
+        for out in run_both_ways(
+            &["status", "--target-url", &format!("{base}/nope")],
+            &pgpass_env,
+        ) {
             out.assert_code(3);
             assert_hidden(&out, PASSWORD, "password file, missing database");
         }
@@ -208,7 +220,13 @@ mod secrets {
         let unreachable = format!("http://admin:AdminPw-1@127.0.0.1:{}", closed_port());
         for format in ["text", "json"] {
             for out in run_both_ways(
-                &["cutover-verify", "--admin-url", &unreachable, "--format", format],
+                &[
+                    "cutover-verify",
+                    "--admin-url",
+                    &unreachable,
+                    "--format",
+                    format,
+                ],
                 &[],
             ) {
                 out.assert_code(2);
@@ -219,7 +237,10 @@ mod secrets {
         // unreachable listener with credentials (the check's detail holds the request error).
         let listener = format!("http://user:ListenPw-2@127.0.0.1:{}", closed_port());
         for format in ["text", "json"] {
-            let admin = format!("http://admin:AdminPw-3@127.0.0.1:{}?token=T0ken-4", fake_admin(2));
+            let admin = format!(
+                "http://admin:AdminPw-3@127.0.0.1:{}?token=T0ken-4",
+                fake_admin(2)
+            );
             for out in run_both_ways(
                 &[
                     "cutover-verify",
@@ -292,7 +313,11 @@ mod row_values {
                 .into();
             out.assert_code(7);
             for name in ["users", culprit.as_str(), "users_no_invalid"] {
-                assert!(out.stderr.contains(name), "{name} not named:\n{}", out.stderr);
+                assert!(
+                    out.stderr.contains(name),
+                    "{name} not named:\n{}",
+                    out.stderr
+                );
             }
             for value in ["user1234-secret", hash.as_str(), "Failing row"] {
                 assert_hidden(&out, value, "CHECK violation");
@@ -399,7 +424,10 @@ mod lock_lost {
         )
         .unwrap();
 
-        let out = lose_the_lock_while_waiting(&env, &["copy", "--tables", "users", "--batch-size", "100"]);
+        let out = lose_the_lock_while_waiting(
+            &env,
+            &["copy", "--tables", "users", "--batch-size", "100"],
+        );
         let mut observer = env.target_client();
         assert!(
             out.stderr.contains("lock was lost") && out.stderr.contains("table users"),
@@ -426,12 +454,27 @@ mod lock_lost {
         );
         let status_out = env.run(&["status"]);
         status_out.assert_code(0);
-        assert!(status_out.stdout.contains("lock_lost"), "{}", status_out.stdout);
+        assert!(
+            status_out.stdout.contains("lock_lost"),
+            "{}",
+            status_out.stdout
+        );
 
         // A second copy resumes the run after the checkpoint and finishes it exactly.
-        let resumed = env.run(&["copy", "--tables", "users", "--batch-size", "100", "--no-wait"]);
+        let resumed = env.run(&[
+            "copy",
+            "--tables",
+            "users",
+            "--batch-size",
+            "100",
+            "--no-wait",
+        ]);
         resumed.assert_code(0);
-        assert!(resumed.stderr.contains("resuming run 1"), "{}", resumed.stderr);
+        assert!(
+            resumed.stderr.contains("resuming run 1"),
+            "{}",
+            resumed.stderr
+        );
         assert_eq!(resumed.summary("users"), [1000, 0, 0]);
         assert_eq!(
             env.latest_checkpoints(),
@@ -450,7 +493,11 @@ mod lock_lost {
         tx.batch_execute("CREATE SCHEMA orchestration").unwrap();
 
         let out = lose_the_lock_while_waiting(&env, &["schema"]);
-        assert!(out.stderr.contains("schema lock was lost"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("schema lock was lost"),
+            "{}",
+            out.stderr
+        );
         assert_no_repeated_cause(&out.stderr);
         tx.rollback().unwrap();
 
@@ -523,7 +570,10 @@ mod messages {
         );
         let bookkeeping: bool = env
             .target_client()
-            .query_one("SELECT to_regnamespace('cutover_migrator') IS NOT NULL", &[])
+            .query_one(
+                "SELECT to_regnamespace('cutover_migrator') IS NOT NULL",
+                &[],
+            )
             .unwrap()
             .get(0);
         assert!(!bookkeeping, "nothing was created");
@@ -625,8 +675,10 @@ columns = [{ name = "id" }, { name = "active", from = "FROM_EXPR" }]
             let report = out.json();
             let t = &report["tables"][0];
             let len = |k: &str| t[k].as_array().unwrap().len() as i64;
-            let (source_rows, target_rows) =
-                (t["source_rows"].as_i64().unwrap(), t["target_rows"].as_i64().unwrap());
+            let (source_rows, target_rows) = (
+                t["source_rows"].as_i64().unwrap(),
+                t["target_rows"].as_i64().unwrap(),
+            );
             assert_eq!(
                 source_rows - target_rows,
                 len("missing") - len("extra"),

@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use sqlx::Row;
 
 use crate::db;
-use crate::redact::SecretUrl;
 use crate::plan::{Plan, ResolvedTable, Source};
+use crate::redact::SecretUrl;
 use compare::TableJob;
 pub use report::VerifyReport;
 use sql::Projection;
