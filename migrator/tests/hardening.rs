@@ -568,15 +568,7 @@ mod messages {
             "{}",
             out.stderr
         );
-        let bookkeeping: bool = env
-            .target_client()
-            .query_one(
-                "SELECT to_regnamespace('cutover_migrator') IS NOT NULL",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        assert!(!bookkeeping, "nothing was created");
+        assert!(!env.has_bookkeeping(), "nothing was created");
     }
 
     const FLAGS_PLAN: &str = r#"

@@ -255,6 +255,17 @@ impl Env {
             .collect()
     }
 
+    /// Whether the target has the copy's bookkeeping schema.
+    pub fn has_bookkeeping(&self) -> bool {
+        self.target_client()
+            .query_one(
+                "SELECT to_regnamespace('cutover_migrator') IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     pub fn count(&self, target_table: &str) -> i64 {
         self.target_client()
             .query_one(&format!("SELECT count(*) FROM {target_table}"), &[])
