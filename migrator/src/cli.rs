@@ -42,7 +42,7 @@ pub enum Command {
 pub struct TargetArgs {
     /// Target database URL (the new system's database). Never printed with its password.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub target_url: String,
+    pub target_url: crate::redact::SecretUrl,
 }
 
 /// The source (legacy) database.
@@ -50,7 +50,7 @@ pub struct TargetArgs {
 pub struct SourceArgs {
     /// Source database URL (the legacy database). May be the same database or server as the target.
     #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
-    pub source_url: String,
+    pub source_url: crate::redact::SecretUrl,
 }
 
 /// The copy plan.

@@ -19,17 +19,21 @@
 //!
 //! Each batch commits together with its checkpoint row in `cutover_migrator.copy_checkpoints`.
 //! Runs (`cutover_migrator.copy_runs`): a run is `running` until every selected table is done,
-//! then `complete`. A new `copy` resumes the latest `running` run with the same plan and table
-//! selection (it was interrupted: killed, or stopped by an error) after each table's last
-//! checkpointed key; otherwise it starts a new run from the beginning, so a finished run never
-//! stops a later one from picking up legacy changes. `--restart` abandons an interrupted run.
+//! then `complete`; `failed` when stopped by an error, `lock_lost` when it lost its lock. A new
+//! `copy` resumes the latest unfinished (`running`: killed; `failed`; `lock_lost`) run with the same
+//! plan and table selection after each table's last checkpointed key; otherwise it starts a new run
+//! from the beginning, so a finished run never stops a later one from picking up legacy changes.
+//! `--restart` abandons an unfinished run.
 //!
-//! A session advisory lock on a dedicated target connection keeps two copies out of one target
-//! database: the second waits (or, with `--no-wait`, exits 6).
+//! A session advisory lock ([`crate::lock`]) on the writing target connection — the one that
+//! commits every batch with its checkpoint — keeps two copies out of one target database: the
+//! second waits (or, with `--no-wait`, exits 6). Losing that connection loses the lock and makes
+//! the next commit fail, so a copy whose lock is gone stops (exit 8) before writing anything more.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use sqlx::postgres::PgConnection;
@@ -38,7 +42,9 @@ use tokio::sync::mpsc;
 
 use crate::cli::CopyArgs;
 use crate::db::{self, quote_ident, quote_literal};
-use crate::error::MigratorError;
+use crate::error::{self, MigratorError};
+pub use crate::lock::COPY_LOCK_KEY;
+use crate::lock::{self, AdvisoryLock};
 use crate::plan::{self, Plan, ResolvedTable, Source, Window};
 use crate::progress::Progress;
 use crate::schema;
@@ -46,16 +52,13 @@ use crate::schema;
 /// Schema of the bookkeeping tables in the target.
 pub const BOOKKEEPING_SCHEMA: &str = "cutover_migrator";
 
-/// Advisory lock key of `copy` (advisory locks are per database).
-pub const COPY_LOCK_KEY: i64 = 0x6375_746f_7665_0002;
-
 const BOOKKEEPING_DDL: &str = "
 CREATE SCHEMA IF NOT EXISTS cutover_migrator;
 CREATE TABLE IF NOT EXISTS cutover_migrator.copy_runs (
     run_id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     plan_fingerprint text NOT NULL,
     tables           text[] NOT NULL,
-    status           text NOT NULL CHECK (status IN ('running', 'complete', 'abandoned')),
+    status           text NOT NULL,
     started_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz
 );
@@ -72,7 +75,21 @@ CREATE TABLE IF NOT EXISTS cutover_migrator.copy_checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, table_name)
 );
+ALTER TABLE cutover_migrator.copy_runs DROP CONSTRAINT IF EXISTS copy_runs_status_check;
+ALTER TABLE cutover_migrator.copy_runs ADD CONSTRAINT copy_runs_status_check
+    CHECK (status IN ('running', 'complete', 'abandoned', 'failed', 'lock_lost'));
 ";
+
+/// Whether the bookkeeping tables exist with the current run statuses (then no DDL runs, so a
+/// target user without CREATE on the database can copy once they exist).
+const BOOKKEEPING_CURRENT: &str =
+    "SELECT to_regclass('cutover_migrator.copy_checkpoints') IS NOT NULL \
+    AND EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'copy_runs_status_check' \
+                AND conrelid = to_regclass('cutover_migrator.copy_runs') \
+                AND pg_get_constraintdef(oid) LIKE '%lock_lost%')";
+
+/// Run statuses a new copy resumes (same plan and table selection).
+const UNFINISHED: &str = "('running', 'failed', 'lock_lost')";
 
 /// Row counts of a table (or batch).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -148,75 +165,124 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     }
 
     let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
-    let mut lock = db::connect("target", target_url).await?;
-    let result = async {
-        acquire_lock(&mut lock, &database, args.no_wait).await?;
-        copy_locked(
-            &mut sources,
-            &mut target,
-            &plan,
-            &tables,
-            batch_size,
-            args.restart,
-        )
-        .await
-    }
+    let lock =
+        AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait).await?;
+    let result = copy_locked(
+        &mut sources,
+        &mut target,
+        &lock,
+        target_url,
+        &database,
+        &plan,
+        &tables,
+        batch_size,
+        args.restart,
+    )
     .await;
-    // Closing the lock connection releases the lock, whatever happened.
-    db::close(lock).await;
+    // Closing the connection releases the lock, whatever happened.
+    db::close(target).await;
     result
 }
 
-async fn acquire_lock(
-    lock: &mut PgConnection,
-    database: &str,
-    no_wait: bool,
-) -> anyhow::Result<()> {
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(COPY_LOCK_KEY)
-        .fetch_one(&mut *lock)
-        .await?;
-    if got {
+/// Creates (or brings up to date) the bookkeeping schema, saying so when the target user may not.
+async fn ensure_bookkeeping(target: &mut PgConnection, database: &str) -> anyhow::Result<()> {
+    let current: bool = sqlx::query_scalar(BOOKKEEPING_CURRENT)
+        .fetch_one(&mut *target)
+        .await
+        .context("reading the bookkeeping tables of the target")?;
+    if current {
         return Ok(());
     }
-    let holder: Option<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND objid = ($1::int8 & 4294967295)::oid AND classid = ($1::int8 >> 32)::oid LIMIT 1",
-    )
-    .bind(COPY_LOCK_KEY)
-    .fetch_optional(&mut *lock)
-    .await
-    .ok()
-    .flatten();
-    let who = holder
-        .map(|pid| format!(" (server process {pid})"))
-        .unwrap_or_default();
-    if no_wait {
-        return Err(MigratorError::Locked(format!(
-            "another `migrator copy` is copying into {database}{who}; not waiting (--no-wait)"
-        ))
-        .into());
-    }
-    eprintln!(
-        "copy: another `migrator copy` is copying into {database}{who}; waiting for it to finish"
-    );
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(COPY_LOCK_KEY)
-        .execute(&mut *lock)
-        .await?;
-    eprintln!("copy: lock acquired");
+    sqlx::raw_sql(BOOKKEEPING_DDL)
+        .execute(&mut *target)
+        .await
+        .map_err(|e| {
+            let hint = if error::sqlstate(&e).as_deref() == Some("42501") {
+                "; the target user needs the CREATE privilege on the database once, to create that schema (or run the first `migrator copy` as a user who has it)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!(
+                "creating the bookkeeping schema {BOOKKEEPING_SCHEMA} (copy runs and checkpoints) in {database}: {}{hint}",
+                error::describe_db_error(&e)
+            )
+        })?;
     Ok(())
 }
 
+/// Records how a run ended (`failed`, `lock_lost`), unless it already ended otherwise.
+async fn mark_run(conn: &mut PgConnection, run_id: i64, status: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE cutover_migrator.copy_runs SET status = $2, finished_at = now() WHERE run_id = $1 AND status = 'running'",
+    )
+    .bind(run_id)
+    .bind(status)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// After the run `run_id` failed with `failure`: records it as `failed`, or — when the writing
+/// connection and the lock with it are gone — as `lock_lost` from a new connection, but only while
+/// no other copy holds the lock (one that does owns the run now). Returns the error to report.
+async fn stop_run(
+    target: &mut PgConnection,
+    lock: &AdvisoryLock,
+    target_url: &str,
+    run_id: i64,
+    failure: anyhow::Error,
+) -> anyhow::Error {
+    let kept = || {
+        format!("Batches committed before are kept with their checkpoints; `migrator copy` resumes run {run_id} after them.")
+    };
+    let Some(lost) = lock
+        .lost(target, &failure, || format!("run {run_id}"), kept)
+        .await
+    else {
+        if let Err(e) = mark_run(target, run_id, "failed").await {
+            eprintln!(
+                "copy: could not record run {run_id} as failed: {}",
+                error::describe_db_error(&e)
+            );
+        }
+        return failure;
+    };
+    let marked = async {
+        let mut conn = db::connect("target", target_url).await?;
+        let marked = lock::with_transaction_lock(&mut conn, lock.key(), async |c| {
+            mark_run(c, run_id, "lock_lost").await
+        })
+        .await;
+        db::close(conn).await;
+        anyhow::Ok(marked?)
+    }
+    .await;
+    match marked {
+        Ok(Some(())) => {}
+        Ok(None) => eprintln!(
+            "copy: another copy holds the lock now; run {run_id} is left to it (not marked)"
+        ),
+        Err(e) => eprintln!(
+            "copy: could not record run {run_id} as lock_lost: {}",
+            error::render(&e)
+        ),
+    }
+    lost.into()
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn copy_locked(
     sources: &mut Sources,
     target: &mut PgConnection,
+    lock: &AdvisoryLock,
+    target_url: &str,
+    database: &str,
     plan: &Plan,
     tables: &[ResolvedTable],
     batch_size: u64,
     restart: bool,
 ) -> anyhow::Result<u8> {
-    sqlx::raw_sql(BOOKKEEPING_DDL).execute(&mut *target).await?;
+    ensure_bookkeeping(target, database).await?;
     // Batch commits need not wait for the WAL flush: a batch and its checkpoint commit together,
     // so a server crash can only lose the last few batches *with* their checkpoints, and the next
     // run redoes them. The run's completion below is committed synchronously.
@@ -225,10 +291,10 @@ async fn copy_locked(
         .await?;
     let names: Vec<String> = tables.iter().map(|t| t.name().to_string()).collect();
     if restart {
-        let abandoned = sqlx::query(
+        let abandoned = sqlx::query(&format!(
             "UPDATE cutover_migrator.copy_runs SET status = 'abandoned', finished_at = now() \
-             WHERE status = 'running' AND plan_fingerprint = $1 AND tables = $2",
-        )
+             WHERE status IN {UNFINISHED} AND plan_fingerprint = $1 AND tables = $2"
+        ))
         .bind(&plan.fingerprint)
         .bind(&names)
         .execute(&mut *target)
@@ -239,9 +305,9 @@ async fn copy_locked(
             );
         }
     }
-    let interrupted: Option<i64> = sqlx::query_scalar(
-        "SELECT run_id FROM cutover_migrator.copy_runs WHERE status = 'running' AND plan_fingerprint = $1 AND tables = $2 \
-         ORDER BY run_id DESC LIMIT 1",
+    let interrupted: Option<(i64, String)> = sqlx::query_as(
+        &format!("SELECT run_id, status FROM cutover_migrator.copy_runs WHERE status IN {UNFINISHED} AND plan_fingerprint = $1 AND tables = $2 \
+         ORDER BY run_id DESC LIMIT 1"),
     )
     .bind(&plan.fingerprint)
     .bind(&names)
@@ -249,15 +315,24 @@ async fn copy_locked(
     .await?;
     let mut checkpoints: HashMap<String, Checkpoint> = HashMap::new();
     let run_id = match interrupted {
-        Some(run_id) => {
+        Some((run_id, status)) => {
             checkpoints = load_checkpoints(target, run_id).await?;
-            eprintln!("copy: resuming interrupted run {run_id} after its last checkpoints");
+            sqlx::query("UPDATE cutover_migrator.copy_runs SET status = 'running', finished_at = NULL WHERE run_id = $1")
+                .bind(run_id)
+                .execute(&mut *target)
+                .await?;
+            let how = match status.as_str() {
+                "failed" => "stopped by an error",
+                "lock_lost" => "stopped after losing its lock",
+                _ => "interrupted",
+            };
+            eprintln!("copy: resuming run {run_id} ({how}) after its last checkpoints");
             run_id
         }
         None => {
-            let others: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM cutover_migrator.copy_runs WHERE status = 'running'",
-            )
+            let others: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM cutover_migrator.copy_runs WHERE status IN {UNFINISHED}"
+            ))
             .fetch_one(&mut *target)
             .await?;
             if others > 0 {
@@ -276,31 +351,39 @@ async fn copy_locked(
             run_id
         }
     };
-    let mut summaries = Vec::new();
-    for table in tables {
-        let checkpoint = checkpoints.remove(table.name()).unwrap_or_default();
-        if !checkpoint.done {
-            sqlx::query(
-                "INSERT INTO cutover_migrator.copy_checkpoints (run_id, table_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(run_id)
-            .bind(table.name())
-            .execute(&mut *target)
-            .await?;
+    let copied = async {
+        let mut summaries = Vec::new();
+        for table in tables {
+            let checkpoint = checkpoints.remove(table.name()).unwrap_or_default();
+            if !checkpoint.done {
+                sqlx::query(
+                    "INSERT INTO cutover_migrator.copy_checkpoints (run_id, table_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(run_id)
+                .bind(table.name())
+                .execute(&mut *target)
+                .await?;
+            }
+            summaries.push(
+                copy_table(
+                    sources,
+                    target,
+                    table,
+                    Some(run_id),
+                    checkpoint,
+                    batch_size,
+                    false,
+                )
+                .await?,
+            );
         }
-        summaries.push(
-            copy_table(
-                sources,
-                target,
-                table,
-                Some(run_id),
-                checkpoint,
-                batch_size,
-                false,
-            )
-            .await?,
-        );
+        anyhow::Ok(summaries)
     }
+    .await;
+    let summaries = match copied {
+        Ok(summaries) => summaries,
+        Err(failure) => return Err(stop_run(target, lock, target_url, run_id, failure).await),
+    };
     sqlx::query("SET synchronous_commit = on")
         .execute(&mut *target)
         .await?;
@@ -407,6 +490,17 @@ struct Batch {
     existing: Existing,
 }
 
+impl Batch {
+    /// The key window, for messages.
+    fn range(&self) -> String {
+        format!(
+            "after {} up to {}",
+            self.after.as_deref().unwrap_or("the first key"),
+            self.last_key
+        )
+    }
+}
+
 async fn copy_table(
     sources: &mut Sources,
     target: &mut PgConnection,
@@ -437,7 +531,7 @@ async fn copy_table(
     .map_err(|e| {
         anyhow::anyhow!(
             "table {name}: counting source rows: {}",
-            db::describe_db_error(&e)
+            error::describe_db_error(&e)
         )
     })?;
     if keyed != total {
@@ -454,7 +548,10 @@ async fn copy_table(
     }
     let format = CopyFormat::for_table(table);
     for reader in &mut sources.readers {
-        reader.prepare_for(table).await?;
+        reader
+            .prepare_for(table)
+            .await
+            .with_context(|| format!("table {name}: preparing a source reader"))?;
     }
     if let Some(key) = &checkpoint.last_key {
         eprintln!(
@@ -474,9 +571,10 @@ async fn copy_table(
         t = table.plan.target.sql()
     ))
     .execute(&mut *target)
-    .await?;
+    .await
+    .with_context(|| format!("table {name}: creating the staging table in the target"))?;
 
-    let (tx, mut rx) = mpsc::channel::<Batch>(1);
+    let (tx, rx) = mpsc::channel::<Batch>(1);
     let producer = produce(
         &mut sources.keys,
         std::mem::take(&mut sources.readers),
@@ -488,30 +586,50 @@ async fn copy_table(
     );
     let mut counts = checkpoint.counts;
     let consumer = async {
+        // Owned here: when the consumer stops, the producer's next send fails and it stops too.
+        let mut rx = rx;
         while let Some(batch) = rx.recv().await {
             let batch_counts =
-                apply_batch(target, table, format, &staging, &batch, run_id, dry_run).await?;
+                apply_batch(target, table, format, &staging, &batch, run_id, dry_run)
+                    .await
+                    .map_err(|e| {
+                        // A rejected row names table and key itself; anything else gets both here.
+                        if e.is::<MigratorError>() {
+                            e
+                        } else {
+                            e.context(format!(
+                                "table {}: writing the batch {} to the target",
+                                table.name(),
+                                batch.range()
+                            ))
+                        }
+                    })?;
             counts.add(batch_counts);
             progress.advance(batch.rows);
         }
         anyhow::Ok(())
     };
-    let (returned, ()) = tokio::try_join!(producer, consumer)?;
-    sources.readers = returned;
+    // Not try_join: when reading fails, the batches read before it are still written (the
+    // producer's end closes the channel), so the checkpoint stands right before the failure.
+    let (produced, consumed) = tokio::join!(producer, consumer);
+    consumed?;
+    sources.readers = produced?;
     progress.finish();
     if let Some(run_id) = run_id {
         sqlx::query("UPDATE cutover_migrator.copy_checkpoints SET done = true, updated_at = now() WHERE run_id = $1 AND table_name = $2")
             .bind(run_id)
             .bind(&name)
             .execute(&mut *target)
-            .await?;
+            .await
+            .with_context(|| format!("table {name}: recording the table as done"))?;
     }
     sqlx::raw_sql(&format!(
         "DROP TABLE IF EXISTS pg_temp.{}",
         quote_ident(&staging)
     ))
     .execute(&mut *target)
-    .await?;
+    .await
+    .with_context(|| format!("table {name}: dropping the staging table"))?;
     Ok(TableSummary {
         name,
         counts,
@@ -621,7 +739,7 @@ async fn produce(
         anyhow::anyhow!(
             "table {}: reading the source keys: {}",
             table.name(),
-            db::describe_db_error(&e)
+            error::describe_db_error(&e)
         )
     };
     loop {
@@ -691,12 +809,21 @@ async fn read_window(
         copy_out(&mut reader.source, &source_sql),
         copy_out(&mut reader.target, &target_sql)
     );
+    // A value that does not convert to its target column's type: name the column and the row.
+    if let Err(e) = &source {
+        if error::sqlstate(e).is_some_and(|code| code.starts_with("22")) {
+            if let Some(found) = locate_conversion_failure(&mut reader.source, table, &window).await
+            {
+                return (reader, Err(found.into()));
+            }
+        }
+    }
     let reading = |side: &'static str| {
         move |e: sqlx::Error| {
             anyhow::anyhow!(
                 "table {}: reading the {side}: {}",
                 table.name(),
-                db::describe_db_error(&e)
+                error::describe_db_error(&e)
             )
         }
     };
@@ -729,6 +856,64 @@ async fn read_window(
         }))
     })();
     (reader, result)
+}
+
+/// After reading the source window failed with a data exception: finds the first
+/// column (plan order, key first) whose cast to the target type fails in the window, and the first
+/// key in the window whose row fails, by bisecting on key prefixes. `None` when no single column
+/// fails (the error then is reported as it came).
+async fn locate_conversion_failure(
+    conn: &mut PgConnection,
+    table: &ResolvedTable,
+    window: &Window<'_>,
+) -> Option<MigratorError> {
+    let fails = async |conn: &mut PgConnection, column: &plan::ResolvedColumn, w: &Window<'_>| {
+        match sqlx::query(&table.source_column_check_sql(column, w))
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) if error::is_statement_error(&e) => Ok(Some(e)),
+            Err(e) => Err(e),
+        }
+    };
+    for column in &table.columns {
+        let Ok(Some(mut err)) = fails(conn, column, window).await else {
+            continue;
+        };
+        let keys: Vec<String> = sqlx::query_scalar(&table.source_keys_sql(window))
+            .fetch_all(&mut *conn)
+            .await
+            .ok()?;
+        // Smallest prefix (after, keys[i]] that fails: keys[i] is the first failing row.
+        let (mut lo, mut hi) = (0usize, keys.len().checked_sub(1)?);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let prefix = Window {
+                up_to: Some(&keys[mid]),
+                ..window.clone()
+            };
+            match fails(conn, column, &prefix).await.ok()? {
+                Some(e) => {
+                    err = e;
+                    hi = mid;
+                }
+                None => lo = mid + 1,
+            }
+        }
+        return Some(MigratorError::ConversionFailed {
+            table: table.name().to_string(),
+            key: keys[lo].clone(),
+            column: column.name.clone(),
+            detail: format!(
+                "the source expression `{}` does not convert to the target type {}: {}",
+                column.from,
+                column.sql_type,
+                error::describe_db_error(&err)
+            ),
+        });
+    }
+    None
 }
 
 async fn write_checkpoint(
@@ -805,16 +990,12 @@ async fn apply_batch(
                 return Ok(counts);
             }
             // Rejected (a key appeared meanwhile, a constraint): the staging path decides and explains.
-            Err(e) if db::sqlstate(&e).is_some() => tx.rollback().await?,
+            Err(e) if error::is_statement_error(&e) => tx.rollback().await?,
             Err(e) => return Err(e.into()),
         }
     }
 
-    let range = format!(
-        "after {} up to {}",
-        batch.after.as_deref().unwrap_or("the first key"),
-        batch.last_key
-    );
+    let range = batch.range();
     let mut tx = target.begin().await?;
     copy_in(
         &mut tx,
@@ -826,10 +1007,17 @@ async fn apply_batch(
         &batch.data,
     )
     .await
-    .map_err(|e| MigratorError::DataRejected {
-        table: name.to_string(),
-        key: format!("(batch {range})"),
-        detail: db::describe_db_error(&e),
+    .map_err(|e| -> anyhow::Error {
+        if error::is_statement_error(&e) {
+            MigratorError::DataRejected {
+                table: name.to_string(),
+                key: format!("(batch {range})"),
+                detail: error::describe_db_error(&e),
+            }
+            .into()
+        } else {
+            e.into()
+        }
     })?;
     if dry_run {
         let row = sqlx::query(&dry_run_sql(table, staging))
@@ -853,7 +1041,7 @@ async fn apply_batch(
         .await;
     let row = match upserted {
         Ok(row) => row,
-        Err(e) if db::sqlstate(&e).is_some() => {
+        Err(e) if error::is_statement_error(&e) => {
             sqlx::query("ROLLBACK TO SAVEPOINT cutover_batch")
                 .execute(&mut *tx)
                 .await?;
@@ -978,7 +1166,7 @@ async fn diagnose(
 ) -> anyhow::Result<MigratorError> {
     let name = table.name().to_string();
     let key = quote_ident(&table.key().name);
-    if db::sqlstate(original).as_deref() == Some("21000") {
+    if error::sqlstate(original).as_deref() == Some("21000") {
         // "ON CONFLICT DO UPDATE command cannot affect row a second time": a key repeats.
         let dup: Option<String> = sqlx::query_scalar(&format!(
             "SELECT s.{key}::text FROM pg_temp.{} AS s GROUP BY s.{key} HAVING count(*) > 1 ORDER BY s.{key} LIMIT 1",
@@ -1013,7 +1201,7 @@ async fn diagnose(
                 .await?;
             match outcome {
                 Ok(_) => Ok(None),
-                Err(e) if db::sqlstate(&e).is_some() => Ok(Some(e)),
+                Err(e) if error::is_statement_error(&e) => Ok(Some(e)),
                 Err(e) => Err(e.into()),
             }
         };
@@ -1026,7 +1214,7 @@ async fn diagnose(
         return Ok(MigratorError::DataRejected {
             table: name,
             key: format!("(batch {range})"),
-            detail: db::describe_db_error(original),
+            detail: error::describe_db_error(original),
         });
     }
     // Smallest prefix that fails: its last key is the rejected row.
@@ -1042,8 +1230,8 @@ async fn diagnose(
     }
     let detail = error
         .as_ref()
-        .map(db::describe_db_error)
-        .unwrap_or_else(|| db::describe_db_error(original));
+        .map(error::describe_db_error)
+        .unwrap_or_else(|| error::describe_db_error(original));
     Ok(MigratorError::DataRejected {
         table: name,
         key: keys[lo].clone(),

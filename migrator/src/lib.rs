@@ -4,9 +4,15 @@
 //! - [`cli`]: clap types; shared option groups [`cli::SourceArgs`] (`--source-url`,
 //!   env `LEGACY_DATABASE_URL`), [`cli::TargetArgs`] (`--target-url`, env `DATABASE_URL`),
 //!   [`cli::PlanArgs`] (`--plan`, default the shipped plan), [`cli::TablesArgs`] (`--tables`).
+//! - [`redact`] (a leaf module): [`redact::url`] renders a URL or connection string without its
+//!   secrets, [`redact::scrub`] removes known secrets from any text, [`redact::SecretUrl`] holds a
+//!   URL option whose `Debug`/`Display` are redacted.
 //! - [`db`]: [`db::connect`] (fixed session settings, failures classified into
-//!   [`error::ConnectFailure`]), [`db::redact`] / [`db::scrub_secrets`] (no password in any message).
-//! - [`error`]: [`error::MigratorError`] and the exit codes; [`error::report`] prints an error chain.
+//!   [`error::ConnectFailure`]).
+//! - [`error`]: [`error::MigratorError`] and the exit codes; [`error::render`] prints an error
+//!   chain once per cause, [`error::describe_db_error`] a server error without row values.
+//! - [`lock`]: [`lock::AdvisoryLock`], the run lock of `copy` and `schema` on their writing
+//!   connection (lost connection → exit 8).
 //! - [`plan`]: the plan file, [`plan::resolve`] against both databases, and the SQL of the source
 //!   projection / target select ([`plan::ResolvedTable`]).
 //! - [`schema::check_migrated`]: "is the target at the embedded schema version?" (exit 4 if not).
@@ -17,9 +23,11 @@ pub mod cutover_verify;
 pub mod db;
 pub mod error;
 pub mod fixture;
+pub mod lock;
 pub mod plan;
 mod plan_cmd;
 mod progress;
+pub mod redact;
 pub mod schema;
 pub mod status;
 pub mod verify;

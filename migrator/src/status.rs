@@ -74,10 +74,11 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
             let tables: Vec<String> = run.try_get("tables")?;
             let started: chrono::DateTime<chrono::Utc> = run.try_get("started_at")?;
             let finished: Option<chrono::DateTime<chrono::Utc>> = run.try_get("finished_at")?;
-            let status_shown = if status == "running" {
-                "interrupted or still running (a copy with the same plan and --tables resumes it)"
-            } else {
-                status.as_str()
+            let status_shown = match status.as_str() {
+                "running" => "running, or interrupted (a copy with the same plan and --tables resumes it)",
+                "failed" => "failed: stopped by an error (a copy with the same plan and --tables resumes it)",
+                "lock_lost" => "lock_lost: stopped after losing its lock (a copy with the same plan and --tables resumes it)",
+                other => other,
             };
             println!(
                 "  run {run_id}: {status_shown}; started {}{}",

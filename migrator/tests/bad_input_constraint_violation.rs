@@ -58,7 +58,7 @@ fn rejected_batch_names_table_and_key_and_keeps_earlier_batches() {
     };
     assert_eq!(
         (last_key.as_deref(), status.as_str()),
-        (Some(expected_last.as_str()), "running")
+        (Some(expected_last.as_str()), "failed")
     );
 
     target

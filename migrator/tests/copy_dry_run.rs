@@ -9,15 +9,10 @@ fn dry_run_reports_and_writes_nothing() {
     out.assert_code(0);
     assert_eq!(out.summary("users"), [800, 0, 0]);
     assert_eq!(env.count("auth.users"), 0);
-    let bookkeeping: bool = env
-        .target_client()
-        .query_one(
-            "SELECT to_regnamespace('cutover_migrator') IS NOT NULL",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(!bookkeeping, "a dry run created the bookkeeping schema");
+    assert!(
+        !env.has_bookkeeping(),
+        "a dry run created the bookkeeping schema"
+    );
 
     env.run(&["copy"]).assert_code(0);
     env.source_client()

@@ -35,16 +35,7 @@ fn fresh_database_gets_all_tables_and_migration_records() {
             "orchestration.task_executions"
         ]
     );
-    let versions: Vec<i64> = client
-        .query(
-            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(common::applied_versions(&mut client), [1, 2, 3]);
     // No foreign key crosses a service schema.
     let cross: i64 = client
         .query_one(

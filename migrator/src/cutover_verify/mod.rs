@@ -157,6 +157,11 @@ async fn checklist(args: &CutoverVerifyArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
+    // Credentials in the admin/listener URLs: never printed, also not inside HTTP errors.
+    crate::redact::register(&args.admin_url);
+    if let Some(listener) = &args.listener_url {
+        crate::redact::register(listener);
+    }
     let thresholds = args.thresholds()?;
     let timeout = Duration::from_millis(args.http_timeout_ms);
     let expected = parse_expected(&args.expect_percentage)?;
@@ -231,7 +236,7 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         all_checks.push(data_check(verify_report));
     }
     Ok(Report::new(
-        crate::db::redact(&args.admin_url),
+        crate::redact::url(&args.admin_url),
         args.window,
         thresholds,
         all_checks,
@@ -244,6 +249,7 @@ async fn fetch_stats(admin_url: &str, timeout: Duration) -> anyhow::Result<Snaps
     let response = http::get(&url, timeout)
         .await
         .context("reading Envoy's admin stats")?;
+    let url = crate::redact::url(&url);
     if response.status != 200 {
         bail!(
             "GET {url}: HTTP {} (is this Envoy's admin address?)",
@@ -282,7 +288,7 @@ async fn health_check(spec: &ServiceSpec, listener: &str, path: &str, timeout: D
             check.detail = format!("GET {path}: HTTP {}{routed}", response.status);
         }
         // A service that does not answer is a failed check, not a tool error.
-        Err(e) => check.detail = e.to_string(),
+        Err(e) => check.detail = crate::redact::scrub(&e.to_string()),
     }
     check
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::report::{ChangedRow, TableReport};
 use super::sql::Projection;
@@ -56,7 +56,7 @@ async fn fetch(
     query
         .fetch_all(conn)
         .await
-        .map_err(|e| anyhow::anyhow!(crate::db::describe_db_error(&e)))
+        .map_err(|e| anyhow::anyhow!(crate::error::describe_db_error(&e)))
         .with_context(|| format!("table {table}: {step} on the {side}"))
 }
 
@@ -109,7 +109,38 @@ async fn column_values(
         .collect()
 }
 
+/// Each side reads the table in one snapshot (a `REPEATABLE READ READ ONLY` transaction for the
+/// whole comparison), so that the row counts and the keys found by the drill-down agree even
+/// while rows are being written: `source_rows - target_rows = missing - extra`.
+const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 pub async fn compare_table(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    job: &TableJob,
+    mask: u32,
+    sample: usize,
+) -> anyhow::Result<TableReport> {
+    let begin = |side: &'static str| {
+        move |e: sqlx::Error| {
+            anyhow::anyhow!(
+                "table {}: starting a snapshot on the {side}: {}",
+                job.name,
+                crate::error::describe_db_error(&e)
+            )
+        }
+    };
+    let (source_tx, target_tx) =
+        tokio::join!(source.begin_with(SNAPSHOT), target.begin_with(SNAPSHOT));
+    let mut source_tx = source_tx.map_err(begin("source"))?;
+    let mut target_tx = target_tx.map_err(begin("target"))?;
+    let report = compare_in_snapshots(&mut source_tx, &mut target_tx, job, mask, sample).await?;
+    // Read-only: ending the snapshots cannot lose anything.
+    let _ = tokio::join!(source_tx.commit(), target_tx.commit());
+    Ok(report)
+}
+
+async fn compare_in_snapshots(
     source: &mut PgConnection,
     target: &mut PgConnection,
     job: &TableJob,

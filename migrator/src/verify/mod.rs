@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use crate::db;
 use crate::plan::{Plan, ResolvedTable, Source};
+use crate::redact::SecretUrl;
 use compare::TableJob;
 pub use report::VerifyReport;
 use sql::Projection;
@@ -34,11 +35,11 @@ pub enum OutputFormat {
 pub struct VerifySharedArgs {
     /// Source database URL (the legacy database). Never printed with its password.
     #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
-    pub source_url: Option<String>,
+    pub source_url: Option<SecretUrl>,
 
     /// Target database URL (the new system's database). Never printed with its password.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub target_url: Option<String>,
+    pub target_url: Option<SecretUrl>,
 
     /// Plan file (TOML); default: the plan shipped in the binary (migrations/plan.toml).
     #[arg(long, value_name = "FILE")]
@@ -92,7 +93,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
 /// Prints the error (secrets scrubbed) and returns 2: verify and cutover-verify map every error to 2
 /// so that pipelines can tell "differences" (1) from "could not check" (2).
 pub fn error_exit(err: &anyhow::Error) -> u8 {
-    eprintln!("error: {}", db::scrub_secrets(&format!("{err:#}")));
+    eprintln!("error: {}", crate::error::render(err));
     2
 }
 
@@ -101,7 +102,7 @@ pub async fn run_for_cutover(args: &VerifySharedArgs) -> anyhow::Result<VerifyRe
     verify(args).await.context("--verify")
 }
 
-fn required<'a>(value: &'a Option<String>, what: &str) -> anyhow::Result<&'a str> {
+fn required<'a>(value: &'a Option<SecretUrl>, what: &str) -> anyhow::Result<&'a str> {
     match value.as_deref() {
         Some(v) if !v.trim().is_empty() => Ok(v),
         _ => bail!("{what} is required"),

@@ -3,6 +3,8 @@
 //! against them, and a row-for-row comparison of the source projection with the target (in SQL).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -253,6 +255,17 @@ impl Env {
             .collect()
     }
 
+    /// Whether the target has the copy's bookkeeping schema.
+    pub fn has_bookkeeping(&self) -> bool {
+        self.target_client()
+            .query_one(
+                "SELECT to_regnamespace('cutover_migrator') IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     pub fn count(&self, target_table: &str) -> i64 {
         self.target_client()
             .query_one(&format!("SELECT count(*) FROM {target_table}"), &[])
@@ -301,6 +314,19 @@ pub fn user_relations(client: &mut postgres::Client) -> i64 {
         )
         .unwrap()
         .get(0)
+}
+
+/// Versions of the migrations recorded as applied in `_sqlx_migrations`, in order.
+pub fn applied_versions(client: &mut postgres::Client) -> Vec<i64> {
+    client
+        .query(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Number of sessions waiting for an advisory lock in the database `dbname`.
