@@ -20,6 +20,7 @@ pub mod fixture;
 pub mod plan;
 mod plan_cmd;
 mod progress;
+pub mod rollout;
 pub mod schema;
 pub mod status;
 pub mod verify;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::GenerateLegacy(args) => fixture::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::CutoverVerify(args) => cutover_verify::run(*args).await,
+        Command::Rollout(args) => rollout::run(*args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

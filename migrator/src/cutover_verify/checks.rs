@@ -85,6 +85,39 @@ pub struct Thresholds {
     pub max_mismatch_pct: f64,
 }
 
+/// The defaults of the gate thresholds, shared by `cutover-verify` and `rollout run`.
+pub mod defaults {
+    pub const MAX_ERROR_RATE_PCT: f64 = 1.0;
+    pub const MAX_P95_MS: f64 = 500.0;
+    pub const MAX_P99_MS: f64 = 1000.0;
+    pub const SPLIT_TOLERANCE_PCT: f64 = 5.0;
+    pub const MIN_REQUESTS: u64 = 50;
+    pub const MAX_DUAL_WRITE_FAILURE_PCT: f64 = 1.0;
+    pub const MAX_MISMATCH_PCT: f64 = 1.0;
+}
+
+impl Thresholds {
+    /// Checks the ranges; the message names the option.
+    pub fn validated(self) -> Result<Thresholds, String> {
+        for (name, v) in [
+            ("max-error-rate", self.max_error_rate_pct),
+            ("split-tolerance", self.split_tolerance_pct),
+            ("max-dual-write-failure-rate", self.max_dual_write_failure_pct),
+            ("max-mismatch-rate", self.max_mismatch_pct),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("--{name} must be between 0 and 100, got {v}"));
+            }
+        }
+        for (name, v) in [("max-p95-ms", self.max_p95_ms), ("max-p99-ms", self.max_p99_ms)] {
+            if v.is_nan() || v <= 0.0 {
+                return Err(format!("--{name} must be positive, got {v}"));
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// `expected`: a percentage given on the command line for this service, which wins over the gauge.
 pub fn service_checks(
     spec: &ServiceSpec,
@@ -207,8 +240,16 @@ fn split_check(
         return c;
     }
     let share = pct(new, total);
-    let allowed = split_allowance(configured, total, limits.split_tolerance_pct);
-    if allowed > limits.split_tolerance_pct {
+    // At 0 % and 100 % the filter's decision is exact: every request goes to one side.
+    let exact = configured <= 0.0 || configured >= 100.0;
+    let allowed = if exact {
+        0.0
+    } else {
+        split_allowance(configured, total, limits.split_tolerance_pct)
+    };
+    if exact {
+        c.threshold = format!("exactly {}", fmt_pct(configured));
+    } else if allowed > limits.split_tolerance_pct {
         let shown = format!("{allowed:.1}");
         c.threshold = format!(
             "{} ± {} points (3σ of {total} requests)",
@@ -280,26 +321,50 @@ fn latency_check(
         );
         return c;
     }
-    let Some(value) = observed.quantile(
-        &cluster_stat(&spec.new_cluster, "upstream_rq_time"),
-        quantile,
-    ) else {
+    let histogram = cluster_stat(&spec.new_cluster, "upstream_rq_time");
+    let span = if observed.baseline.is_some() {
+        "over the window"
+    } else {
+        "since Envoy started"
+    };
+    let (value, how) = match observed.latency(&histogram, quantile) {
+        Some(figure) if figure.samples >= limits.min_requests as f64 => match figure.value {
+            Some(v) => (
+                v,
+                format!(
+                    "from upstream_rq_time bucket counts {span}, {} samples",
+                    figure.samples
+                ),
+            ),
+            None => (f64::NAN, String::new()),
+        },
+        Some(figure) => {
+            c.detail = format!(
+                "{} upstream_rq_time samples on {} {span}, need at least {} (Envoy merges histograms at each stats flush, 5 s by default)",
+                figure.samples, spec.new_cluster, limits.min_requests
+            );
+            return c;
+        }
+        // An Envoy that reported quantiles instead of buckets: its cumulative quantile.
+        None => match observed.quantile(&histogram, quantile) {
+            Some(v) => (v, "Envoy's quantile since Envoy started".to_string()),
+            None => (f64::NAN, String::new()),
+        },
+    };
+    if value.is_nan() {
         c.detail = format!(
-            "Envoy has not computed upstream_rq_time for {} yet (quantiles refresh at each stats flush, 5 s by default)",
+            "Envoy has no upstream_rq_time histogram for {} yet (histograms are merged at each stats flush, 5 s by default)",
             spec.new_cluster
         );
         return c;
-    };
+    }
     c.value = Some(value);
     c.status = if value < max {
         Status::Pass
     } else {
         Status::Fail
     };
-    c.detail = format!(
-        "p{quantile} of upstream_rq_time on {} since Envoy started",
-        spec.new_cluster
-    );
+    c.detail = format!("p{quantile} of upstream_rq_time on {} {how}", spec.new_cluster);
     c
 }
 
@@ -595,5 +660,31 @@ mod tests {
         );
         let split = split_check(&spec(), &o, &limits(), Some(25.0));
         assert_eq!(split.status, Status::Fail);
+    }
+
+    #[test]
+    fn the_ends_are_exact() {
+        let at_100 = |new: f64, legacy: f64| {
+            let o = observed(
+                &[
+                    ("wasmcustom.cutover.chat.new_percentage", 100.0),
+                    ("wasmcustom.cutover.chat.routed_new", new),
+                    ("wasmcustom.cutover.chat.routed_legacy", legacy),
+                ],
+                None,
+            );
+            split_check(&spec(), &o, &limits(), None).status
+        };
+        assert_eq!(at_100(100.0, 0.0), Status::Pass);
+        assert_eq!(at_100(95.0, 5.0), Status::Fail, "95 % is not 100 %");
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 0.0),
+                ("wasmcustom.cutover.chat.routed_new", 1.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 99.0),
+            ],
+            None,
+        );
+        assert_eq!(split_check(&spec(), &o, &limits(), None).status, Status::Fail);
     }
 }

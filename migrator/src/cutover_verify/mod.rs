@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use checks::{Check, CheckKind, Status, Thresholds};
 use report::Report;
 use services::ServiceSpec;
-use stats::{Observed, Snapshot};
+use stats::Observed;
 
 /// Options of `migrator cutover-verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -83,6 +83,10 @@ pub struct CutoverVerifyArgs {
     #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
     pub max_mismatch_rate: f64,
 
+    /// PEM file with the CA certificate(s) of https:// admin or listener URLs.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
     /// Timeout of each HTTP request to Envoy, in milliseconds.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub http_timeout_ms: u64,
@@ -101,32 +105,17 @@ pub struct CutoverVerifyArgs {
 
 impl CutoverVerifyArgs {
     fn thresholds(&self) -> anyhow::Result<Thresholds> {
-        let percent = |name: &str, v: f64| -> anyhow::Result<f64> {
-            if !(0.0..=100.0).contains(&v) {
-                bail!("--{name} must be between 0 and 100, got {v}");
-            }
-            Ok(v)
-        };
-        for (name, v) in [
-            ("max-p95-ms", self.max_p95_ms),
-            ("max-p99-ms", self.max_p99_ms),
-        ] {
-            if v.is_nan() || v <= 0.0 {
-                bail!("--{name} must be positive, got {v}");
-            }
-        }
-        Ok(Thresholds {
-            max_error_rate_pct: percent("max-error-rate", self.max_error_rate)?,
+        Thresholds {
+            max_error_rate_pct: self.max_error_rate,
             max_p95_ms: self.max_p95_ms,
             max_p99_ms: self.max_p99_ms,
-            split_tolerance_pct: percent("split-tolerance", self.split_tolerance)?,
+            split_tolerance_pct: self.split_tolerance,
             min_requests: self.min_requests,
-            max_dual_write_failure_pct: percent(
-                "max-dual-write-failure-rate",
-                self.max_dual_write_failure_rate,
-            )?,
-            max_mismatch_pct: percent("max-mismatch-rate", self.max_mismatch_rate)?,
-        })
+            max_dual_write_failure_pct: self.max_dual_write_failure_rate,
+            max_mismatch_pct: self.max_mismatch_rate,
+        }
+        .validated()
+        .map_err(anyhow::Error::msg)
     }
 }
 
@@ -159,6 +148,10 @@ async fn checklist(args: &CutoverVerifyArgs) -> anyhow::Result<u8> {
 pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     let thresholds = args.thresholds()?;
     let timeout = Duration::from_millis(args.http_timeout_ms);
+    let client = http::Client::new(http::ClientOptions {
+        ca_cert: args.cacert.clone(),
+        ..http::ClientOptions::with_timeout(timeout)
+    })?;
     let expected = parse_expected(&args.expect_percentage)?;
     let health = parse_health(&args.health)?;
     if !health.is_empty() && args.listener_url.is_none() {
@@ -186,13 +179,13 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         };
         let baseline = match window {
             Some(w) => {
-                let first = fetch_stats(&args.admin_url, timeout).await?;
+                let first = stats::fetch(&client, &args.admin_url).await?;
                 tokio::time::sleep(Duration::from_secs_f64(w)).await;
                 Some(first)
             }
             None => None,
         };
-        let latest = fetch_stats(&args.admin_url, timeout).await?;
+        let latest = stats::fetch(&client, &args.admin_url).await?;
         anyhow::Ok(Observed { latest, baseline })
     };
     let (observed, verify) = tokio::join!(stats_future, verify_future);
@@ -222,7 +215,7 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         ));
         if let (Some(listener), Some(paths)) = (&args.listener_url, health.get(&spec.name)) {
             for path in paths {
-                all_checks.push(health_check(spec, listener, path, timeout).await);
+                all_checks.push(health_check(spec, &client, listener, path).await);
             }
         }
     }
@@ -239,23 +232,12 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     ))
 }
 
-async fn fetch_stats(admin_url: &str, timeout: Duration) -> anyhow::Result<Snapshot> {
-    let url = http::join(admin_url, "/stats?format=json");
-    let response = http::get(&url, timeout)
-        .await
-        .context("reading Envoy's admin stats")?;
-    if response.status != 200 {
-        bail!(
-            "GET {url}: HTTP {} (is this Envoy's admin address?)",
-            response.status
-        );
-    }
-    let body = String::from_utf8(response.body)
-        .with_context(|| format!("GET {url}: body is not UTF-8"))?;
-    Snapshot::parse(&body).with_context(|| format!("GET {url}"))
-}
-
-async fn health_check(spec: &ServiceSpec, listener: &str, path: &str, timeout: Duration) -> Check {
+async fn health_check(
+    spec: &ServiceSpec,
+    client: &http::Client,
+    listener: &str,
+    path: &str,
+) -> Check {
     let url = http::join(listener, path);
     let mut check = Check {
         id: format!("{}.health:{path}", spec.name),
@@ -267,7 +249,7 @@ async fn health_check(spec: &ServiceSpec, listener: &str, path: &str, timeout: D
         threshold: "HTTP 200".to_string(),
         detail: String::new(),
     };
-    match http::get(&url, timeout).await {
+    match client.get(&url).await {
         Ok(response) => {
             check.value = Some(f64::from(response.status));
             check.status = if response.status == 200 {
