@@ -723,3 +723,135 @@ mod run {
         assert_eq!(bench.gauge("new_percentage"), Some(0));
     }
 }
+
+/// Defects of the runbook walk-through (issue 9), each against the real thing.
+mod defects {
+    use super::*;
+
+    fn rq_time_samples(bench: &Bench) -> u64 {
+        let body = bench
+            .envoy
+            .admin_get("/stats?format=json&histogram_buckets=cumulative&filter=cluster.chat_new.upstream_rq_time")
+            .body;
+        let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
+        doc["stats"]
+            .as_array()
+            .and_then(|stats| stats.iter().find_map(|s| s["histograms"][0]["buckets"].as_array()))
+            .and_then(|b| b.last())
+            .and_then(|b| b["cumulative"].as_u64())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn latency_is_judged_over_the_window_not_since_start() {
+        let bench = boot(&config::chat_config(100));
+        // Many fast requests first, merged into Envoy's histograms (each stats flush).
+        let mut client = bench.envoy.client();
+        for i in 0..1000 {
+            let key = format!("fast-{i}");
+            client.get_with("/api/chat/x", &[("x-correlation-id", key.as_bytes())]);
+        }
+        wait_until("fast samples merged", Duration::from_secs(20), || {
+            (rq_time_samples(&bench) >= 1000).then_some(())
+        });
+        // Then new turns slow, inside the window: p95 over the window is slow, since start not.
+        bench.new.set_delay(Duration::from_millis(300));
+        let admin = bench.envoy.admin_url();
+        let child = migrator_cmd()
+            .args([
+                "cutover-verify", "--admin-url", &admin, "--service", "chat=chat_new", "--window", "9",
+                "--min-requests", "5", "--max-p95-ms", "200", "--format", "json",
+            ])
+            .env_remove("ENVOY_ADMIN_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Slow traffic during the window, bounded in count.
+        let started = Instant::now();
+        for i in 0..60 {
+            if started.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+            let key = format!("slow-{i}");
+            client.get_with("/api/chat/x", &[("x-correlation-id", key.as_bytes())]);
+        }
+        let out: Outcome = child.wait_with_output().unwrap().into();
+        assert_code(&out, 1, "slow new");
+        let report: Value = serde_json::from_str(&out.stdout).unwrap();
+        let p95 = cutover_verify_support::check(&report, "chat.new_p95_ms");
+        assert_eq!(p95["status"], "fail", "{p95}");
+        assert!(p95["value"].as_f64().unwrap() >= 200.0, "{p95}");
+        assert!(p95["detail"].as_str().unwrap().contains("over the window"), "{p95}");
+        // Since start the same Envoy reads fast: the old, cumulative judgement would pass.
+        let since_start = cutover_verify_support::run(&[
+            "cutover-verify", "--admin-url", &admin, "--service", "chat=chat_new", "--min-requests", "5",
+            "--max-p95-ms", "200", "--format", "json",
+        ]);
+        let report: Value = serde_json::from_str(&since_start.stdout).unwrap();
+        assert_eq!(cutover_verify_support::check(&report, "chat.new_p95_ms")["status"], "pass");
+    }
+
+    #[test]
+    fn only_rolled_out_services_are_checked_and_typos_are_usage_errors() {
+        // orchestration on its kill switch, no traffic: not part of the gate.
+        let mut orchestration = config::orchestration_service(0);
+        orchestration["use_legacy"] = true.into();
+        let bench = boot(&config::filter_config(vec![config::chat_service(100), orchestration]));
+        let mut client = bench.envoy.client();
+        for i in 0..30 {
+            let key = format!("k-{i}");
+            client.get_with("/api/chat/x", &[("x-correlation-id", key.as_bytes())]);
+        }
+        let admin = bench.envoy.admin_url();
+        let out = cutover_verify_support::run(&[
+            "cutover-verify", "--admin-url", &admin, "--min-requests", "10", "--format", "json",
+        ]);
+        let report: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        let services: Vec<&str> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["service"].as_str())
+            .collect();
+        assert!(services.iter().all(|s| *s == "chat"), "{services:?}");
+        // At 100 % the split is exact.
+        assert_eq!(cutover_verify_support::check(&report, "chat.split")["threshold"], "exactly 100%");
+
+        let out = cutover_verify_support::run(&["cutover-verify", "--admin-url", &admin, "--service", "chats=chats_new"]);
+        assert_code(&out, 2, "unknown service");
+        assert!(out.stderr.contains("chats"), "{}", out.stderr);
+        let out = cutover_verify_support::run(&["cutover-verify", "--admin-url", &admin, "--service", "chat=chat_nwe"]);
+        assert_code(&out, 2, "unknown cluster");
+        assert!(out.stderr.contains("chat_nwe"), "{}", out.stderr);
+    }
+
+    #[test]
+    fn health_is_checked_on_each_side_and_a_failing_new_rolls_back() {
+        let bench = boot(&config::chat_config(0));
+        bench.new.set_status(500);
+        let legacy_health = format!("legacy={}/health", bench._legacy.url());
+        let new_health = format!("new={}/health", bench.new.url());
+        let (code, events, stderr) = bench
+            .spawn(&[
+                "run", "--service", "chat", "--steps", "10", "--hold", "30s", "--interval", "1s",
+                "--health", &legacy_health, "--health", &new_health,
+            ])
+            .finish();
+        assert_eq!(code, 1, "{events:#?} {stderr}");
+        let interval = events_of(&events, "interval")[0];
+        let by_id = |id: &str| {
+            interval["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("{id}: {interval:#}"))
+        };
+        assert_eq!(by_id("chat.health.legacy")["status"], "pass");
+        assert_eq!(by_id("chat.health.new")["status"], "fail");
+        assert_eq!(by_id("chat.health.new")["value"], 500.0);
+        assert_eq!(bench.gauge("use_legacy"), Some(1));
+    }
+}

@@ -1,5 +1,6 @@
 //! The checklist: each check turns observed figures into pass / fail / no data.
 
+use cutover_filter::metrics::{metric_name, Counter, Gauge};
 use serde::Serialize;
 
 use super::services::ServiceSpec;
@@ -152,8 +153,9 @@ fn check(spec: &ServiceSpec, kind: CheckKind, unit: &'static str, threshold: Str
     }
 }
 
+/// `/stats` name of the filter metric `name` (a suffix of the filter's `metrics` module).
 fn filter_stat(service: &str, name: &str) -> String {
-    format!("wasmcustom.cutover.{service}.{name}")
+    format!("wasmcustom.{}", metric_name(service, name))
 }
 
 fn cluster_stat(cluster: &str, name: &str) -> String {
@@ -185,9 +187,9 @@ pub fn configured_percentage(
     if let Some(p) = expected {
         return Some((p, "--expect-percentage"));
     }
-    if let Some(p) = observed.gauge(&filter_stat(&spec.name, "new_percentage")) {
+    if let Some(p) = observed.gauge(&filter_stat(&spec.name, Gauge::NewPercentage.suffix())) {
         let use_legacy = observed
-            .gauge(&filter_stat(&spec.name, "use_legacy"))
+            .gauge(&filter_stat(&spec.name, Gauge::UseLegacy.suffix()))
             .unwrap_or(0.0)
             > 0.0;
         return Some((if use_legacy { 0.0 } else { p }, "Envoy gauge"));
@@ -217,8 +219,8 @@ fn split_check(
         None => format!("configured ± {} points", limits.split_tolerance_pct),
     };
     let mut c = check(spec, CheckKind::Split, "%", threshold);
-    let new = observed.counter(&filter_stat(&spec.name, "routed_new"));
-    let legacy = observed.counter(&filter_stat(&spec.name, "routed_legacy"));
+    let new = observed.counter(&filter_stat(&spec.name, Counter::RoutedNew.suffix()));
+    let legacy = observed.counter(&filter_stat(&spec.name, Counter::RoutedLegacy.suffix()));
     let Some((configured, source)) = configured else {
         c.detail = "configured percentage unknown (no Envoy gauge, no --filter-config, no --expect-percentage)".into();
         return c;
@@ -368,21 +370,21 @@ fn latency_check(
     c
 }
 
-const SHADOW_FAILURES: [&str; 5] = [
-    "shadow_failed_3xx",
-    "shadow_failed_4xx",
-    "shadow_failed_5xx",
-    "shadow_failed_reset",
-    "shadow_timed_out",
+const SHADOW_FAILURES: [Counter; 5] = [
+    Counter::ShadowFailed3xx,
+    Counter::ShadowFailed4xx,
+    Counter::ShadowFailed5xx,
+    Counter::ShadowFailedReset,
+    Counter::ShadowTimedOut,
 ];
 
 fn dual_write_active(spec: &ServiceSpec, observed: &Observed) -> bool {
-    match observed.gauge(&filter_stat(&spec.name, "dual_write_enabled")) {
+    match observed.gauge(&filter_stat(&spec.name, Gauge::DualWriteEnabled.suffix())) {
         Some(g) => g > 0.0,
         None => {
             spec.file_dual_write.unwrap_or(false)
                 || observed
-                    .counter(&filter_stat(&spec.name, "shadow_sent"))
+                    .counter(&filter_stat(&spec.name, Counter::ShadowSent.suffix()))
                     .unwrap_or(0.0)
                     > 0.0
         }
@@ -402,7 +404,7 @@ fn dual_write_failure_check(
         format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)),
     );
     let skipped = observed
-        .counter(&filter_stat(&spec.name, "shadow_skipped_body_too_large"))
+        .counter(&filter_stat(&spec.name, Counter::ShadowSkippedBodyTooLarge.suffix()))
         .unwrap_or(0.0);
     rate_check(
         c,
@@ -429,7 +431,7 @@ fn mismatch_check(
         format!("< {}", fmt_pct(limits.max_mismatch_pct)),
     );
     let mismatched = observed
-        .counter(&filter_stat(&spec.name, "shadow_mismatch"))
+        .counter(&filter_stat(&spec.name, Counter::ShadowMismatch.suffix()))
         .unwrap_or(0.0);
     rate_check(
         c,
@@ -456,10 +458,10 @@ impl ShadowOutcomes {
                 .counter(&filter_stat(&spec.name, name))
                 .unwrap_or(0.0)
         };
-        let failed: f64 = SHADOW_FAILURES.iter().map(|n| count(n)).sum();
+        let failed: f64 = SHADOW_FAILURES.iter().map(|c| count(c.suffix())).sum();
         ShadowOutcomes {
             failed,
-            finished: count("shadow_succeeded") + failed,
+            finished: count(Counter::ShadowSucceeded.suffix()) + failed,
         }
     }
 }

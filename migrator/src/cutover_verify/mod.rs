@@ -191,6 +191,7 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     let (observed, verify) = tokio::join!(stats_future, verify_future);
     let observed = observed?;
 
+    services::check_explicit(&observed.latest, file_services.as_deref(), &args.services)?;
     let service_list = services::resolve(
         services::from_gauges(&observed.latest),
         file_services,
