@@ -97,6 +97,49 @@ pub mod defaults {
     pub const MAX_MISMATCH_PCT: f64 = 1.0;
 }
 
+/// The threshold options of `cutover-verify` and `rollout run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThresholdArgs {
+    /// Maximum 5xx rate of the new cluster, in percent.
+    #[arg(long, default_value_t = defaults::MAX_ERROR_RATE_PCT, value_name = "PERCENT")]
+    pub max_error_rate: f64,
+    /// Maximum p95 upstream latency of the new cluster, in milliseconds.
+    #[arg(long, default_value_t = defaults::MAX_P95_MS, value_name = "MS")]
+    pub max_p95_ms: f64,
+    /// Maximum p99 upstream latency of the new cluster, in milliseconds.
+    #[arg(long, default_value_t = defaults::MAX_P99_MS, value_name = "MS")]
+    pub max_p99_ms: f64,
+    /// Allowed distance between the observed share routed to new and the configured percentage,
+    /// in percentage points (none at 0 % and 100 %).
+    #[arg(long, default_value_t = defaults::SPLIT_TOLERANCE_PCT, value_name = "POINTS")]
+    pub split_tolerance: f64,
+    /// Requests a rate or latency check needs before it is judged; with fewer it reports "no data".
+    #[arg(long, default_value_t = defaults::MIN_REQUESTS, value_name = "N")]
+    pub min_requests: u64,
+    /// Maximum dual-write (shadow request) failure rate, in percent.
+    #[arg(long, default_value_t = defaults::MAX_DUAL_WRITE_FAILURE_PCT, value_name = "PERCENT")]
+    pub max_dual_write_failure_rate: f64,
+    /// Maximum dual-write mismatch rate, in percent of finished shadow requests.
+    #[arg(long, default_value_t = defaults::MAX_MISMATCH_PCT, value_name = "PERCENT")]
+    pub max_mismatch_rate: f64,
+}
+
+impl ThresholdArgs {
+    /// The validated thresholds; the message names the option.
+    pub fn thresholds(&self) -> Result<Thresholds, String> {
+        Thresholds {
+            max_error_rate_pct: self.max_error_rate,
+            max_p95_ms: self.max_p95_ms,
+            max_p99_ms: self.max_p99_ms,
+            split_tolerance_pct: self.split_tolerance,
+            min_requests: self.min_requests,
+            max_dual_write_failure_pct: self.max_dual_write_failure_rate,
+            max_mismatch_pct: self.max_mismatch_rate,
+        }
+        .validated()
+    }
+}
+
 impl Thresholds {
     /// Checks the ranges; the message names the option.
     pub fn validated(self) -> Result<Thresholds, String> {

@@ -218,7 +218,12 @@ pub fn redact_url(url: &str) -> String {
             let _ = parsed.set_password(None);
         }
         if parsed.has_host() {
-            return parsed.to_string();
+            let shown = parsed.to_string();
+            // The parser adds a root path; keep the URL as it was given.
+            return match shown.strip_suffix('/') {
+                Some(trimmed) if !url.ends_with('/') && parsed.path() == "/" => trimmed.to_string(),
+                _ => shown,
+            };
         }
     }
     // Not a URL with a host: drop everything up to the last '@' of the authority part.
@@ -270,9 +275,10 @@ mod tests {
             redact_url("http://admin:pw@127.0.0.1:9901/stats"),
             "http://127.0.0.1:9901/stats"
         );
-        assert_eq!(redact_url("https://u@envoy:9901"), "https://envoy:9901/");
+        assert_eq!(redact_url("https://u@envoy:9901"), "https://envoy:9901");
         assert_eq!(redact_url("admin:pw@127.0.0.1:9901"), "127.0.0.1:9901");
-        assert_eq!(redact_url("http://127.0.0.1:9901"), "http://127.0.0.1:9901/");
+        assert_eq!(redact_url("http://127.0.0.1:9901"), "http://127.0.0.1:9901");
+        assert_eq!(redact_url("http://127.0.0.1:9901/"), "http://127.0.0.1:9901/");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use checks::{Check, CheckKind, Status, Thresholds};
+use checks::{Check, CheckKind, Status};
 use report::Report;
 use services::ServiceSpec;
 use stats::Observed;
@@ -54,34 +54,8 @@ pub struct CutoverVerifyArgs {
     #[arg(long, value_name = "SECS")]
     pub window: Option<f64>,
 
-    /// Maximum 5xx rate of the new cluster, in percent.
-    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
-    pub max_error_rate: f64,
-
-    /// Maximum p95 upstream latency of the new cluster, in milliseconds.
-    #[arg(long, default_value_t = 500.0, value_name = "MS")]
-    pub max_p95_ms: f64,
-
-    /// Maximum p99 upstream latency of the new cluster, in milliseconds.
-    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
-    pub max_p99_ms: f64,
-
-    /// Allowed distance between the observed share routed to new and the configured percentage, in
-    /// percentage points.
-    #[arg(long, default_value_t = 5.0, value_name = "POINTS")]
-    pub split_tolerance: f64,
-
-    /// Requests a rate or latency check needs before it is judged; with fewer it reports "no data".
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub min_requests: u64,
-
-    /// Maximum dual-write (shadow request) failure rate, in percent.
-    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
-    pub max_dual_write_failure_rate: f64,
-
-    /// Maximum dual-write mismatch rate, in percent of successful shadow requests.
-    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
-    pub max_mismatch_rate: f64,
+    #[command(flatten)]
+    pub thresholds: checks::ThresholdArgs,
 
     /// PEM file with the CA certificate(s) of https:// admin or listener URLs.
     #[arg(long, value_name = "FILE")]
@@ -101,22 +75,6 @@ pub struct CutoverVerifyArgs {
 
     #[command(flatten)]
     pub verify_args: crate::verify::VerifySharedArgs,
-}
-
-impl CutoverVerifyArgs {
-    fn thresholds(&self) -> anyhow::Result<Thresholds> {
-        Thresholds {
-            max_error_rate_pct: self.max_error_rate,
-            max_p95_ms: self.max_p95_ms,
-            max_p99_ms: self.max_p99_ms,
-            split_tolerance_pct: self.split_tolerance,
-            min_requests: self.min_requests,
-            max_dual_write_failure_pct: self.max_dual_write_failure_rate,
-            max_mismatch_pct: self.max_mismatch_rate,
-        }
-        .validated()
-        .map_err(anyhow::Error::msg)
-    }
 }
 
 /// Runs the checklist and prints it; returns the exit code: 0 every check passed, 1 a check failed
@@ -146,7 +104,7 @@ async fn checklist(args: &CutoverVerifyArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
-    let thresholds = args.thresholds()?;
+    let thresholds = args.thresholds.thresholds().map_err(anyhow::Error::msg)?;
     let timeout = Duration::from_millis(args.http_timeout_ms);
     let client = http::Client::new(http::ClientOptions {
         ca_cert: args.cacert.clone(),

@@ -125,9 +125,12 @@ pub struct Applied {
     pub changed: bool,
 }
 
+/// The live file as read: validated document and its exact bytes (to put back).
+type LiveFile = (Ecds, Vec<u8>);
+
 /// The live document after `change`, validated; `None` for `before` when the live file does not
 /// exist yet (only `install` accepts that).
-fn proposed(target: &Target, change: &Change) -> Result<(Option<(Ecds, Vec<u8>)>, Ecds)> {
+fn proposed(target: &Target, change: &Change) -> Result<(Option<LiveFile>, Ecds)> {
     match change {
         Change::Install(ready) => {
             let ready_bytes = live_file::read(ready)?;

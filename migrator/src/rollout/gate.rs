@@ -4,35 +4,16 @@
 
 use serde::Serialize;
 
-use crate::cutover_verify::checks::{self, defaults, Check, CheckKind, Status, Thresholds};
+use crate::cutover_verify::checks::{self, Check, CheckKind, Status, ThresholdArgs, Thresholds};
 use crate::cutover_verify::http;
 use crate::cutover_verify::services::ServiceSpec;
 use crate::cutover_verify::stats::Observed;
 
-/// Gate thresholds of `rollout run` (defaults: cutover-verify's).
+/// Gate options of `rollout run`: cutover-verify's thresholds (same defaults) and per-side health.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
-    /// Maximum 5xx rate of the new cluster, in percent.
-    #[arg(long, default_value_t = defaults::MAX_ERROR_RATE_PCT, value_name = "PERCENT")]
-    pub max_error_rate: f64,
-    /// Maximum p95 upstream latency of the new cluster over the interval, in milliseconds.
-    #[arg(long, default_value_t = defaults::MAX_P95_MS, value_name = "MS")]
-    pub max_p95_ms: f64,
-    /// Maximum p99 upstream latency of the new cluster over the interval, in milliseconds.
-    #[arg(long, default_value_t = defaults::MAX_P99_MS, value_name = "MS")]
-    pub max_p99_ms: f64,
-    /// Allowed distance of the observed share from the step, in points (0 at 0 % and 100 %).
-    #[arg(long, default_value_t = defaults::SPLIT_TOLERANCE_PCT, value_name = "POINTS")]
-    pub split_tolerance: f64,
-    /// Requests an interval needs for a check to be judged; fewer: no data (inconclusive).
-    #[arg(long, default_value_t = defaults::MIN_REQUESTS, value_name = "N")]
-    pub min_requests: u64,
-    /// Maximum dual-write failure rate, in percent.
-    #[arg(long, default_value_t = defaults::MAX_DUAL_WRITE_FAILURE_PCT, value_name = "PERCENT")]
-    pub max_dual_write_failure_rate: f64,
-    /// Maximum dual-write mismatch rate, in percent.
-    #[arg(long, default_value_t = defaults::MAX_MISMATCH_PCT, value_name = "PERCENT")]
-    pub max_mismatch_rate: f64,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// A health URL of one side, SIDE=URL with SIDE legacy or new (repeatable), requested
     /// directly (not through the split) every interval; expects HTTP 200.
     #[arg(long = "health", value_name = "SIDE=URL")]
@@ -40,19 +21,6 @@ pub struct GateArgs {
 }
 
 impl GateArgs {
-    pub fn thresholds(&self) -> Result<Thresholds, String> {
-        Thresholds {
-            max_error_rate_pct: self.max_error_rate,
-            max_p95_ms: self.max_p95_ms,
-            max_p99_ms: self.max_p99_ms,
-            split_tolerance_pct: self.split_tolerance,
-            min_requests: self.min_requests,
-            max_dual_write_failure_pct: self.max_dual_write_failure_rate,
-            max_mismatch_pct: self.max_mismatch_rate,
-        }
-        .validated()
-    }
-
     /// `(side, url)` pairs; the message names the bad argument.
     pub fn health_urls(&self) -> Result<Vec<(String, String)>, String> {
         self.health

@@ -199,9 +199,9 @@ async fn dispatch(args: &RolloutArgs) -> Result<u8> {
         }
         RolloutCommand::Run(run_args) => run::run(&target, run_args, args.format).await,
         RolloutCommand::Status => state::status(&target, args.format),
-        RolloutCommand::Pause => state::request(&target, state::Request::Pause),
-        RolloutCommand::Resume => state::request(&target, state::Request::Resume),
-        RolloutCommand::Abort => state::request(&target, state::Request::Abort),
+        RolloutCommand::Pause => state::request(&target, state::Request::Pause).await,
+        RolloutCommand::Resume => state::request(&target, state::Request::Resume).await,
+        RolloutCommand::Abort => state::request(&target, state::Request::Abort).await,
     }
 }
 

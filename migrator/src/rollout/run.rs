@@ -76,7 +76,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
             args.hold, args.interval
         )));
     }
-    let thresholds = args.gate.thresholds().map_err(RolloutError::usage)?;
+    let thresholds = args.gate.thresholds.thresholds().map_err(RolloutError::usage)?;
     let health = args.gate.health_urls().map_err(RolloutError::usage)?;
     let intervals = (args.hold.as_secs_f64() / args.interval.as_secs_f64()).ceil();
     Ok(Plan {

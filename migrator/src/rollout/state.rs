@@ -173,7 +173,7 @@ pub fn clear_request(file: &Path) {
 }
 
 /// `pause` / `resume` / `abort` from another process.
-pub fn request(target: &Target, request: Request) -> Result<u8> {
+pub async fn request(target: &Target, request: Request) -> Result<u8> {
     let Some(mut state) = load(&target.file)? else {
         return Err(RolloutError::usage(format!(
             "no `rollout run` on record for {}",
@@ -215,11 +215,8 @@ pub fn request(target: &Target, request: Request) -> Result<u8> {
         }
         Request::Abort => {
             // No run active: roll back here.
-            let runtime = tokio::runtime::Handle::current();
             let service = state.service.clone();
-            tokio::task::block_in_place(|| {
-                runtime.block_on(super::run::roll_back(target, &service, false))
-            })?;
+            super::run::roll_back(target, &service, false).await?;
             state.phase = Phase::Aborted;
             state.reason = Some("aborted by `rollout abort`".into());
             save(&target.file, &mut state)?;
