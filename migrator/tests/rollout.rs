@@ -403,7 +403,12 @@ mod single_target {
         assert_code(&out, 0, "show");
         let shown: Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(shown["matches"], true);
-        let chat = shown["services"].as_array().unwrap().iter().find(|s| s["name"] == "chat").unwrap();
+        let chat = shown["targets"][0]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "chat")
+            .unwrap();
         assert_eq!(chat["live"]["new_percentage"], 100);
         assert_eq!(chat["file"]["dual_write"], true);
     }
@@ -541,7 +546,7 @@ mod single_target {
         let before = std::fs::read(&file).unwrap();
         let out = bench.rollout(&["set", "chat", "20"]);
         assert_code(&out, 4, "rejected");
-        assert!(out.stderr.contains("previous file was put back"), "{}", out.stderr);
+        assert!(out.stderr.contains("previous file put back"), "{}", out.stderr);
         assert_eq!(std::fs::read(&file).unwrap(), before);
         assert_eq!(bench.gauge("new_percentage"), Some(10), "Envoy still serves 10");
         let audit = bench.audit();
@@ -853,5 +858,93 @@ mod defects {
         assert_eq!(by_id("chat.health.new")["status"], "fail");
         assert_eq!(by_id("chat.health.new")["value"], 500.0);
         assert_eq!(bench.gauge("use_legacy"), Some(1));
+    }
+}
+
+/// Several Envoys take one rollout (`--target admin=URL,file=PATH`, repeatable).
+mod fleet {
+    use super::*;
+
+    fn target(bench: &Bench) -> String {
+        format!("admin={},file={}", bench.envoy.admin_url(), bench.file().display())
+    }
+
+    fn fleet(benches: &[&Bench], args: &[&str]) -> Command {
+        let mut cmd = migrator_cmd();
+        cmd.arg("rollout")
+            .env_remove("CUTOVER_ECDS_FILE")
+            .env_remove("CUTOVER_ADMIN_URL");
+        for b in benches {
+            cmd.args(["--target", &target(b)]);
+        }
+        cmd.args(["--timeout", "20s"]).args(args);
+        cmd
+    }
+
+    fn run(benches: &[&Bench], args: &[&str]) -> Outcome {
+        fleet(benches, args).output().unwrap().into()
+    }
+
+    #[test]
+    fn a_step_reaches_every_envoy_and_one_rejection_puts_every_one_back() {
+        let a = boot(&config::chat_config(10));
+        let b = boot(&config::chat_config(10));
+        assert_code(&run(&[&a, &b], &["set", "chat", "50"]), 0, "fleet set");
+        assert_eq!((a.gauge("new_percentage"), b.gauge("new_percentage")), (Some(50), Some(50)));
+        let shown = run(&[&a, &b], &["show", "--format", "json"]);
+        assert_code(&shown, 0, "fleet show");
+        let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+        assert_eq!(shown["targets"].as_array().unwrap().len(), 2);
+
+        // B's file is edited by hand with a runtime its Envoy does not have: B refuses it and
+        // keeps serving 50; the next fleet step is rejected by B.
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(b.file()).unwrap()).unwrap();
+        doc["resources"][0]["typed_config"]["config"]["vm_config"]["runtime"] = "envoy.wasm.runtime.wamr".into();
+        let before = b.envoy.ecds_stats();
+        b.envoy.write_ecds_raw(doc.to_string().as_bytes());
+        wait_until("B refuses the hand edit", Duration::from_secs(20), || {
+            (b.envoy.ecds_stats() != before).then_some(())
+        });
+        let a_file_before = std::fs::read(a.file()).unwrap();
+        let out = run(&[&a, &b], &["set", "chat", "80"]);
+        assert_code(&out, 4, "B rejects");
+        assert!(out.stderr.contains(&b.envoy.admin_url()), "names the failing target: {}", out.stderr);
+        assert_eq!(a.gauge("new_percentage"), Some(50), "A back at the previous step");
+        assert_eq!(b.gauge("new_percentage"), Some(50));
+        assert_eq!(std::fs::read(a.file()).unwrap(), a_file_before, "A's previous file is back");
+    }
+
+    #[test]
+    fn targets_must_agree_and_gates_judge_the_fleet() {
+        let a = boot(&config::chat_config(0));
+        let b = boot(&config::chat_config(0));
+        let c = boot(&chat_and_orchestration(0));
+        let c_before = std::fs::read(c.file()).unwrap();
+        let out = run(&[&a, &c], &["set", "chat", "10"]);
+        assert_code(&out, 2, "service lists differ");
+        assert!(out.stderr.contains("disagree"), "{}", out.stderr);
+        assert_eq!(a.gauge("new_percentage"), Some(0), "nothing written");
+        assert_eq!(std::fs::read(c.file()).unwrap(), c_before);
+
+        let _ta = a.traffic();
+        let _tb = b.traffic();
+        let mut cmd = fleet(
+            &[&a, &b],
+            &[
+                "run", "--service", "chat", "--steps", "50,100", "--hold", "2s", "--interval", "1s",
+                "--min-requests", "10", "--format", "json",
+            ],
+        );
+        let out: Outcome = cmd.output().unwrap().into();
+        assert_code(&out, 0, "fleet run");
+        assert_eq!((a.gauge("new_percentage"), b.gauge("new_percentage")), (Some(100), Some(100)));
+        let intervals: Vec<Value> = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["event"] == "interval")
+            .collect();
+        assert!(!intervals.is_empty());
+        assert!(state_dir(&a.file()).join("state.json").exists(), "state beside the first target's file");
     }
 }

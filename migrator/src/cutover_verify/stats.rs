@@ -154,6 +154,28 @@ impl Snapshot {
             .and_then(|(_, v)| *v)
     }
 
+    /// Several Envoys' readings as one: counters, gauges and bucket counts added (quantiles,
+    /// which cannot be added, are left out).
+    pub fn sum(snapshots: &[Snapshot]) -> Snapshot {
+        let mut total = Snapshot::default();
+        for s in snapshots {
+            for (name, value) in &s.values {
+                *total.values.entry(name.clone()).or_insert(0.0) += value;
+            }
+            for (name, buckets) in &s.buckets {
+                let into = total.buckets.entry(name.clone()).or_default();
+                for &(bound, count) in buckets {
+                    match into.iter_mut().find(|(b, _)| *b == bound) {
+                        Some((_, c)) => *c += count,
+                        None => into.push((bound, count)),
+                    }
+                }
+                into.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+        total
+    }
+
     /// Cumulative bucket counts of histogram `name`, when Envoy reported buckets.
     pub fn buckets(&self, name: &str) -> Option<&[(f64, f64)]> {
         self.buckets.get(name).map(Vec::as_slice)
@@ -348,6 +370,18 @@ mod tests {
         assert_eq!(slow.samples, 3.0);
         assert!(slow.value.unwrap() > 10.0, "{slow:?}");
         assert_eq!(bucket_quantile(&[(1.0, 0.0)], 95.0), None);
+    }
+
+    #[test]
+    fn a_fleet_reading_is_the_sum() {
+        let one = Snapshot::parse(BUCKETS).unwrap();
+        let sum = Snapshot::sum(&[one.clone(), one]);
+        assert_eq!(sum.value("c"), Some(2.0));
+        let observed = Observed {
+            latest: sum,
+            baseline: None,
+        };
+        assert_eq!(observed.latency("cluster.c.upstream_rq_time", 50.0).unwrap().samples, 40.0);
     }
 
     #[test]

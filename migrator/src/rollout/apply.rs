@@ -11,9 +11,10 @@ use serde::Serialize;
 use super::envoy::{self, Admin, Confirmation, Discovery};
 use super::live_file::{self, Ecds, ServiceState};
 use super::{exit, state, Result, RolloutArgs, RolloutError};
+
 use crate::cutover_verify::http;
 
-/// Where a change goes: the watched file and the admin endpoint of the Envoy watching it.
+/// One Envoy: the watched file and the admin endpoint of the Envoy watching it.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub file: PathBuf,
@@ -24,36 +25,124 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn from_args(args: &RolloutArgs) -> Result<Target> {
-        let file = args.file.clone().ok_or_else(|| {
-            RolloutError::usage(
-                "--file (or CUTOVER_ECDS_FILE) is required: the ECDS file Envoy watches",
-            )
-        })?;
-        let admin_url = args.admin.clone().ok_or_else(|| {
-            RolloutError::usage(
-                "--admin (or CUTOVER_ADMIN_URL) is required: Envoy's admin URL, e.g. http://127.0.0.1:9901",
-            )
-        })?;
-        http::parse_url(&admin_url).map_err(|e| RolloutError::usage(format!("--admin: {e}")))?;
-        let client = http::Client::new(http::ClientOptions {
-            ca_cert: args.cacert.clone(),
-            ..http::ClientOptions::with_timeout(args.http_timeout)
-        })
-        .map_err(|e| RolloutError::usage(e.to_string()))?;
-        Ok(Target {
-            file,
-            admin_url,
-            client,
-            confirm_timeout: args.timeout,
-        })
-    }
-
     /// Connects to the admin endpoint and checks that it watches the file (exit 6 otherwise).
     pub async fn admin(&self) -> Result<Admin> {
         let admin = Admin::connect(self.client.clone(), &self.admin_url).await?;
         admin.check_watches(&self.file).await?;
         Ok(admin)
+    }
+
+    /// `admin URL (file)` for messages, without credentials.
+    pub fn name(&self) -> String {
+        format!("{} ({})", http::redact_url(&self.admin_url), self.file.display())
+    }
+}
+
+/// Where a change goes: one Envoy (`--file`/`--admin`) or several (`--target`, repeatable). The
+/// rollout's state lives beside the first target's file.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// The first target's file: `state.json`, the lock and the requests live beside it.
+    pub file: PathBuf,
+    pub targets: Vec<Target>,
+}
+
+/// Parses `admin=URL,file=PATH` (either order; a comma inside the URL is kept).
+fn parse_target(arg: &str) -> Result<(String, PathBuf)> {
+    let bad = || {
+        RolloutError::usage(format!(
+            "--target {}: expected admin=URL,file=PATH",
+            http::redact_url(arg)
+        ))
+    };
+    let mut admin: Option<String> = None;
+    let mut file: Option<String> = None;
+    let mut last: Option<&str> = None;
+    for part in arg.split(',') {
+        if let Some(v) = part.strip_prefix("admin=") {
+            admin = Some(v.to_string());
+            last = Some("admin");
+        } else if let Some(v) = part.strip_prefix("file=") {
+            file = Some(v.to_string());
+            last = Some("file");
+        } else {
+            let slot = match last {
+                Some("admin") => admin.as_mut(),
+                Some(_) => file.as_mut(),
+                None => None,
+            };
+            let slot = slot.ok_or_else(bad)?;
+            slot.push(',');
+            slot.push_str(part);
+        }
+    }
+    match (admin, file) {
+        (Some(a), Some(f)) if !a.is_empty() && !f.is_empty() => Ok((a, PathBuf::from(f))),
+        _ => Err(bad()),
+    }
+}
+
+impl Fleet {
+    pub fn from_args(args: &RolloutArgs) -> Result<Fleet> {
+        let pairs: Vec<(String, PathBuf)> = if args.targets.is_empty() {
+            let file = args.file.clone().ok_or_else(|| {
+                RolloutError::usage(
+                    "--file (or CUTOVER_ECDS_FILE) is required: the ECDS file Envoy watches (or --target admin=URL,file=PATH)",
+                )
+            })?;
+            let admin = args.admin.clone().ok_or_else(|| {
+                RolloutError::usage(
+                    "--admin (or CUTOVER_ADMIN_URL) is required: Envoy's admin URL, e.g. http://127.0.0.1:9901",
+                )
+            })?;
+            vec![(admin, file)]
+        } else {
+            if args.file.is_some() || args.admin.is_some() {
+                return Err(RolloutError::usage(
+                    "--target cannot be combined with --file/--admin (or CUTOVER_ECDS_FILE/CUTOVER_ADMIN_URL)",
+                ));
+            }
+            args.targets
+                .iter()
+                .map(|t| parse_target(t))
+                .collect::<Result<_>>()?
+        };
+        let client = http::Client::new(http::ClientOptions {
+            ca_cert: args.cacert.clone(),
+            ..http::ClientOptions::with_timeout(args.http_timeout)
+        })
+        .map_err(|e| RolloutError::usage(e.to_string()))?;
+        let mut targets = Vec::new();
+        for (admin_url, file) in pairs {
+            http::parse_url(&admin_url)
+                .map_err(|e| RolloutError::usage(format!("--admin: {e}")))?;
+            if targets.iter().any(|t: &Target| t.file == file) {
+                return Err(RolloutError::usage(format!(
+                    "{}: given for two targets",
+                    file.display()
+                )));
+            }
+            targets.push(Target {
+                file,
+                admin_url,
+                client: client.clone(),
+                confirm_timeout: args.timeout,
+            });
+        }
+        let file = targets
+            .first()
+            .map(|t| t.file.clone())
+            .ok_or_else(|| RolloutError::usage("no target"))?;
+        Ok(Fleet { file, targets })
+    }
+
+    /// Every target's admin endpoint, checked (exit 6 naming the target otherwise).
+    pub async fn admins(&self) -> Result<Vec<Admin>> {
+        let mut admins = Vec::new();
+        for target in &self.targets {
+            admins.push(target.admin().await?);
+        }
+        Ok(admins)
     }
 }
 
@@ -184,7 +273,7 @@ fn proposed(target: &Target, change: &Change) -> Result<(Option<LiveFile>, Ecds)
 
 /// Dual-write off loses the legacy copy of new writes: only at 100 % with the kill switch off
 /// and the last gate of `rollout run` passing at 100 % (or `--force`, which is logged).
-fn dual_write_interlock(target: &Target, live: &Ecds, service: &str) -> Result<()> {
+fn dual_write_interlock(fleet: &Fleet, live: &Ecds, service: &str) -> Result<()> {
     let config = live.service(service)?;
     let mut reasons = Vec::new();
     if config.new_percentage != 100 {
@@ -193,7 +282,7 @@ fn dual_write_interlock(target: &Target, live: &Ecds, service: &str) -> Result<(
     if config.use_legacy {
         reasons.push("the kill switch is on".to_string());
     }
-    match state::last_gate(&target.file, service) {
+    match state::last_gate(&fleet.file, service) {
         Some(gate) if gate.passed && gate.percentage == 100 => {}
         Some(gate) => reasons.push(format!(
             "the last gate ({} at {} %) did not pass",
@@ -210,108 +299,193 @@ fn dual_write_interlock(target: &Target, live: &Ecds, service: &str) -> Result<(
     )))
 }
 
-/// Applies `change` and waits for Envoy; the error carries the exit code.
-pub async fn apply(target: &Target, change: Change) -> Result<Applied> {
-    apply_with(target, change, true).await
+/// Applies `change` to every target and waits for each Envoy; the error carries the exit code.
+pub async fn apply(fleet: &Fleet, change: Change) -> Result<Applied> {
+    apply_with(fleet, change, true).await
+}
+
+/// One target, checked and ready to be written.
+struct Prepared<'a> {
+    target: &'a Target,
+    admin: Admin,
+    live: Option<LiveFile>,
+    next: Ecds,
+    unchanged: bool,
+}
+
+fn service_names(services: &[(String, ServiceState)]) -> Vec<&str> {
+    services.iter().map(|(n, _)| n.as_str()).collect()
 }
 
 /// `verbose`: print what was written to stderr (the one-step commands do; `run` prints its own
-/// decision lines).
-pub async fn apply_with(target: &Target, change: Change, verbose: bool) -> Result<Applied> {
-    let (live, next) = proposed(target, &change)?;
-    if let (Change::DualWrite { service, on: false, force: false }, Some((live, _))) =
-        (&change, &live)
-    {
-        dual_write_interlock(target, live, service)?;
+/// decision lines). Everything is checked on every target before the first file is written; when
+/// one target rejects (or does not confirm), every target already written gets its previous file
+/// back.
+pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<Applied> {
+    let mut prepared: Vec<Prepared> = Vec::new();
+    for target in &fleet.targets {
+        let (live, next) = proposed(target, &change)?;
+        if let (Change::DualWrite { service, on: false, force: false }, Some((live, _))) =
+            (&change, &live)
+        {
+            dual_write_interlock(fleet, live, service)?;
+        }
+        let directory = live_file::parent_dir(&target.file);
+        if !directory.is_dir() {
+            return Err(RolloutError::file(format!(
+                "{}: the watched directory does not exist",
+                directory.display()
+            )));
+        }
+        if let Some(first) = prepared.first() {
+            let (ours, theirs) = (next.services(), first.next.services());
+            if service_names(&ours) != service_names(&theirs) {
+                return Err(RolloutError::usage(format!(
+                    "the targets disagree about the services: {} has {:?}, {} has {:?}; nothing was written",
+                    first.target.name(),
+                    service_names(&theirs),
+                    target.name(),
+                    service_names(&ours)
+                )));
+            }
+        }
+        let admin = target.admin().await?;
+        let unchanged = live.as_ref().is_some_and(|(l, _)| {
+            l.document.filter_config_json() == next.document.filter_config_json()
+        });
+        prepared.push(Prepared {
+            target,
+            admin,
+            live,
+            next,
+            unchanged,
+        });
     }
-    let directory = live_file::parent_dir(&target.file);
-    if !directory.is_dir() {
-        return Err(RolloutError::file(format!(
-            "{}: the watched directory does not exist",
-            directory.display()
-        )));
-    }
-    let admin = target.admin().await?;
-    let before_services = live.as_ref().map(|(l, _)| l.services()).unwrap_or_default();
-    let after_services = next.services();
-    let new_bytes = next.document.to_bytes();
-    let unchanged = live
-        .as_ref()
-        .is_some_and(|(l, _)| l.document.filter_config_json() == next.document.filter_config_json());
 
-    let discovery_before = Discovery::read(&admin.stats().await?);
-    if !unchanged {
-        live_file::write_atomically(&target.file, &new_bytes).map_err(|e| {
-            RolloutError::file(format!("{}: cannot write: {e}", target.file.display()))
-        })?;
+    let several = prepared.len() > 1;
+    let mut written: Vec<&Prepared> = Vec::new();
+    // (target, rejected (else not confirmed), reason)
+    let mut failure: Option<(String, bool, String)> = None;
+    for p in &prepared {
+        let target = p.target;
+        let before = p.live.as_ref().map(|(l, _)| l.services()).unwrap_or_default();
+        let after = p.next.services();
+        let discovery_before = Discovery::read(&p.admin.stats().await?);
+        if !p.unchanged {
+            live_file::write_atomically(&target.file, &p.next.document.to_bytes()).map_err(|e| {
+                RolloutError::file(format!("{}: cannot write: {e}", target.file.display()))
+            })?;
+            written.push(p);
+            if verbose {
+                eprintln!("wrote {}:\n{}", target.file.display(), summary(&after));
+            }
+        }
+        let confirmation = envoy::confirm(
+            &p.admin,
+            discovery_before,
+            &after,
+            p.unchanged,
+            target.confirm_timeout,
+        )
+        .await?;
+        let outcome = match &confirmation {
+            Confirmation::Live => "applied",
+            Confirmation::Rejected(_) => "rejected",
+            Confirmation::NotConfirmed(_) => "not_confirmed",
+        };
+        state::audit(&target.file, &change.describe(), &before, &after, outcome, p.unchanged);
+        match confirmation {
+            Confirmation::Live => {}
+            Confirmation::Rejected(reason) => {
+                failure = Some((target.name(), true, reason));
+                break;
+            }
+            Confirmation::NotConfirmed(reason) => {
+                failure = Some((target.name(), false, reason));
+                break;
+            }
+        }
         if verbose {
-            eprintln!(
-                "wrote {}:\n{}",
-                target.file.display(),
-                summary(&after_services)
-            );
+            let on = if several {
+                format!(" ({})", target.name())
+            } else {
+                String::new()
+            };
+            if p.unchanged {
+                eprintln!("unchanged: Envoy already serves this configuration{on}.");
+            } else {
+                eprintln!("Envoy accepted the update and reports it live{on}.");
+            }
         }
     }
-    let confirmation = envoy::confirm(
-        &admin,
-        discovery_before,
-        &after_services,
-        unchanged,
-        target.confirm_timeout,
-    )
-    .await?;
-    let outcome = match &confirmation {
-        Confirmation::Live => "applied",
-        Confirmation::Rejected(_) => "rejected",
-        Confirmation::NotConfirmed(_) => "not_confirmed",
+
+    let Some((failed_target, rejected, reason)) = failure else {
+        let first = prepared
+            .first()
+            .ok_or_else(|| RolloutError::usage("no target"))?;
+        return Ok(Applied {
+            before: first.live.as_ref().map(|(l, _)| l.services()).unwrap_or_default(),
+            after: first.next.services(),
+            changed: prepared.iter().any(|p| !p.unchanged),
+        });
     };
-    state::audit(
-        &target.file,
-        &change.describe(),
-        &before_services,
-        &after_services,
-        outcome,
-        unchanged,
-    );
-    match confirmation {
-        Confirmation::Live => {
-            if verbose {
-                if unchanged {
-                    eprintln!("unchanged: Envoy already serves this configuration.");
-                } else {
-                    eprintln!("Envoy accepted the update and reports it live.");
+    // A rejected update: every file written goes back (the live file always holds what Envoy
+    // serves). Not confirmed in time on one target: the others go back too, so the fleet is on
+    // one step; the unconfirmed target keeps the new file (it may be serving it).
+    let mut restored = Vec::new();
+    for p in written {
+        let is_failed = p.target.name() == failed_target;
+        if is_failed && !rejected {
+            continue;
+        }
+        let what = match &p.live {
+            Some((_, previous)) => live_file::write_atomically(&p.target.file, previous)
+                .map(|()| "previous file put back".to_string())
+                .unwrap_or_else(|e| format!("putting the previous file back FAILED: {e}")),
+            None => std::fs::remove_file(&p.target.file)
+                .map(|()| "new file removed".to_string())
+                .unwrap_or_else(|e| format!("removing the new file FAILED: {e}")),
+        };
+        if !is_failed {
+            if let Some((previous, _)) = &p.live {
+                let discovery = Discovery::read(&p.admin.stats().await?);
+                let back = envoy::confirm(&p.admin, discovery, &previous.services(), true, p.target.confirm_timeout)
+                    .await?;
+                if back != Confirmation::Live {
+                    restored.push(format!("{}: {what}, but Envoy did not confirm it", p.target.name()));
+                    continue;
                 }
             }
-            Ok(Applied {
-                before: before_services,
-                after: after_services,
-                changed: !unchanged,
-            })
         }
-        Confirmation::Rejected(reason) => {
-            // The live file must always hold what Envoy serves.
-            let restored = match &live {
-                Some((_, previous)) => live_file::write_atomically(&target.file, previous)
-                    .map(|()| "the previous file was put back".to_string())
-                    .unwrap_or_else(|e| format!("putting the previous file back FAILED: {e}")),
-                None => std::fs::remove_file(&target.file)
-                    .map(|()| "the new file was removed".to_string())
-                    .unwrap_or_else(|e| format!("removing the new file FAILED: {e}")),
-            };
-            Err(RolloutError::new(
-                exit::REJECTED,
-                format!("Envoy REJECTED the update ({reason}); the previous configuration keeps serving; {restored}"),
-            ))
-        }
-        Confirmation::NotConfirmed(reason) => Err(RolloutError::new(
+        restored.push(if several {
+            format!("{}: {what}", p.target.name())
+        } else {
+            format!("the {what}")
+        });
+    }
+    let restored = if restored.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", restored.join("; "))
+    };
+    let at = if several {
+        format!("Envoy at {failed_target}")
+    } else {
+        "Envoy".to_string()
+    };
+    Err(if rejected {
+        RolloutError::new(
+            exit::REJECTED,
+            format!("{at} REJECTED the update ({reason}); the previous configuration keeps serving{restored}"),
+        )
+    } else {
+        RolloutError::new(
             exit::NOT_CONFIRMED,
             format!(
-                "Envoy did not confirm the update within {:?} ({reason}); {} holds the new configuration",
-                target.confirm_timeout,
-                target.file.display()
+                "{at} did not confirm the update in time ({reason}); its file holds the new configuration{restored}"
             ),
-        )),
-    }
+        )
+    })
 }
 
 pub fn summary(services: &[(String, ServiceState)]) -> String {

@@ -80,6 +80,11 @@ pub struct RolloutArgs {
     #[arg(long, env = "CUTOVER_ADMIN_URL", value_name = "URL", global = true, hide_env_values = true)]
     pub admin: Option<String>,
 
+    /// One Envoy of a fleet, admin=URL,file=PATH (repeatable; instead of --file/--admin): a step is
+    /// applied to and confirmed on every target, and gates judge the sum over the fleet.
+    #[arg(long = "target", value_name = "admin=URL,file=PATH", global = true)]
+    pub targets: Vec<String>,
+
     /// PEM file with the CA certificate of an https:// admin endpoint.
     #[arg(long, value_name = "FILE", global = true)]
     pub cacert: Option<PathBuf>,
@@ -168,7 +173,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<u8> {
 }
 
 async fn dispatch(args: &RolloutArgs) -> Result<u8> {
-    let target = apply::Target::from_args(args)?;
+    let target = apply::Fleet::from_args(args)?;
     match &args.command {
         RolloutCommand::Show => show::run(&target, args.format).await,
         RolloutCommand::Set { service, step } => {

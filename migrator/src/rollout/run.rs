@@ -8,13 +8,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use super::apply::{self, Change, Step, Target};
+use super::apply::{self, Change, Fleet, Step};
 use super::gate::{self, GateArgs, Verdict};
 use super::state::{self, LastGate, Phase, Request, RunState};
 use super::{exit, live_file, Result, RolloutError};
 use crate::cutover_verify::checks::{Check, Status, Thresholds};
 use crate::cutover_verify::services::ServiceSpec;
-use crate::cutover_verify::stats::Observed;
+use crate::cutover_verify::stats::{Observed, Snapshot};
 use crate::verify::OutputFormat;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -111,7 +111,7 @@ impl Events {
 }
 
 /// Kill switch on for `service` (dual-write untouched).
-pub async fn roll_back(target: &Target, service: &str, quiet: bool) -> Result<()> {
+pub async fn roll_back(target: &Fleet, service: &str, quiet: bool) -> Result<()> {
     apply::apply_with(
         target,
         Change::Step {
@@ -124,7 +124,7 @@ pub async fn roll_back(target: &Target, service: &str, quiet: bool) -> Result<()
     .map(|_| ())
 }
 
-pub async fn run(target: &Target, args: &RunArgs, format: OutputFormat) -> Result<u8> {
+pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result<u8> {
     let plan = plan(args)?;
     let events = Events {
         format,
@@ -132,17 +132,35 @@ pub async fn run(target: &Target, args: &RunArgs, format: OutputFormat) -> Resul
     };
     let (live, _) = live_file::load(&target.file)?;
     let service_config = live.service(&args.service)?.clone();
-    let admin = target.admin().await?;
-    let stats = admin.stats().await?;
-    for cluster in [&service_config.new_cluster, &service_config.legacy_cluster] {
-        let prefix = format!("cluster.{cluster}.");
-        if !stats.names().any(|n| n.starts_with(&prefix)) {
+    let admins = target.admins().await?;
+    for (t, admin) in target.targets.iter().zip(&admins) {
+        let (other, _) = live_file::load(&t.file)?;
+        let config = other.service(&args.service)?;
+        if config.new_cluster != service_config.new_cluster {
             return Err(RolloutError::usage(format!(
-                "services[{}]: Envoy at {} has no cluster {cluster:?}",
-                args.service, admin.shown
+                "the targets disagree about {}'s new cluster: {:?} in {}, {:?} in {}",
+                args.service,
+                service_config.new_cluster,
+                target.file.display(),
+                config.new_cluster,
+                t.file.display()
             )));
         }
+        let stats = admin.stats().await?;
+        for cluster in [&service_config.new_cluster, &service_config.legacy_cluster] {
+            let prefix = format!("cluster.{cluster}.");
+            if !stats.names().any(|n| n.starts_with(&prefix)) {
+                return Err(RolloutError::usage(format!(
+                    "services[{}]: Envoy at {} has no cluster {cluster:?}",
+                    args.service, admin.shown
+                )));
+            }
+        }
     }
+    let client = admins
+        .first()
+        .map(|a| a.client.clone())
+        .ok_or_else(|| RolloutError::usage("no target"))?;
     let _lock = state::lock(&target.file)?;
 
     let recorded = state::load(&target.file)?;
@@ -234,11 +252,11 @@ pub async fn run(target: &Target, args: &RunArgs, format: OutputFormat) -> Resul
         }
 
         while run_state.passed_intervals < plan.intervals_per_step {
-            let baseline = admin.stats().await?;
+            let baseline = fleet_stats(&admins).await?;
             if let Some(code) = wait_interval(target, args, &events, &mut run_state, step).await? {
                 return Ok(code);
             }
-            let latest = admin.stats().await?;
+            let latest = fleet_stats(&admins).await?;
             let observed = Observed {
                 latest,
                 baseline: Some(baseline),
@@ -248,7 +266,7 @@ pub async fn run(target: &Target, args: &RunArgs, format: OutputFormat) -> Resul
                 &observed,
                 &plan.thresholds,
                 step,
-                &admin.client,
+                &client,
                 &plan.health,
             )
             .await;
@@ -322,7 +340,7 @@ pub async fn run(target: &Target, args: &RunArgs, format: OutputFormat) -> Resul
 }
 
 fn pause(
-    target: &Target,
+    target: &Fleet,
     events: &Events,
     run_state: &mut RunState,
     step: u8,
@@ -342,7 +360,7 @@ fn pause(
 
 /// Sleeps one interval, watching for `pause` / `abort`; `Some(exit code)` when the run stops.
 async fn wait_interval(
-    target: &Target,
+    target: &Fleet,
     args: &RunArgs,
     events: &Events,
     run_state: &mut RunState,
@@ -375,6 +393,15 @@ async fn wait_interval(
         }
         tokio::time::sleep((deadline - now).min(Duration::from_millis(200))).await;
     }
+}
+
+/// The stats of every target, summed (the gate judges the fleet as one).
+async fn fleet_stats(admins: &[super::envoy::Admin]) -> Result<Snapshot> {
+    let mut all = Vec::with_capacity(admins.len());
+    for admin in admins {
+        all.push(admin.stats().await?);
+    }
+    Ok(Snapshot::sum(&all))
 }
 
 fn state_of(

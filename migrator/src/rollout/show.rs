@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::apply::Target;
+use super::apply::Fleet;
 use super::envoy::live_state;
 use super::live_file::{self, ServiceState};
 use super::{exit, Result};
@@ -12,9 +12,15 @@ use crate::verify::OutputFormat;
 #[derive(Debug, Serialize)]
 struct ShowReport {
     schema: &'static str,
+    /// True when every target's live gauges equal its file.
+    matches: bool,
+    targets: Vec<TargetRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetRow {
     file: String,
     admin_url: String,
-    /// True when every service's live gauges equal the file.
     matches: bool,
     services: Vec<ServiceRow>,
 }
@@ -28,29 +34,36 @@ struct ServiceRow {
     matches: bool,
 }
 
-pub async fn run(target: &Target, format: OutputFormat) -> Result<u8> {
-    let (ecds, _) = live_file::load(&target.file)?;
-    let admin = target.admin().await?;
-    let stats = admin.stats().await?;
-    let services: Vec<ServiceRow> = ecds
-        .services()
-        .into_iter()
-        .map(|(name, file)| {
-            let live = live_state(&stats, &name);
-            ServiceRow {
-                matches: live == Some(file),
-                name,
-                file,
-                live,
-            }
-        })
-        .collect();
+pub async fn run(fleet: &Fleet, format: OutputFormat) -> Result<u8> {
+    let mut targets = Vec::new();
+    for target in &fleet.targets {
+        let (ecds, _) = live_file::load(&target.file)?;
+        let admin = target.admin().await?;
+        let stats = admin.stats().await?;
+        let services: Vec<ServiceRow> = ecds
+            .services()
+            .into_iter()
+            .map(|(name, file)| {
+                let live = live_state(&stats, &name);
+                ServiceRow {
+                    matches: live == Some(file),
+                    name,
+                    file,
+                    live,
+                }
+            })
+            .collect();
+        targets.push(TargetRow {
+            file: target.file.display().to_string(),
+            admin_url: admin.shown.clone(),
+            matches: services.iter().all(|s| s.matches),
+            services,
+        });
+    }
     let report = ShowReport {
         schema: "rollout-show/v1",
-        file: target.file.display().to_string(),
-        admin_url: admin.shown.clone(),
-        matches: services.iter().all(|s| s.matches),
-        services,
+        matches: targets.iter().all(|t| t.matches),
+        targets,
     };
     match format {
         OutputFormat::Json => println!(
@@ -58,20 +71,20 @@ pub async fn run(target: &Target, format: OutputFormat) -> Result<u8> {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
         OutputFormat::Text => {
-            println!("{} (Envoy admin {}):", report.file, report.admin_url);
-            for s in &report.services {
-                let live = s
-                    .live
-                    .map_or("no gauges".to_string(), |l| l.describe());
-                if s.matches {
-                    println!("  {}: {} (live)", s.name, s.file.describe());
-                } else {
-                    println!(
-                        "  {}: DIFFERS file {} | live {}",
-                        s.name,
-                        s.file.describe(),
-                        live
-                    );
+            for t in &report.targets {
+                println!("{} (Envoy admin {}):", t.file, t.admin_url);
+                for s in &t.services {
+                    let live = s.live.map_or("no gauges".to_string(), |l| l.describe());
+                    if s.matches {
+                        println!("  {}: {} (live)", s.name, s.file.describe());
+                    } else {
+                        println!(
+                            "  {}: DIFFERS file {} | live {}",
+                            s.name,
+                            s.file.describe(),
+                            live
+                        );
+                    }
                 }
             }
         }

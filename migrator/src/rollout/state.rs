@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::apply::Target;
+use super::apply::Fleet;
 use super::live_file::{self, ServiceState};
 use super::{exit, Result, RolloutError};
 use crate::verify::OutputFormat;
@@ -173,7 +173,7 @@ pub fn clear_request(file: &Path) {
 }
 
 /// `pause` / `resume` / `abort` from another process.
-pub async fn request(target: &Target, request: Request) -> Result<u8> {
+pub async fn request(target: &Fleet, request: Request) -> Result<u8> {
     let Some(mut state) = load(&target.file)? else {
         return Err(RolloutError::usage(format!(
             "no `rollout run` on record for {}",
@@ -227,7 +227,7 @@ pub async fn request(target: &Target, request: Request) -> Result<u8> {
 }
 
 /// `status` (`--format json`: the state file plus `running`).
-pub fn status(target: &Target, format: OutputFormat) -> Result<u8> {
+pub fn status(target: &Fleet, format: OutputFormat) -> Result<u8> {
     let state = load(&target.file)?;
     let running = is_running(&target.file);
     match format {
