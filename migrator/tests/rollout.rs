@@ -709,6 +709,32 @@ mod run {
     }
 
     #[test]
+    fn verify_gates_each_promotion() {
+        let bench = boot(&config::chat_config(0));
+        let _traffic = bench.traffic();
+        let pair = cutover_verify_support::verify_support::Pair::with_tasks("rollout_verify", 50);
+        let mut args = vec![
+            "run", "--service", "chat", "--steps", "10,100", "--hold", "1s", "--verify", "--tables", "tasks",
+            "--source-url", &pair.source.url, "--target-url", &pair.target.url,
+        ];
+        args.extend_from_slice(&FAST);
+        let (code, events, stderr) = bench.spawn(&args).finish();
+        assert_eq!(code, 0, "{events:#?} {stderr}");
+        assert_eq!(events_of(&events, "verify").len(), 2, "one data check per promotion");
+
+        // A row missing in the target: the first promotion is refused and the service rolled back.
+        let key = pair.key(7);
+        pair.target_sql(&format!("DELETE FROM orchestration.coding_tasks WHERE id = '{key}'"));
+        bench.rollout(&["set", "chat", "0"]);
+        let (code, events, stderr) = bench.spawn(&args).finish();
+        assert_eq!(code, 1, "{events:#?} {stderr}");
+        let rolled_back = events_of(&events, "rolled_back");
+        assert_eq!(rolled_back[0]["failed_checks"][0]["id"], "data");
+        assert_eq!(rolled_back[0]["failed_checks"][0]["value"], 1.0);
+        assert_eq!(bench.gauge("use_legacy"), Some(1));
+    }
+
+    #[test]
     fn bad_plans_are_usage_errors() {
         let bench = boot(&config::chat_config(0));
         for (args, needle) in [

@@ -228,7 +228,7 @@ async fn health_check(
     check
 }
 
-fn data_check(verify: &crate::verify::VerifyReport) -> Check {
+pub(crate) fn data_check(verify: &crate::verify::VerifyReport) -> Check {
     let differences = verify.differences as f64;
     Check {
         id: "data".to_string(),

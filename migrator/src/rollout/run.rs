@@ -39,6 +39,12 @@ pub struct RunArgs {
     pub max_inconclusive: u32,
     #[command(flatten)]
     pub gate: GateArgs,
+    /// Before promoting each step, run `migrator verify` (source and target URLs, plan, as for
+    /// verify): differing rows roll back.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub verify_args: crate::verify::VerifySharedArgs,
 }
 
 /// The validated plan of a run.
@@ -312,6 +318,11 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
                 return pause(target, &events, &mut run_state, step, reason);
             }
         }
+        if args.verify {
+            if let Some(code) = data_gate(target, args, &events, &mut run_state, step).await? {
+                return Ok(code);
+            }
+        }
         events.emit(
             "promoted",
             format!(
@@ -337,6 +348,58 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
     let last = run_state.current_step();
     events.emit("completed", format!("rollout complete at {last:?} %"), json!({"step": last}));
     Ok(exit::OK)
+}
+
+/// `--verify` before a promotion: `Some(exit code)` when the data differ (rolled back) or verify
+/// could not run (paused).
+async fn data_gate(
+    target: &Fleet,
+    args: &RunArgs,
+    events: &Events,
+    run_state: &mut RunState,
+    step: u8,
+) -> Result<Option<u8>> {
+    let report = match crate::verify::run_for_cutover(&args.verify_args).await {
+        Ok(report) => report,
+        Err(e) => {
+            let message = crate::db::scrub_secrets(&format!("{e:#}"));
+            events.emit("error", message.clone(), json!({"step": step, "exit_code": exit::USAGE}));
+            run_state.phase = Phase::Paused;
+            run_state.reason = Some(message.clone());
+            state::save(&target.file, run_state)?;
+            return Err(RolloutError::usage(message));
+        }
+    };
+    let check = crate::cutover_verify::data_check(&report);
+    let passed = check.status == Status::Pass;
+    events.emit(
+        "verify",
+        format!(
+            "data at {step} %: {} {} [{}]",
+            if passed { "pass" } else { "FAIL" },
+            check.detail,
+            check.threshold
+        ),
+        json!({"step": step, "check": check}),
+    );
+    if passed {
+        return Ok(None);
+    }
+    run_state.last_gate = Some(LastGate {
+        percentage: step,
+        passed: false,
+        at: state::now(),
+    });
+    roll_back(target, &args.service, true).await?;
+    run_state.phase = Phase::RolledBack;
+    run_state.reason = Some(format!("verify at {step} %: {}", check.detail));
+    state::save(&target.file, run_state)?;
+    events.emit(
+        "rolled_back",
+        format!("ROLLED BACK at {step} %: kill switch on (dual-write left as it was): data {}", check.detail),
+        json!({"step": step, "failed_checks": [check]}),
+    );
+    Ok(Some(exit::DIFFERS_OR_ROLLED_BACK))
 }
 
 fn pause(
