@@ -750,6 +750,20 @@ mod run {
         }
         let out = bench.rollout(&["run", "--service", "chats", "--steps", "10"]);
         assert_code(&out, 2, "unknown service");
+
+        // A file that names a service its Envoy does not serve (a hand edit Envoy refused).
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(bench.file()).unwrap()).unwrap();
+        let plugin = &mut doc["resources"][0]["typed_config"]["config"];
+        plugin["vm_config"]["runtime"] = "envoy.wasm.runtime.wamr".into();
+        plugin["configuration"]["value"] = chat_and_orchestration(0).to_string().into();
+        let before = bench.envoy.ecds_stats();
+        bench.envoy.write_ecds_raw(doc.to_string().as_bytes());
+        wait_until("Envoy refuses the hand edit", Duration::from_secs(20), || {
+            (bench.envoy.ecds_stats() != before).then_some(())
+        });
+        let out = bench.rollout(&["run", "--service", "chat", "--steps", "10"]);
+        assert_code(&out, 2, "file and Envoy disagree");
+        assert!(out.stderr.contains("disagree about the services"), "{}", out.stderr);
         assert!(!state_dir(&bench.file()).join("state.json").exists());
         assert_eq!(bench.gauge("new_percentage"), Some(0));
     }

@@ -153,6 +153,20 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
             )));
         }
         let stats = admin.stats().await?;
+        let in_file: Vec<String> = other.services().into_iter().map(|(n, _)| n).collect();
+        let in_envoy: Vec<String> = in_file
+            .iter()
+            .filter(|name| super::envoy::live_state(&stats, name).is_some())
+            .cloned()
+            .collect();
+        if in_envoy != in_file {
+            return Err(RolloutError::usage(format!(
+                "{} and its Envoy disagree about the services: the file has {:?}, Envoy reports {:?} (is the file what Envoy serves? `rollout show`)",
+                t.file.display(),
+                in_file,
+                in_envoy
+            )));
+        }
         for cluster in [&service_config.new_cluster, &service_config.legacy_cluster] {
             let prefix = format!("cluster.{cluster}.");
             if !stats.names().any(|n| n.starts_with(&prefix)) {
