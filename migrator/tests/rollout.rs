@@ -988,3 +988,151 @@ mod fleet {
         assert!(state_dir(&a.file()).join("state.json").exists(), "state beside the first target's file");
     }
 }
+
+/// `run --prometheus-url`: the same gates computed from a real Prometheus (Debian's `prometheus`
+/// package, `PROMETHEUS_BIN` or `prometheus` on PATH) scraping two Envoys' `/stats/prometheus`.
+mod prometheus_source {
+    use super::*;
+
+    /// A Prometheus child on a free loopback port; killed and its data removed on drop (and
+    /// killed by the kernel if the test thread dies).
+    struct Prometheus {
+        child: Child,
+        dir: PathBuf,
+        url: String,
+    }
+
+    impl Drop for Prometheus {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn query(url: &str, promql: &str) -> Value {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        // Not up yet: connection refused reads as no answer.
+        cutover_e2e::HttpClient::new(url)
+            .with_timeout(Duration::from_secs(5))
+            .try_send("GET", &format!("/api/v1/query?query={encoded}"), &[], b"")
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r.body).ok())
+            .unwrap_or_default()
+    }
+
+    fn start(envoys: &[&Bench]) -> Prometheus {
+        let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".to_string());
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("rollout-prometheus-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let targets: Vec<String> = envoys
+            .iter()
+            .map(|b| format!("\"127.0.0.1:{}\"", b.envoy.admin_port()))
+            .collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: [{}]}}]\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let mut command = Command::new(&bin);
+        command
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl after fork is async-signal-safe and touches no parent memory.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {bin} ({e}): install Debian's prometheus package (apt-get install prometheus) or set PROMETHEUS_BIN")
+        });
+        let prometheus = Prometheus {
+            child,
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let want = envoys.len().to_string();
+        wait_until("Prometheus scraping every Envoy", Duration::from_secs(60), || {
+            let answer = query(&prometheus.url, "count(up == 1)");
+            (answer["data"]["result"][0]["value"][1] == want.as_str()).then_some(())
+        });
+        prometheus
+    }
+
+    fn fleet_run(envoys: &[&Bench], prometheus: &Prometheus, extra: &[&str]) -> RunningRollout {
+        let mut cmd = migrator_cmd();
+        cmd.arg("rollout")
+            .env_remove("CUTOVER_ECDS_FILE")
+            .env_remove("CUTOVER_ADMIN_URL");
+        for b in envoys {
+            cmd.args([
+                "--target",
+                &format!("admin={},file={}", b.envoy.admin_url(), b.file().display()),
+            ]);
+        }
+        cmd.args(["--timeout", "20s", "run", "--service", "chat", "--prometheus-url", &prometheus.url])
+            .args(["--interval", "3s", "--min-requests", "10", "--format", "json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        RunningRollout {
+            child,
+            lines: stdout.lines(),
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn prometheus_backed_gates_promote_and_roll_back_like_admin_backed_ones() {
+        let a = boot(&config::chat_config(0));
+        let b = boot(&config::chat_config(0));
+        let prometheus = start(&[&a, &b]);
+        let _ta = a.traffic();
+        let _tb = b.traffic();
+
+        // Healthy: promoted to 100 on the fleet's Prometheus figures.
+        let (code, events, stderr) =
+            fleet_run(&[&a, &b], &prometheus, &["--steps", "50,100", "--hold", "3s"]).finish();
+        assert_eq!(code, 0, "{events:#?} {stderr}");
+        assert_eq!((a.gauge("new_percentage"), b.gauge("new_percentage")), (Some(100), Some(100)));
+        let interval = events_of(&events, "interval")[0];
+        let split = interval["checks"].as_array().unwrap().iter().find(|c| c["id"] == "chat.split").unwrap();
+        assert_eq!(split["status"], "pass", "{split}");
+
+        // New failing on one Envoy of the two: the fleet's 5xx rate fails and both roll back.
+        a.rollout(&["set", "chat", "0"]);
+        b.rollout(&["set", "chat", "0"]);
+        a.new.set_fail_every(5);
+        let (code, events, stderr) =
+            fleet_run(&[&a, &b], &prometheus, &["--steps", "50,100", "--hold", "30s"]).finish();
+        assert_eq!(code, 1, "{events:#?} {stderr}");
+        let failed = &events_of(&events, "rolled_back")[0]["failed_checks"];
+        assert!(
+            failed.as_array().unwrap().iter().any(|c| c["id"] == "chat.new_5xx_rate"),
+            "{failed:#}"
+        );
+        assert_eq!((a.gauge("use_legacy"), b.gauge("use_legacy")), (Some(1), Some(1)));
+    }
+}

@@ -154,6 +154,22 @@ impl Snapshot {
             .and_then(|(_, v)| *v)
     }
 
+    /// A reading assembled elsewhere (e.g. from Prometheus): numeric stats by `/stats` name and
+    /// cumulative bucket counts by histogram name.
+    pub fn from_parts(
+        values: HashMap<String, f64>,
+        mut buckets: HashMap<String, Vec<(f64, f64)>>,
+    ) -> Snapshot {
+        for list in buckets.values_mut() {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        Snapshot {
+            values,
+            quantiles: HashMap::new(),
+            buckets,
+        }
+    }
+
     /// Several Envoys' readings as one: counters, gauges and bucket counts added (quantiles,
     /// which cannot be added, are left out).
     pub fn sum(snapshots: &[Snapshot]) -> Snapshot {

@@ -8,6 +8,7 @@ mod apply;
 mod envoy;
 mod gate;
 mod live_file;
+mod prometheus;
 mod run;
 mod show;
 mod state;

@@ -39,6 +39,10 @@ pub struct RunArgs {
     pub max_inconclusive: u32,
     #[command(flatten)]
     pub gate: GateArgs,
+    /// Judge the gates from this Prometheus (its query API), on `increase(…[interval])` of the
+    /// series it scrapes from the Envoys' `/stats/prometheus`, instead of the admin endpoints.
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<String>,
     /// Before promoting each step, run `migrator verify` (source and target URLs, plan, as for
     /// verify): differing rows roll back.
     #[arg(long)]
@@ -181,6 +185,17 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
         .first()
         .map(|a| a.client.clone())
         .ok_or_else(|| RolloutError::usage("no target"))?;
+    let prometheus = match &args.prometheus_url {
+        Some(url) => {
+            crate::cutover_verify::http::parse_url(url)
+                .map_err(|e| RolloutError::usage(format!("--prometheus-url: {e}")))?;
+            Some(super::prometheus::Prometheus {
+                client: client.clone(),
+                url: url.clone(),
+            })
+        }
+        None => None,
+    };
     let _lock = state::lock(&target.file)?;
 
     let recorded = state::load(&target.file)?;
@@ -232,7 +247,9 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
         ),
         json!({"steps": plan.steps, "hold_seconds": args.hold.as_secs_f64(), "interval_seconds": args.interval.as_secs_f64(),
                "intervals_per_step": plan.intervals_per_step, "max_failures": args.max_failures,
-               "max_inconclusive": args.max_inconclusive, "thresholds": plan.thresholds}),
+               "max_inconclusive": args.max_inconclusive, "thresholds": plan.thresholds,
+               "source": if args.prometheus_url.is_some() { "prometheus" } else { "admin" },
+               "targets": target.targets.len()}),
     );
 
     let spec = ServiceSpec {
@@ -272,14 +289,19 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
         }
 
         while run_state.passed_intervals < plan.intervals_per_step {
-            let baseline = fleet_stats(&admins).await?;
+            let baseline = match prometheus {
+                Some(_) => None,
+                None => Some(fleet_stats(&admins).await?),
+            };
             if let Some(code) = wait_interval(target, args, &events, &mut run_state, step).await? {
                 return Ok(code);
             }
-            let latest = fleet_stats(&admins).await?;
-            let observed = Observed {
-                latest,
-                baseline: Some(baseline),
+            let observed = match (&prometheus, baseline) {
+                (Some(p), _) => p.window(&args.service, &spec.new_cluster, args.interval).await?,
+                (None, baseline) => Observed {
+                    latest: fleet_stats(&admins).await?,
+                    baseline,
+                },
             };
             let checks = gate::interval_checks(
                 &spec,
