@@ -209,6 +209,37 @@ fn pct(part: f64, whole: f64) -> f64 {
     part / whole * 100.0
 }
 
+/// A health check from one GET: HTTP 200 passes; `detail` is what was asked and answered (or
+/// why there was no answer — a service that does not answer is a failed check, not a tool error).
+pub fn health_check(
+    id: String,
+    service: &str,
+    answer: Result<&super::http::Response, &super::http::HttpError>,
+    describe: impl FnOnce(&super::http::Response) -> String,
+) -> Check {
+    let mut check = Check {
+        id,
+        service: Some(service.to_string()),
+        kind: CheckKind::Health,
+        status: Status::Fail,
+        value: None,
+        unit: "",
+        threshold: "HTTP 200".to_string(),
+        detail: String::new(),
+    };
+    match answer {
+        Ok(response) => {
+            check.value = Some(f64::from(response.status));
+            if response.status == 200 {
+                check.status = Status::Pass;
+            }
+            check.detail = describe(response);
+        }
+        Err(e) => check.detail = e.to_string(),
+    }
+    check
+}
+
 /// Formats a percentage without noise: `10%`, `9.87%`.
 pub fn fmt_pct(v: f64) -> String {
     let s = format!("{v:.2}");

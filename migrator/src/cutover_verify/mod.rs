@@ -198,34 +198,19 @@ async fn health_check(
     path: &str,
 ) -> Check {
     let url = http::join(listener, path);
-    let mut check = Check {
-        id: format!("{}.health:{path}", spec.name),
-        service: Some(spec.name.clone()),
-        kind: CheckKind::Health,
-        status: Status::Fail,
-        value: None,
-        unit: "",
-        threshold: "HTTP 200".to_string(),
-        detail: String::new(),
-    };
-    match client.get(&url).await {
-        Ok(response) => {
-            check.value = Some(f64::from(response.status));
-            check.status = if response.status == 200 {
-                Status::Pass
-            } else {
-                Status::Fail
-            };
+    let answer = client.get(&url).await;
+    checks::health_check(
+        format!("{}.health:{path}", spec.name),
+        &spec.name,
+        answer.as_ref(),
+        |response| {
             let routed = response
                 .header("x-routed-to")
                 .map(|s| format!(", routed to {s}"))
                 .unwrap_or_default();
-            check.detail = format!("GET {path}: HTTP {}{routed}", response.status);
-        }
-        // A service that does not answer is a failed check, not a tool error.
-        Err(e) => check.detail = e.to_string(),
-    }
-    check
+            format!("GET {path}: HTTP {}{routed}", response.status)
+        },
+    )
 }
 
 pub(crate) fn data_check(verify: &crate::verify::VerifyReport) -> Check {

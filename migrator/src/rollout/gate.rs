@@ -85,25 +85,15 @@ pub async fn interval_checks(
 
 async fn health_check(spec: &ServiceSpec, client: &http::Client, side: &str, url: &str) -> Check {
     let shown = http::redact_url(url);
-    let mut check = Check {
-        id: format!("{}.health.{side}", spec.name),
-        service: Some(spec.name.clone()),
-        kind: CheckKind::Health,
-        status: Status::Fail,
-        value: None,
-        unit: "",
-        threshold: "HTTP 200".to_string(),
-        detail: String::new(),
-    };
-    match client.get(url).await {
-        Ok(response) => {
-            check.value = Some(f64::from(response.status));
-            if response.status == 200 {
-                check.status = Status::Pass;
-            }
-            check.detail = format!("{side}: GET {shown}: HTTP {}", response.status);
-        }
-        Err(e) => check.detail = format!("{side}: {e}"),
+    let answer = client.get(url).await;
+    let mut check = checks::health_check(
+        format!("{}.health.{side}", spec.name),
+        &spec.name,
+        answer.as_ref(),
+        |response| format!("{side}: GET {shown}: HTTP {}", response.status),
+    );
+    if answer.is_err() {
+        check.detail = format!("{side}: {}", check.detail);
     }
     check
 }
