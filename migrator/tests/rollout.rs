@@ -575,7 +575,11 @@ mod single_target {
 mod run {
     use super::*;
 
-    const FAST: [&str; 4] = ["--interval", "1s", "--min-requests", "10"];
+    /// Short intervals; latency limits out of the way (a loaded test machine must not fail the
+    /// gates these tests are not about; latency has its own test).
+    const FAST: [&str; 8] = [
+        "--interval", "1s", "--min-requests", "10", "--max-p95-ms", "10000", "--max-p99-ms", "10000",
+    ];
 
     #[test]
     fn promotes_through_three_steps_with_a_healthy_new_upstream() {
@@ -972,7 +976,7 @@ mod fleet {
             &[&a, &b],
             &[
                 "run", "--service", "chat", "--steps", "50,100", "--hold", "2s", "--interval", "1s",
-                "--min-requests", "10", "--format", "json",
+                "--min-requests", "10", "--max-p95-ms", "10000", "--max-p99-ms", "10000", "--format", "json",
             ],
         );
         let out: Outcome = cmd.output().unwrap().into();
@@ -1092,6 +1096,7 @@ mod prometheus_source {
         }
         cmd.args(["--timeout", "20s", "run", "--service", "chat", "--prometheus-url", &prometheus.url])
             .args(["--interval", "3s", "--min-requests", "10", "--format", "json"])
+            .args(["--max-p95-ms", "10000", "--max-p99-ms", "10000"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

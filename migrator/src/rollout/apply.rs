@@ -350,9 +350,9 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
             }
         }
         let admin = target.admin().await?;
-        let unchanged = live.as_ref().is_some_and(|(l, _)| {
-            l.document.filter_config_json() == next.document.filter_config_json()
-        });
+        let unchanged = live
+            .as_ref()
+            .is_some_and(|(l, _)| same_json(l.document.filter_config_json(), next.document.filter_config_json()));
         prepared.push(Prepared {
             target,
             admin,
@@ -486,6 +486,17 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
             ),
         )
     })
+}
+
+/// The same JSON document, whatever its formatting.
+fn same_json(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 pub fn summary(services: &[(String, ServiceState)]) -> String {

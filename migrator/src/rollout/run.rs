@@ -51,6 +51,9 @@ pub struct RunArgs {
     pub verify_args: crate::verify::VerifySharedArgs,
 }
 
+/// Pause between Envoy's confirmation of a step and the first interval.
+const STEP_SETTLE: Duration = Duration::from_millis(300);
+
 /// The validated plan of a run.
 struct Plan {
     steps: Vec<u8>,
@@ -205,17 +208,17 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
                 && (s.service != args.service || s.steps != plan.steps) =>
         {
             return Err(RolloutError::usage(format!(
-                "a run of {} with steps {:?} is recorded ({:?} at step {:?}); run it with the same --service and --steps, or `rollout abort` it first",
+                "a run of {} with steps {:?} is recorded ({:?} at step {}); run it with the same --service and --steps, or `rollout abort` it first",
                 s.service,
                 s.steps,
                 s.phase,
-                s.current_step()
+                s.step_text()
             )));
         }
         Some(mut s) if matches!(s.phase, Phase::Running | Phase::Paused) => {
             events.emit(
                 "resumed",
-                format!("continuing at step {:?} (recorded)", s.current_step()),
+                format!("continuing at step {} (recorded)", s.step_text()),
                 json!({"step": s.current_step(), "step_index": s.step_index}),
             );
             s.phase = Phase::Running;
@@ -288,6 +291,10 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
             }
         }
 
+        // Envoy's gauges confirm the update once the main thread has it; the workers pick it up
+        // a moment later. Counting starts after that, so that requests decided under the previous
+        // step do not count against this one (the split is exact at 0 % and 100 %).
+        tokio::time::sleep(STEP_SETTLE).await;
         while run_state.passed_intervals < plan.intervals_per_step {
             let baseline = match prometheus {
                 Some(_) => None,
@@ -382,7 +389,8 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
     run_state.phase = Phase::Completed;
     state::save(&target.file, &mut run_state)?;
     let last = run_state.current_step();
-    events.emit("completed", format!("rollout complete at {last:?} %"), json!({"step": last}));
+    let shown = last.map_or_else(|| "?".to_string(), |p| p.to_string());
+    events.emit("completed", format!("rollout complete at {shown} %"), json!({"step": last}));
     Ok(exit::OK)
 }
 

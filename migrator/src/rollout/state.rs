@@ -78,6 +78,12 @@ impl RunState {
     pub fn current_step(&self) -> Option<u8> {
         self.steps.get(self.step_index).copied()
     }
+
+    /// The current step for messages: `50 %`.
+    pub fn step_text(&self) -> String {
+        self.current_step()
+            .map_or_else(|| "?".to_string(), |p| format!("{p} %"))
+    }
 }
 
 pub fn now() -> String {
@@ -195,7 +201,7 @@ pub async fn request(target: &Fleet, request: Request) -> Result<u8> {
                 state.reason = Some("paused by `rollout pause` while no run was active".into());
                 save(&target.file, &mut state)?;
             }
-            eprintln!("paused: `rollout run` continues from step {:?}", state.current_step());
+            eprintln!("paused: `rollout run` continues from step {}", state.step_text());
         }
         Request::Resume => {
             clear_request(&target.file);
@@ -243,11 +249,11 @@ pub fn status(target: &Fleet, format: OutputFormat) -> Result<u8> {
         OutputFormat::Text => match &state {
             None => println!("no `rollout run` on record for {}", target.file.display()),
             Some(s) => println!(
-                "{}: {} steps {:?}, at {:?} (step {} of {}), {:?}{}; intervals passed {}, failed {}, inconclusive {}{}",
+                "{}: {} steps {:?}, at {} (step {} of {}), {:?}{}; intervals passed {}, failed {}, inconclusive {}{}",
                 target.file.display(),
                 s.service,
                 s.steps,
-                s.current_step(),
+                s.step_text(),
                 s.step_index + 1,
                 s.steps.len(),
                 s.phase,
