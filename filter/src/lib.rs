@@ -20,6 +20,7 @@
 
 pub mod bucket;
 pub mod config;
+pub mod ecds;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;

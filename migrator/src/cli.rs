@@ -35,6 +35,10 @@ pub enum Command {
     /// health requests through Envoy, and optionally verify. Exit 0 all pass, 1 a check fails or
     /// lacks data, 2 error.
     CutoverVerify(Box<crate::cutover_verify::CutoverVerifyArgs>),
+    /// Rollout steps on a running Envoy through its watched ECDS file: show, set, dual-write,
+    /// install, and the automated gated `run` (with status/pause/resume/abort). Exit codes:
+    /// docs/rollout.md.
+    Rollout(Box<crate::rollout::RolloutArgs>),
 }
 
 /// The target (new system) database.

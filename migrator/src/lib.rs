@@ -28,6 +28,7 @@ pub mod plan;
 mod plan_cmd;
 mod progress;
 pub mod redact;
+pub mod rollout;
 pub mod schema;
 pub mod status;
 pub mod verify;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::GenerateLegacy(args) => fixture::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::CutoverVerify(args) => cutover_verify::run(*args).await,
+        Command::Rollout(args) => rollout::run(*args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
