@@ -17,6 +17,18 @@
 //!   projection / target select ([`plan::ResolvedTable`]).
 //! - [`schema::check_migrated`]: "is the target at the embedded schema version?" (exit 4 if not).
 
+// As in the filter: no unwrap/expect/panic outside tests; errors are values with exit codes.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod cli;
 pub mod copy;
 pub mod cutover_verify;

@@ -8,24 +8,8 @@ use anyhow::Context;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Row};
 
+use super::job::TableJob;
 use super::report::{ChangedRow, TableReport};
-use super::sql::Projection;
-
-/// One table to compare, as both sides read it.
-#[derive(Debug, Clone)]
-pub struct TableJob {
-    pub name: String,
-    /// Shown in the report: the plan's source (table or SELECT).
-    pub source_label: String,
-    pub target: String,
-    /// The target table as quoted SQL, `"schema"."table"`.
-    pub target_sql: String,
-    /// FROM clauses (with alias `v`) for each side.
-    pub source_from: String,
-    pub target_from: String,
-    pub projection: Projection,
-    pub ignored_columns: Vec<String>,
-}
 
 /// Target rows per bucket the bucket count aims for: small enough that a differing bucket costs
 /// little to fetch row by row, large enough that the bucket list itself stays small.
