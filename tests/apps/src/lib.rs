@@ -59,7 +59,7 @@ pub enum AppError {
     BadUrl(sqlx::Error),
     #[error("cannot connect to the database: {0}")]
     Connect(sqlx::Error),
-    #[error("the database does not have the {flavor:?} schema: {source}")]
+    #[error("the database does not have the {} schema: {source}", flavor.name())]
     Schema {
         flavor: Flavor,
         source: store::SchemaError,
@@ -115,7 +115,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         })?;
     let addr = listener.local_addr().map_err(AppError::Serve)?;
     println!("{LISTENING_PREFIX}{addr}");
-    eprintln!("cutover-app: {:?} flavor serving on {addr}", cli.flavor);
+    eprintln!("cutover-app: {} flavor serving on {addr}", cli.flavor.name());
     axum::serve(listener, api::router(Store::new(pool, cli.flavor)))
         .with_graceful_shutdown(shutdown_signal())
         .await

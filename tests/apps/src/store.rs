@@ -53,6 +53,13 @@ impl Flavor {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Legacy => "legacy",
+            Flavor::New => "new",
+        }
+    }
+
     /// How to create the missing schema, for the start-up error.
     fn schema_hint(self) -> &'static str {
         match self {

@@ -1,0 +1,254 @@
+//! The whole cutover on real services (issue 10): the legacy and the new app (`tests/apps`), each
+//! on its own PostgreSQL database, behind a real Envoy 1.40 with the release filter; dual-write
+//! at 0 % (legacy serves, new receives the shadows), then at 100 % (new serves, legacy receives
+//! them), while the traffic generator runs. Asserted on the ledger and the databases: every
+//! acknowledged write is stored on both sides with the values the client was answered (the
+//! request-time timestamps included), the two databases are identical, and re-sent writes create
+//! nothing new.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cutover_e2e::app::{apply_schema, Flavor};
+use cutover_e2e::traffic::{Kind, Rows};
+use cutover_e2e::{config, cutover_stat, wait_until, App, Envoy, Traffic, TrafficConfig};
+use cutover_pgfixture::TestDb;
+use serde_json::{json, Value};
+
+/// The header Envoy stamps ahead of the filter (`cutover_apps::request_time::REQUEST_TIME_HEADER`).
+const REQUEST_TIME_HEADER: &str = "x-cutover-request-time";
+const SERVICES: [&str; 2] = ["chat", "orchestration"];
+const SHADOW_OUTCOMES: [&str; 6] = [
+    "shadow_succeeded",
+    "shadow_failed_3xx",
+    "shadow_failed_4xx",
+    "shadow_failed_5xx",
+    "shadow_failed_reset",
+    "shadow_timed_out",
+];
+/// Bound on every wait of these tests (a loaded 2-core machine).
+const WAIT: Duration = Duration::from_secs(120);
+
+/// chat and orchestration at `new_percentage`, dual-write on for every write method of the API.
+fn filter_config(new_percentage: u8) -> Value {
+    let services = [
+        config::chat_service(new_percentage),
+        config::orchestration_service(new_percentage),
+    ]
+    .into_iter()
+    .map(|mut service| {
+        service["dual_write"] = json!({
+            "enabled": true,
+            "methods": ["POST", "PUT", "PATCH", "DELETE"],
+            "timeout_ms": 5000
+        });
+        service
+    })
+    .collect();
+    config::filter_config(services)
+}
+
+/// Envoy routing both services to the two apps (one process per side serves both), loading the
+/// filter through ECDS, with the request-time header stamped before the filter.
+fn envoy_for(legacy: &App, new: &App, new_percentage: u8) -> Envoy {
+    Envoy::builder(&filter_config(new_percentage))
+        .ecds()
+        .cluster("chat_legacy", legacy.port())
+        .cluster("orchestration_legacy", legacy.port())
+        .cluster("chat_new", new.port())
+        .cluster("orchestration_new", new.port())
+        .request_time_header(REQUEST_TIME_HEADER)
+        .boot()
+}
+
+/// Waits until every shadow sent has an outcome; returns (sent, succeeded) over both services.
+fn settle_shadows(envoy: &Envoy) -> (u64, u64) {
+    wait_until("every shadow to have an outcome", WAIT, || {
+        let stats = envoy.stats();
+        let get = |service: &str, metric: &str| {
+            let name = cutover_stat(service, metric);
+            stats
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        let sent: u64 = SERVICES.iter().map(|s| get(s, "shadow_sent")).sum();
+        let outcomes: u64 = SERVICES
+            .iter()
+            .flat_map(|s| SHADOW_OUTCOMES.iter().map(move |m| (s, m)))
+            .map(|(s, m)| get(s, m))
+            .sum();
+        let succeeded: u64 = SERVICES.iter().map(|s| get(s, "shadow_succeeded")).sum();
+        (sent == outcomes).then_some((sent, succeeded))
+    })
+}
+
+fn load(app: &App) -> Rows {
+    Rows::load(&mut app.db().client(), app.flavor())
+}
+
+#[test]
+fn every_acknowledged_write_is_on_both_sides_at_0_and_at_100_percent() {
+    let legacy = App::start(Flavor::Legacy);
+    let new = App::start(Flavor::New);
+    let envoy = envoy_for(&legacy, &new, 0);
+
+    let traffic = Traffic::start(
+        &envoy.listener_url(),
+        &TrafficConfig {
+            users: 40,
+            connections: 4,
+            rate: 80.0,
+            max_requests: 4_000,
+            max_duration: Duration::from_secs(150),
+            ..TrafficConfig::default()
+        },
+    );
+    let ledger = traffic.ledger();
+    // Phase 1, 0 %: legacy serves, new receives the shadows.
+    wait_until("150 writes served by legacy", WAIT, || {
+        (ledger.acks_served_by("legacy") >= 150).then_some(())
+    });
+    // Phase 2, 100 %: new serves, legacy receives the shadows; traffic flows through the switch.
+    envoy.update_filter_config(&filter_config(100));
+    let served_by_new_before = ledger.acks_served_by("new");
+    wait_until("150 writes served by new", WAIT, || {
+        (ledger.acks_served_by("new") >= served_by_new_before + 150).then_some(())
+    });
+    let ledger = traffic.stop();
+    let (shadows_sent, shadows_succeeded) = settle_shadows(&envoy);
+
+    let failures = ledger.failures();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let acks = ledger.acks();
+    assert_eq!(
+        ledger.acks_served_by("legacy") + ledger.acks_served_by("new"),
+        acks.len(),
+        "every acknowledged write says which side served it"
+    );
+    assert!(ledger.reads_ok() > 0, "reads were part of the mix");
+    assert_eq!(
+        shadows_sent,
+        acks.len() as u64,
+        "every acknowledged write was mirrored"
+    );
+    assert_eq!(
+        shadows_succeeded, shadows_sent,
+        "every shadow succeeded; envoy log: {}",
+        envoy.log_path().display()
+    );
+
+    let legacy_rows = load(&legacy);
+    let new_rows = load(&new);
+    let expected = ledger.expected();
+    for (side, rows) in [("legacy", &legacy_rows), ("new", &new_rows)] {
+        let missing = expected.differences(rows);
+        assert!(
+            missing.is_empty(),
+            "{side}: {} acknowledged writes not stored as answered, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    let apart = legacy_rows.differences(&new_rows);
+    assert!(
+        apart.is_empty(),
+        "legacy and new differ in {} rows, e.g. {:?}",
+        apart.len(),
+        &apart[..apart.len().min(5)]
+    );
+
+    // Nothing stored that the ledger does not account for: re-sends created no second entity.
+    let present: BTreeSet<(Kind, uuid::Uuid)> = expected
+        .entities
+        .iter()
+        .filter(|(_, row)| row.is_some())
+        .map(|(key, _)| *key)
+        .collect();
+    assert_eq!(legacy_rows.len(), present.len(), "rows beyond the ledger");
+    let resends: Vec<_> = acks.iter().filter(|a| a.resend).collect();
+    assert!(!resends.is_empty(), "the traffic re-sent writes");
+    assert!(
+        resends.iter().all(|a| a.status == 200),
+        "a re-sent create answers 200 (already there), not 201: {:?}",
+        resends.iter().find(|a| a.status != 200)
+    );
+    for side in ["legacy", "new"] {
+        assert!(
+            acks.iter().any(|a| a.routed_to == side && a.status == 201),
+            "{side} served creates"
+        );
+    }
+}
+
+/// The time the apps store is the one Envoy stamped, on the primary and on the shadow alike; a
+/// value the client sends in the header is overwritten.
+#[test]
+fn the_request_time_is_stamped_by_envoy_and_stored_alike_on_both_sides() {
+    let legacy = App::start(Flavor::Legacy);
+    let new = App::start(Flavor::New);
+    let envoy = envoy_for(&legacy, &new, 0);
+    let before = Utc::now();
+    let id = uuid::Uuid::from_u128(0x5eed);
+    let response = envoy.client().send(
+        "POST",
+        "/api/chat/users",
+        &[
+            ("x-correlation-id", b"forger"),
+            ("content-type", b"application/json"),
+            (REQUEST_TIME_HEADER, b"2000-01-01T00:00:00Z"),
+        ],
+        json!({"id": id, "username": "forger", "email": "forger@example.org", "password_hash": "h"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(response.status, 201, "{}", response.body_text());
+    assert_eq!(response.header("x-routed-to").as_deref(), Some("legacy"));
+    let answer: Value = serde_json::from_slice(&response.body).expect("JSON answer");
+    let answered: DateTime<Utc> = answer["created_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("created_at in the answer");
+    assert!(
+        answered >= before - chrono::Duration::seconds(1),
+        "the client's value was replaced: {answered}"
+    );
+    assert_eq!(settle_shadows(&envoy), (1, 1));
+    for app in [&legacy, &new] {
+        let rows = load(app);
+        let user = rows.users.get(&id).expect("the user on both sides");
+        assert_eq!(user.created_at, Some(answered), "{:?}", app.flavor());
+        assert_eq!(user.updated_at, Some(answered), "{:?}", app.flavor());
+    }
+}
+
+/// An app started on a database without its schema names what is missing and exits 3.
+#[test]
+fn apps_refuse_a_database_without_their_schema() {
+    for (flavor, table) in [(Flavor::Legacy, "legacy.users"), (Flavor::New, "auth.users")] {
+        let db = TestDb::create("cutover_app_empty");
+        let (error, db) = match App::try_start(flavor, db) {
+            Ok(_) => panic!("{flavor:?} started without its schema"),
+            Err(failure) => failure,
+        };
+        assert_eq!(error.exit_status.and_then(|s| s.code()), Some(3), "{flavor:?}: {}", error.log);
+        assert!(error.log.contains(table), "{flavor:?}: {}", error.log);
+        // The other flavor's schema is not this one's either.
+        let other = match flavor {
+            Flavor::Legacy => Flavor::New,
+            Flavor::New => Flavor::Legacy,
+        };
+        apply_schema(other, &db);
+        let (error, _) = match App::try_start(flavor, db) {
+            Ok(_) => panic!("{flavor:?} started on the {other:?} schema"),
+            Err(failure) => failure,
+        };
+        assert_eq!(error.exit_status.and_then(|s| s.code()), Some(3), "{flavor:?}: {}", error.log);
+    }
+}
