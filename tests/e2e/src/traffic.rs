@@ -361,10 +361,6 @@ impl Drop for Traffic {
 struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
     /// Independent stream `stream` of `seed`: starting states are mixed, so two streams do not
     /// run through the same states (plain `seed + stream` would, shifted by a few steps).
     fn stream(seed: u64, stream: u64) -> Rng {

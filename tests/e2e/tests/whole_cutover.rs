@@ -118,6 +118,14 @@ fn every_acknowledged_write_is_on_both_sides_at_0_and_at_100_percent() {
     });
     let ledger = traffic.stop();
     let (shadows_sent, shadows_succeeded) = settle_shadows(&envoy);
+    println!(
+        "requests {}, reads answered {}, writes acknowledged {} (legacy {}, new {}), shadows {shadows_sent}",
+        ledger.requests(),
+        ledger.reads_ok(),
+        ledger.acks().len(),
+        ledger.acks_served_by("legacy"),
+        ledger.acks_served_by("new")
+    );
 
     let failures = ledger.failures();
     assert!(
