@@ -114,7 +114,10 @@ impl IntoResponse for ApiError {
             ApiError::Internal(m) => {
                 // The detail goes to the log only; sqlx's message carries no row values.
                 eprintln!("cutover-app: 500: {m}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "database error".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "database error".to_string(),
+                )
             }
         };
         (status, Json(json!({ "error": message }))).into_response()

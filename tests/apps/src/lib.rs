@@ -91,7 +91,10 @@ const STATEMENT_TIMEOUT_MS: &str = "5000";
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     let options = PgConnectOptions::from_str(&cli.database_url)
         .map_err(AppError::BadUrl)?
-        .options([("statement_timeout", STATEMENT_TIMEOUT_MS), ("TimeZone", "UTC")]);
+        .options([
+            ("statement_timeout", STATEMENT_TIMEOUT_MS),
+            ("TimeZone", "UTC"),
+        ]);
     let pool = PgPoolOptions::new()
         .max_connections(cli.pool_size)
         .acquire_timeout(CONNECT_TIMEOUT)
@@ -115,7 +118,10 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         })?;
     let addr = listener.local_addr().map_err(AppError::Serve)?;
     println!("{LISTENING_PREFIX}{addr}");
-    eprintln!("cutover-app: {} flavor serving on {addr}", cli.flavor.name());
+    eprintln!(
+        "cutover-app: {} flavor serving on {addr}",
+        cli.flavor.name()
+    );
     axum::serve(listener, api::router(Store::new(pool, cli.flavor)))
         .with_graceful_shutdown(shutdown_signal())
         .await

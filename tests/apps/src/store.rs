@@ -74,7 +74,8 @@ const USER_COLUMNS: &str =
 const CONVERSATION_COLUMNS: &str = "id, user_id, title, status, created_at, updated_at, metadata";
 const MESSAGE_COLUMNS: &str =
     "id, conversation_id, sender, content, message_type, created_at, metadata";
-const TASK_COLUMNS: &str = "id, conversation_id, task_type, complexity, title, description, status, \
+const TASK_COLUMNS: &str =
+    "id, conversation_id, task_type, complexity, title, description, status, \
      priority, created_at, updated_at, started_at, completed_at, metadata";
 
 /// The start-up check found the schema missing or incomplete.
@@ -189,6 +190,33 @@ pub struct Task {
 pub struct Created<T> {
     pub inserted: bool,
     pub entity: T,
+}
+
+impl<T> Created<T> {
+    fn inserted(entity: T) -> Created<T> {
+        Created {
+            inserted: true,
+            entity,
+        }
+    }
+}
+
+/// The answer to a create whose id already exists: the stored entity if it is the same one (the
+/// write is repeated), else a conflict naming `what`.
+fn replay<T>(
+    existing: Option<T>,
+    same: impl FnOnce(&T) -> bool,
+    what: String,
+) -> Result<Created<T>, StoreError> {
+    match existing {
+        Some(entity) if same(&entity) => Ok(Created {
+            inserted: false,
+            entity,
+        }),
+        _ => Err(StoreError::Conflict(format!(
+            "{what} exists with other values"
+        ))),
+    }
 }
 
 /// Why a write was refused.
@@ -322,29 +350,17 @@ impl Store {
         .await
         .map_err(|e| classify(e, "user"))?;
         if let Some(entity) = inserted {
-            return Ok(Created {
-                inserted: true,
-                entity,
-            });
+            return Ok(Created::inserted(entity));
         }
-        let existing = self
-            .user(user.id)
-            .await?
-            .ok_or_else(|| StoreError::Conflict(format!("user {} changed concurrently", user.id)))?;
-        if existing.username == user.username
-            && existing.email == user.email
-            && existing.password_hash == user.password_hash
-        {
-            Ok(Created {
-                inserted: false,
-                entity: existing,
-            })
-        } else {
-            Err(StoreError::Conflict(format!(
-                "user {} exists with other values",
-                user.id
-            )))
-        }
+        replay(
+            self.user(user.id).await?,
+            |e| {
+                e.username == user.username
+                    && e.email == user.email
+                    && e.password_hash == user.password_hash
+            },
+            format!("user {}", user.id),
+        )
     }
 
     pub async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
@@ -376,22 +392,14 @@ impl Store {
         .await
         .map_err(|e| classify(e, "user"))?;
         if let Some(entity) = inserted {
-            return Ok(Created {
-                inserted: true,
-                entity,
-            });
+            return Ok(Created::inserted(entity));
         }
         // The title may have been renamed since; the owner identifies the same conversation.
-        match self.conversation(conversation.id).await? {
-            Some(existing) if existing.user_id == conversation.user_id => Ok(Created {
-                inserted: false,
-                entity: existing,
-            }),
-            _ => Err(StoreError::Conflict(format!(
-                "conversation {} exists for another user",
-                conversation.id
-            ))),
-        }
+        replay(
+            self.conversation(conversation.id).await?,
+            |e| e.user_id == conversation.user_id,
+            format!("conversation {}", conversation.id),
+        )
     }
 
     pub async fn conversation(&self, id: Uuid) -> Result<Option<Conversation>, StoreError> {
@@ -471,10 +479,7 @@ impl Store {
         .await
         .map_err(|e| classify(e, &missing))?;
         if let Some(entity) = inserted {
-            return Ok(Created {
-                inserted: true,
-                entity,
-            });
+            return Ok(Created::inserted(entity));
         }
         // Messages are immutable: the same id is only the same write with the same content.
         let existing: Option<Message> = sqlx::query_as(&format!(
@@ -484,31 +489,20 @@ impl Store {
         .bind(message.id)
         .fetch_optional(&self.pool)
         .await?;
-        match existing {
-            Some(existing)
-                if existing.conversation_id == message.conversation_id
-                    && existing.content == message.content
-                    && existing.sender.as_deref() == Some(message.sender)
-                    && existing.message_type.as_deref() == Some(message.message_type) =>
-            {
-                Ok(Created {
-                    inserted: false,
-                    entity: existing,
-                })
-            }
-            _ => Err(StoreError::Conflict(format!(
-                "message {} exists with other values",
-                message.id
-            ))),
-        }
+        replay(
+            existing,
+            |e| {
+                e.conversation_id == message.conversation_id
+                    && e.content == message.content
+                    && e.sender.as_deref() == Some(message.sender)
+                    && e.message_type.as_deref() == Some(message.message_type)
+            },
+            format!("message {}", message.id),
+        )
     }
 
     /// Deleting what is not there is a success: a repeated delete is the same write.
-    pub async fn delete_message(
-        &self,
-        conversation_id: Uuid,
-        id: Uuid,
-    ) -> Result<(), StoreError> {
+    pub async fn delete_message(&self, conversation_id: Uuid, id: Uuid) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "DELETE FROM {} WHERE id = $1 AND conversation_id = $2",
             self.tables.messages
@@ -543,27 +537,17 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(entity) = inserted {
-            return Ok(Created {
-                inserted: true,
-                entity,
-            });
+            return Ok(Created::inserted(entity));
         }
-        match self.task(task.id).await? {
-            Some(existing)
-                if existing.conversation_id == task.conversation_id
-                    && existing.task_type == task.task_type
-                    && existing.title == task.title =>
-            {
-                Ok(Created {
-                    inserted: false,
-                    entity: existing,
-                })
-            }
-            _ => Err(StoreError::Conflict(format!(
-                "task {} exists with other values",
-                task.id
-            ))),
-        }
+        replay(
+            self.task(task.id).await?,
+            |e| {
+                e.conversation_id == task.conversation_id
+                    && e.task_type == task.task_type
+                    && e.title == task.title
+            },
+            format!("task {}", task.id),
+        )
     }
 
     pub async fn task(&self, id: Uuid) -> Result<Option<Task>, StoreError> {

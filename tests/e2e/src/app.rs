@@ -12,66 +12,25 @@ use std::time::Duration;
 
 use cutover_pgfixture::TestDb;
 
+pub use cutover_apps::request_time::REQUEST_TIME_HEADER;
+pub use cutover_apps::store::{Flavor, Tables};
+pub use cutover_apps::{EXIT_SCHEMA, LISTENING_PREFIX};
+
 use crate::client::HttpClient;
 use crate::envoy::{kill_with_parent, new_workdir};
 use crate::paths::{app_bin, migrator_bin, workspace_root};
 
 /// How long [`App::start`] waits for the service to say it listens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// The line `cutover-app` prints on stdout once bound (its `LISTENING_PREFIX`).
-const LISTENING_PREFIX: &str = "listening on http://";
-
-/// Which system a service is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Flavor {
-    Legacy,
-    New,
-}
-
-impl Flavor {
-    /// The `--flavor` value, also the `x-routed-to` value of the filter.
-    pub fn name(self) -> &'static str {
-        match self {
-            Flavor::Legacy => "legacy",
-            Flavor::New => "new",
-        }
-    }
-
-    /// Qualified tables of this flavor's layout: users, conversations, messages, tasks.
-    pub fn tables(self) -> Tables {
-        match self {
-            Flavor::Legacy => Tables {
-                users: "legacy.users",
-                conversations: "legacy.conversations",
-                messages: "legacy.messages",
-                tasks: "legacy.tasks",
-            },
-            Flavor::New => Tables {
-                users: "auth.users",
-                conversations: "chat.conversations",
-                messages: "chat.messages",
-                tasks: "orchestration.coding_tasks",
-            },
-        }
-    }
-}
-
-/// Table names of one layout.
-#[derive(Clone, Copy, Debug)]
-pub struct Tables {
-    pub users: &'static str,
-    pub conversations: &'static str,
-    pub messages: &'static str,
-    pub tasks: &'static str,
-}
 
 /// Creates the flavor's schema in an empty database: the legacy schema file, or `migrator schema`
 /// (the binary, as an operator runs it) for the new one.
 pub fn apply_schema(flavor: Flavor, db: &TestDb) {
     match flavor {
         Flavor::Legacy => {
-            let sql = fs::read_to_string(workspace_root().join("migrations/legacy/legacy_schema.sql"))
-                .expect("read migrations/legacy/legacy_schema.sql");
+            let sql =
+                fs::read_to_string(workspace_root().join("migrations/legacy/legacy_schema.sql"))
+                    .expect("read migrations/legacy/legacy_schema.sql");
             db.client()
                 .batch_execute(&sql)
                 .expect("apply the legacy schema");

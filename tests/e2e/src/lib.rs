@@ -27,12 +27,12 @@ pub mod paths;
 pub mod traffic;
 pub mod upstream;
 
+pub use app::App;
 pub use client::{HttpClient, Response};
 pub use envoy::{
     cutover_stat, validate_config, write_atomically, EcdsStats, Envoy, EnvoyBuilder, FailurePolicy,
 };
 pub use http::Header;
-pub use app::App;
 pub use paths::{app_bin, envoy_bin, filter_wasm, migrator_bin, workspace_root};
 pub use traffic::{Ledger, Traffic, TrafficConfig};
 pub use upstream::{Behaviour, RecordedRequest, Upstream, SERVED_BY_HEADER};

@@ -64,14 +64,41 @@ impl Default for TrafficConfig {
 /// One write of the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    CreateUser { id: Uuid, username: String, email: String },
-    CreateConversation { id: Uuid, user_id: Uuid, title: String },
-    RenameConversation { id: Uuid, title: String },
-    PostMessage { conversation_id: Uuid, id: Uuid, content: String },
-    DeleteMessage { conversation_id: Uuid, id: Uuid },
-    CreateTask { id: Uuid, conversation_id: Uuid, title: String },
-    SetTaskStatus { id: Uuid, status: &'static str },
-    DeleteTask { id: Uuid },
+    CreateUser {
+        id: Uuid,
+        username: String,
+        email: String,
+    },
+    CreateConversation {
+        id: Uuid,
+        user_id: Uuid,
+        title: String,
+    },
+    RenameConversation {
+        id: Uuid,
+        title: String,
+    },
+    PostMessage {
+        conversation_id: Uuid,
+        id: Uuid,
+        content: String,
+    },
+    DeleteMessage {
+        conversation_id: Uuid,
+        id: Uuid,
+    },
+    CreateTask {
+        id: Uuid,
+        conversation_id: Uuid,
+        title: String,
+    },
+    SetTaskStatus {
+        id: Uuid,
+        status: &'static str,
+    },
+    DeleteTask {
+        id: Uuid,
+    },
 }
 
 /// Kinds of entity a write touches.
@@ -88,7 +115,11 @@ impl Write {
     pub fn request(&self) -> (&'static str, String, Vec<u8>) {
         let body = |value: Value| value.to_string().into_bytes();
         match self {
-            Write::CreateUser { id, username, email } => (
+            Write::CreateUser {
+                id,
+                username,
+                email,
+            } => (
                 "POST",
                 "/api/chat/users".to_string(),
                 body(json!({"id": id, "username": username, "email": email,
@@ -129,8 +160,10 @@ impl Write {
             } => (
                 "POST",
                 "/api/orchestration/tasks".to_string(),
-                body(json!({"id": id, "conversation_id": conversation_id, "task_type": "bugfix",
-                            "title": title, "priority": 2})),
+                body(
+                    json!({"id": id, "conversation_id": conversation_id, "task_type": "bugfix",
+                            "title": title, "priority": 2}),
+                ),
             ),
             Write::SetTaskStatus { id, status } => (
                 "PATCH",
@@ -204,7 +237,10 @@ impl Ledger {
 
     /// Acknowledged writes served by `side` (`x-routed-to`).
     pub fn acks_served_by(&self, side: &str) -> usize {
-        lock(&self.acks).iter().filter(|a| a.routed_to == side).count()
+        lock(&self.acks)
+            .iter()
+            .filter(|a| a.routed_to == side)
+            .count()
     }
 
     pub fn failures(&self) -> Vec<Failure> {
@@ -230,9 +266,7 @@ impl Ledger {
             if ack.write.is_delete() {
                 expected.entities.insert(key, None);
             } else {
-                expected
-                    .entities
-                    .insert(key, Some(ack.response.clone()));
+                expected.entities.insert(key, Some(ack.response.clone()));
             }
         }
         expected
@@ -268,7 +302,9 @@ impl Expected {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running traffic generator; [`Traffic::stop`] (or dropping it) ends it.
@@ -450,7 +486,11 @@ impl Lane {
     fn choose_write(&mut self, user: usize) -> (Write, bool) {
         let resend_roll = self.rng.percent(self.config.resend_percent);
         let pick = self.rng.below(100);
-        let (a, b, c) = (self.rng.uuid(), self.rng.below(1000), self.rng.below(5) as usize);
+        let (a, b, c) = (
+            self.rng.uuid(),
+            self.rng.below(1000),
+            self.rng.below(5) as usize,
+        );
         let sim = &mut self.users[user];
         sim.writes += 1;
         let n = sim.writes;
@@ -493,7 +533,10 @@ impl Lane {
                 Write::PostMessage {
                     conversation_id: conversation.id,
                     id: a,
-                    content: format!("message {n} of {}\nline two \"quoted\" \\ 😀", sim.correlation_id),
+                    content: format!(
+                        "message {n} of {}\nline two \"quoted\" \\ 😀",
+                        sim.correlation_id
+                    ),
                 },
                 false,
             ),
@@ -560,7 +603,12 @@ impl Lane {
             match serde_json::from_slice(&response.body) {
                 Ok(value) => value,
                 Err(error) => {
-                    self.fail(method, path, Some(response.status), format!("not JSON: {error}"));
+                    self.fail(
+                        method,
+                        path,
+                        Some(response.status),
+                        format!("not JSON: {error}"),
+                    );
                     return;
                 }
             }
@@ -583,10 +631,12 @@ impl Lane {
             _ => format!("/api/chat/users/{}", sim.id),
         };
         let correlation_id = sim.correlation_id.clone();
-        match self
-            .client
-            .try_send("GET", &path, &[("x-correlation-id", correlation_id.as_bytes())], b"")
-        {
+        match self.client.try_send(
+            "GET",
+            &path,
+            &[("x-correlation-id", correlation_id.as_bytes())],
+            b"",
+        ) {
             Ok(response) if response.status == 200 => {
                 self.ledger.reads_ok.fetch_add(1, Ordering::SeqCst);
             }
@@ -627,7 +677,11 @@ impl SimUser {
                 id,
                 ..
             } => {
-                if let Some(c) = self.conversations.iter_mut().find(|c| c.id == *conversation_id) {
+                if let Some(c) = self
+                    .conversations
+                    .iter_mut()
+                    .find(|c| c.id == *conversation_id)
+                {
                     if !c.messages.contains(id) {
                         c.messages.push(*id);
                     }
@@ -644,7 +698,11 @@ impl SimUser {
                 conversation_id,
                 id,
             } => {
-                if let Some(c) = self.conversations.iter_mut().find(|c| c.id == *conversation_id) {
+                if let Some(c) = self
+                    .conversations
+                    .iter_mut()
+                    .find(|c| c.id == *conversation_id)
+                {
                     c.messages.retain(|m| m != id);
                 }
                 self.forget_create(Kind::Message, *id);
@@ -761,6 +819,7 @@ impl Rows {
             conversations,
             messages,
             tasks,
+            ..
         } = flavor.tables();
         let query = |client: &mut postgres::Client, sql: &str| {
             client
@@ -863,7 +922,12 @@ impl Rows {
         }
         let mut out = Vec::new();
         diff("users", &self.users, &other.users, &mut out);
-        diff("conversations", &self.conversations, &other.conversations, &mut out);
+        diff(
+            "conversations",
+            &self.conversations,
+            &other.conversations,
+            &mut out,
+        );
         diff("messages", &self.messages, &other.messages, &mut out);
         diff("tasks", &self.tasks, &other.tasks, &mut out);
         out

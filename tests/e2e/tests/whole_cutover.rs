@@ -10,14 +10,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cutover_e2e::app::{apply_schema, Flavor};
+use cutover_e2e::app::{apply_schema, Flavor, EXIT_SCHEMA, REQUEST_TIME_HEADER};
 use cutover_e2e::traffic::{Kind, Rows};
 use cutover_e2e::{config, cutover_stat, wait_until, App, Envoy, Traffic, TrafficConfig};
 use cutover_pgfixture::TestDb;
 use serde_json::{json, Value};
 
-/// The header Envoy stamps ahead of the filter (`cutover_apps::request_time::REQUEST_TIME_HEADER`).
-const REQUEST_TIME_HEADER: &str = "x-cutover-request-time";
 const SERVICES: [&str; 2] = ["chat", "orchestration"];
 const SHADOW_OUTCOMES: [&str; 6] = [
     "shadow_succeeded",
@@ -147,7 +145,8 @@ fn every_acknowledged_write_is_on_both_sides_at_0_and_at_100_percent() {
         "every acknowledged write was mirrored"
     );
     assert_eq!(
-        shadows_succeeded, shadows_sent,
+        shadows_succeeded,
+        shadows_sent,
         "every shadow succeeded; envoy log: {}",
         envoy.log_path().display()
     );
@@ -236,16 +235,25 @@ fn the_request_time_is_stamped_by_envoy_and_stored_alike_on_both_sides() {
     }
 }
 
-/// An app started on a database without its schema names what is missing and exits 3.
+/// An app started on a database without its schema names what is missing and exits
+/// `EXIT_SCHEMA` (3).
 #[test]
 fn apps_refuse_a_database_without_their_schema() {
-    for (flavor, table) in [(Flavor::Legacy, "legacy.users"), (Flavor::New, "auth.users")] {
+    for (flavor, table) in [
+        (Flavor::Legacy, "legacy.users"),
+        (Flavor::New, "auth.users"),
+    ] {
         let db = TestDb::create("cutover_app_empty");
         let (error, db) = match App::try_start(flavor, db) {
             Ok(_) => panic!("{flavor:?} started without its schema"),
             Err(failure) => failure,
         };
-        assert_eq!(error.exit_status.and_then(|s| s.code()), Some(3), "{flavor:?}: {}", error.log);
+        assert_eq!(
+            error.exit_status.and_then(|s| s.code()),
+            Some(EXIT_SCHEMA.into()),
+            "{flavor:?}: {}",
+            error.log
+        );
         assert!(error.log.contains(table), "{flavor:?}: {}", error.log);
         // The other flavor's schema is not this one's either.
         let other = match flavor {
@@ -257,6 +265,11 @@ fn apps_refuse_a_database_without_their_schema() {
             Ok(_) => panic!("{flavor:?} started on the {other:?} schema"),
             Err(failure) => failure,
         };
-        assert_eq!(error.exit_status.and_then(|s| s.code()), Some(3), "{flavor:?}: {}", error.log);
+        assert_eq!(
+            error.exit_status.and_then(|s| s.code()),
+            Some(EXIT_SCHEMA.into()),
+            "{flavor:?}: {}",
+            error.log
+        );
     }
 }
