@@ -150,7 +150,27 @@ pub fn build_workspace_bins() -> PathBuf {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let mut command = Command::new(cargo);
+        // The variables cargo sets for this test process describe the e2e package; build scripts
+        // that watch one of them (ring watches CARGO_MANIFEST_DIR) would otherwise be rebuilt
+        // here and again by the next `cargo test`, back and forth.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let status = command
             .current_dir(&root)
             .env("CARGO_TARGET_DIR", &target_dir)
             .args(["build", "-p", "cutover-apps", "-p", "migrator", "--bins"])
