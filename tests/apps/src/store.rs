@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::postgres::{PgDatabaseError, PgPool};
+use sqlx::postgres::{PgDatabaseError, PgPool, PgRow};
 use sqlx::FromRow;
 use uuid::Uuid;
 
@@ -363,14 +363,21 @@ impl Store {
         )
     }
 
+    /// One row of `table` by id.
+    async fn by_id<T>(&self, table: &str, columns: &str, id: Uuid) -> Result<Option<T>, StoreError>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        Ok(
+            sqlx::query_as(&format!("SELECT {columns} FROM {table} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM {} WHERE id = $1",
-            self.tables.users
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.by_id(self.tables.users, USER_COLUMNS, id).await
     }
 
     pub async fn create_conversation(
@@ -403,13 +410,8 @@ impl Store {
     }
 
     pub async fn conversation(&self, id: Uuid) -> Result<Option<Conversation>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM {} WHERE id = $1",
-            self.tables.conversations
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.by_id(self.tables.conversations, CONVERSATION_COLUMNS, id)
+            .await
     }
 
     /// Renames unless a newer rename (later request time; equal times: the greater title) is
@@ -482,15 +484,9 @@ impl Store {
             return Ok(Created::inserted(entity));
         }
         // Messages are immutable: the same id is only the same write with the same content.
-        let existing: Option<Message> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM {} WHERE id = $1",
-            self.tables.messages
-        ))
-        .bind(message.id)
-        .fetch_optional(&self.pool)
-        .await?;
         replay(
-            existing,
+            self.by_id(self.tables.messages, MESSAGE_COLUMNS, message.id)
+                .await?,
             |e| {
                 e.conversation_id == message.conversation_id
                     && e.content == message.content
@@ -551,13 +547,7 @@ impl Store {
     }
 
     pub async fn task(&self, id: Uuid) -> Result<Option<Task>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {TASK_COLUMNS} FROM {} WHERE id = $1",
-            self.tables.tasks
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.by_id(self.tables.tasks, TASK_COLUMNS, id).await
     }
 
     /// Status, `updated_at` and `completed_at` are last-writer-wins by request time (equal

@@ -13,17 +13,19 @@ use chrono::{DateTime, Utc};
 use cutover_e2e::app::{apply_schema, Flavor, EXIT_SCHEMA, REQUEST_TIME_HEADER};
 use cutover_e2e::traffic::{Kind, Rows};
 use cutover_e2e::{config, cutover_stat, wait_until, App, Envoy, Traffic, TrafficConfig};
+use cutover_filter::metrics::Counter;
 use cutover_pgfixture::TestDb;
 use serde_json::{json, Value};
 
 const SERVICES: [&str; 2] = ["chat", "orchestration"];
-const SHADOW_OUTCOMES: [&str; 6] = [
-    "shadow_succeeded",
-    "shadow_failed_3xx",
-    "shadow_failed_4xx",
-    "shadow_failed_5xx",
-    "shadow_failed_reset",
-    "shadow_timed_out",
+/// The counters of which every sent shadow ends in exactly one (docs/metrics.md).
+const SHADOW_OUTCOMES: [Counter; 6] = [
+    Counter::ShadowSucceeded,
+    Counter::ShadowFailed3xx,
+    Counter::ShadowFailed4xx,
+    Counter::ShadowFailed5xx,
+    Counter::ShadowFailedReset,
+    Counter::ShadowTimedOut,
 ];
 /// Bound on every wait of these tests (a loaded 2-core machine).
 const WAIT: Duration = Duration::from_secs(120);
@@ -64,22 +66,38 @@ fn envoy_for(legacy: &App, new: &App, new_percentage: u8) -> Envoy {
 fn settle_shadows(envoy: &Envoy) -> (u64, u64) {
     wait_until("every shadow to have an outcome", WAIT, || {
         let stats = envoy.stats();
-        let get = |service: &str, metric: &str| {
-            let name = cutover_stat(service, metric);
+        let get = |service: &str, counter: Counter| {
+            let name = cutover_stat(service, counter.suffix());
             stats
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map_or(0, |(_, v)| *v)
         };
-        let sent: u64 = SERVICES.iter().map(|s| get(s, "shadow_sent")).sum();
+        let sent: u64 = SERVICES.iter().map(|s| get(s, Counter::ShadowSent)).sum();
         let outcomes: u64 = SERVICES
             .iter()
             .flat_map(|s| SHADOW_OUTCOMES.iter().map(move |m| (s, m)))
-            .map(|(s, m)| get(s, m))
+            .map(|(s, m)| get(s, *m))
             .sum();
-        let succeeded: u64 = SERVICES.iter().map(|s| get(s, "shadow_succeeded")).sum();
+        let succeeded: u64 = SERVICES
+            .iter()
+            .map(|s| get(s, Counter::ShadowSucceeded))
+            .sum();
         (sent == outcomes).then_some((sent, succeeded))
     })
+}
+
+/// 40 users on 4 connections at 80 requests/s, bounded to 4,000 requests and 150 s.
+fn traffic_config(seed: u64) -> TrafficConfig {
+    TrafficConfig {
+        users: 40,
+        connections: 4,
+        rate: 80.0,
+        max_requests: 4_000,
+        max_duration: Duration::from_secs(150),
+        seed,
+        ..TrafficConfig::default()
+    }
 }
 
 fn load(app: &App) -> Rows {
@@ -92,17 +110,7 @@ fn every_acknowledged_write_is_on_both_sides_at_0_and_at_100_percent() {
     let new = App::start(Flavor::New);
     let envoy = envoy_for(&legacy, &new, 0);
 
-    let traffic = Traffic::start(
-        &envoy.listener_url(),
-        &TrafficConfig {
-            users: 40,
-            connections: 4,
-            rate: 80.0,
-            max_requests: 4_000,
-            max_duration: Duration::from_secs(150),
-            ..TrafficConfig::default()
-        },
-    );
+    let traffic = Traffic::start(&envoy.listener_url(), &traffic_config(1));
     let ledger = traffic.ledger();
     // Phase 1, 0 %: legacy serves, new receives the shadows.
     wait_until("150 writes served by legacy", WAIT, || {
@@ -243,34 +251,33 @@ fn apps_refuse_a_database_without_their_schema() {
         (Flavor::Legacy, "legacy.users"),
         (Flavor::New, "auth.users"),
     ] {
-        let db = TestDb::create("cutover_app_empty");
-        let (error, db) = match App::try_start(flavor, db) {
-            Ok(_) => panic!("{flavor:?} started without its schema"),
-            Err(failure) => failure,
+        // Refused: exit EXIT_SCHEMA, the missing table named; the database comes back.
+        let refused = |db: TestDb, what: &str| -> TestDb {
+            let (error, db) = match App::try_start(flavor, db) {
+                Ok(_) => panic!("{flavor:?} started {what}"),
+                Err(failure) => failure,
+            };
+            assert_eq!(
+                error.exit_status.and_then(|s| s.code()),
+                Some(EXIT_SCHEMA.into()),
+                "{flavor:?} {what}: {}",
+                error.log
+            );
+            assert!(
+                error.log.contains(table),
+                "{flavor:?} {what}: {}",
+                error.log
+            );
+            db
         };
-        assert_eq!(
-            error.exit_status.and_then(|s| s.code()),
-            Some(EXIT_SCHEMA.into()),
-            "{flavor:?}: {}",
-            error.log
-        );
-        assert!(error.log.contains(table), "{flavor:?}: {}", error.log);
+        let db = refused(TestDb::create("cutover_app_empty"), "without a schema");
         // The other flavor's schema is not this one's either.
         let other = match flavor {
             Flavor::Legacy => Flavor::New,
             Flavor::New => Flavor::Legacy,
         };
         apply_schema(other, &db);
-        let (error, _) = match App::try_start(flavor, db) {
-            Ok(_) => panic!("{flavor:?} started on the {other:?} schema"),
-            Err(failure) => failure,
-        };
-        assert_eq!(
-            error.exit_status.and_then(|s| s.code()),
-            Some(EXIT_SCHEMA.into()),
-            "{flavor:?}: {}",
-            error.log
-        );
+        refused(db, "on the other flavor's schema");
     }
 }
 
@@ -312,18 +319,7 @@ fn backfill_during_dual_write_leaves_only_rows_the_traffic_wrote_in_doubt() {
     let envoy = envoy_for(&legacy, &new, 0);
     let (source, target) = (legacy.db().url.clone(), new.db().url.clone());
 
-    let traffic = Traffic::start(
-        &envoy.listener_url(),
-        &TrafficConfig {
-            users: 40,
-            connections: 4,
-            rate: 80.0,
-            max_requests: 4_000,
-            max_duration: Duration::from_secs(150),
-            seed: 7,
-            ..TrafficConfig::default()
-        },
-    );
+    let traffic = Traffic::start(&envoy.listener_url(), &traffic_config(7));
     let ledger = traffic.ledger();
     wait_until("50 acknowledged writes before the copy", WAIT, || {
         (ledger.acks().len() >= 50).then_some(())
