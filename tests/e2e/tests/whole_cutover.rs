@@ -388,6 +388,12 @@ fn backfill_during_dual_write_leaves_only_rows_the_traffic_wrote_in_doubt() {
                 in_doubt.push(format!("{name} {field} {key}"));
             }
         }
+        for changed in table["changed"].as_array().into_iter().flatten() {
+            println!(
+                "backfill: {name} changed {} in columns {}",
+                changed["key"], changed["columns"]
+            );
+        }
     }
     let missing_on_legacy = ledger.expected().differences(&load(&legacy));
     assert!(
