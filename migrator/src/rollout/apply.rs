@@ -322,7 +322,7 @@ fn service_names(services: &[(String, ServiceState)]) -> Vec<&str> {
 /// one target rejects (or does not confirm), every target already written gets its previous file
 /// back.
 pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<Applied> {
-    let mut prepared: Vec<Prepared> = Vec::new();
+    let mut prepared: Vec<Prepared<'_>> = Vec::new();
     for target in &fleet.targets {
         let (live, next) = proposed(target, &change)?;
         if let (Change::DualWrite { service, on: false, force: false }, Some((live, _))) =
@@ -363,7 +363,7 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
     }
 
     let several = prepared.len() > 1;
-    let mut written: Vec<&Prepared> = Vec::new();
+    let mut written: Vec<&Prepared<'_>> = Vec::new();
     // (target, rejected (else not confirmed), reason)
     let mut failure: Option<(String, bool, String)> = None;
     for p in &prepared {

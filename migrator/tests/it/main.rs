@@ -34,6 +34,7 @@ mod cutover_verify_no_data;
 mod cutover_verify_services;
 mod cutover_verify_split;
 mod hardening;
+mod rollout;
 mod schema_concurrent_runs;
 mod schema_dry_run;
 mod schema_fresh_apply;

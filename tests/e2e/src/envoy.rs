@@ -809,10 +809,11 @@ impl Drop for Envoy {
     }
 }
 
-/// Asks the kernel to SIGKILL Envoy when the thread that spawns it exits, so a test process that
-/// is killed (or aborts) does not leave Envoy running on its ports.
+/// Asks the kernel to SIGKILL the child (Envoy, Prometheus) when the thread that spawns it exits, so
+/// a test process that
+/// is killed (or aborts) leaves nothing running on its ports.
 #[cfg(target_os = "linux")]
-pub(crate) fn kill_with_parent(command: &mut Command) {
+pub fn kill_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: getpid before the fork, prctl and getppid after it are async-signal-safe calls
     // that touch no memory of the parent.
@@ -825,7 +826,7 @@ pub(crate) fn kill_with_parent(command: &mut Command) {
             // The parent may have exited before prctl took effect.
             if libc::getppid() != parent {
                 return Err(io::Error::other(
-                    "the test process exited while starting Envoy",
+                    "the test process exited while starting a child process",
                 ));
             }
             Ok(())
@@ -834,7 +835,7 @@ pub(crate) fn kill_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn kill_with_parent(_command: &mut Command) {}
+pub fn kill_with_parent(_command: &mut Command) {}
 
 /// Counters of the filter's ECDS subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

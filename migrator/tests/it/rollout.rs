@@ -2,8 +2,8 @@
 //! through ECDS (the `cutover-e2e` fixtures), real loopback upstreams, and small hand-made servers
 //! for the misbehaving-endpoint cases. One test binary for all of it (linking is expensive).
 
-mod cutover_verify_support;
 
+use crate::cutover_verify_support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,9 +14,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cutover_e2e::workspace_root;
-use cutover_verify_support::{config, wait_until, Envoy, Upstream};
-use cutover_verify_support::verify_support::migrator_cmd;
-use cutover_verify_support::Outcome;
+use crate::cutover_verify_support::{config, wait_until, Envoy, Upstream};
+use crate::cutover_verify_support::verify_support::migrator_cmd;
+use crate::cutover_verify_support::Outcome;
 use serde_json::Value;
 
 /// Envoy (ECDS mode) with `chat` (and `orchestration`) upstreams.
@@ -1055,18 +1055,7 @@ mod prometheus_source {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl after fork is async-signal-safe and touches no parent memory.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        cutover_e2e::envoy::kill_with_parent(&mut command);
         let child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start {bin} ({e}): install Debian's prometheus package (apt-get install prometheus) or set PROMETHEUS_BIN")
         });
