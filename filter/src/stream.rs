@@ -49,8 +49,9 @@ pub struct Settings {
     pub config: FilterConfig,
     /// `x-traffic-percentage` value per service.
     percentages: Vec<String>,
-    /// Feature headers sent on every response: name and value.
-    feature_headers: Vec<(String, &'static str)>,
+    /// Per service: the feature header on its responses (name, value), if it has one and
+    /// `emit_feature_headers` is on.
+    feature_headers: Vec<Option<(String, &'static str)>>,
 }
 
 impl Settings {
@@ -60,18 +61,18 @@ impl Settings {
             .iter()
             .map(|s| s.new_percentage.to_string())
             .collect();
-        let feature_headers = if config.emit_feature_headers {
-            config
-                .services
-                .iter()
-                .filter_map(|s| {
-                    let value = if s.use_legacy { "true" } else { "false" };
-                    s.feature_header.clone().map(|h| (h, value))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let feature_headers = config
+            .services
+            .iter()
+            .map(|s| {
+                let value = if s.use_legacy { "true" } else { "false" };
+                let header = s
+                    .feature_header
+                    .clone()
+                    .filter(|_| config.emit_feature_headers);
+                header.map(|h| (h, value))
+            })
+            .collect();
         Self {
             config,
             percentages,
@@ -276,13 +277,15 @@ impl Stream {
         if self.wants_primary_status() {
             self.report_primary(status.and_then(parse_status), fx);
         }
-        if let Some((index, side)) = self.routed {
-            if let Some(percentage) = settings.percentages.get(index) {
-                fx.set_response_header(ROUTED_TO_HEADER, side.as_str());
-                fx.set_response_header(TRAFFIC_PERCENTAGE_HEADER, percentage);
-            }
+        // Only the matched service's headers: the cost does not grow with the configuration.
+        let Some((index, side)) = self.routed else {
+            return;
+        };
+        if let Some(percentage) = settings.percentages.get(index) {
+            fx.set_response_header(ROUTED_TO_HEADER, side.as_str());
+            fx.set_response_header(TRAFFIC_PERCENTAGE_HEADER, percentage);
         }
-        for (name, value) in &settings.feature_headers {
+        if let Some(Some((name, value))) = settings.feature_headers.get(index) {
             fx.set_response_header(name, value);
         }
     }
@@ -474,10 +477,7 @@ mod tests {
             ]
         );
         stream.response_headers(&s, None, &mut fx);
-        assert_eq!(
-            fx.take(),
-            [Did::Response("x-chat-legacy".into(), "false".into())]
-        );
+        assert_eq!(fx.take(), [], "no routing or feature headers");
     }
 
     #[test]

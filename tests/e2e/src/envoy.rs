@@ -731,7 +731,7 @@ impl Drop for Envoy {
 /// Asks the kernel to SIGKILL Envoy when the thread that spawns it exits, so a test process that
 /// is killed (or aborts) does not leave Envoy running on its ports.
 #[cfg(target_os = "linux")]
-fn kill_with_parent(command: &mut Command) {
+pub fn kill_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: getpid before the fork, prctl and getppid after it are async-signal-safe calls
     // that touch no memory of the parent.
@@ -753,7 +753,7 @@ fn kill_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kill_with_parent(_command: &mut Command) {}
+pub fn kill_with_parent(_command: &mut Command) {}
 
 /// Counters of the filter's ECDS subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
