@@ -3,9 +3,9 @@
 
 use crate::config::FilterConfig;
 use crate::metrics::{metric_name, Counter, Gauge};
-use crate::outcome::{classify, needs_body, CallResponse, BODY_PREFIX_LEN};
 use crate::root::{RootEffects, Shadows, MAX_SHADOWS_IN_FLIGHT, SETTLE_GRACE_MS};
 use crate::shadow::{ShadowInfo, ShadowRequest};
+use crate::stream::describe;
 use crate::stream::{RequestHeaders, Settings, Stream, StreamEffects};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -193,37 +193,26 @@ impl CutoverRoot {
 }
 
 impl Context for CutoverRoot {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
-        let Some(dispatched) = shadows(|s| s.dispatched_as(token)) else {
-            return;
-        };
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         // Without headers Envoy has no response map to read: asking would fail the hostcall.
-        let status = (num_headers > 0)
+        let status = (headers > 0)
             .then(|| self.get_http_call_response_header_bytes(":status"))
             .flatten();
-        let body_prefix = if body_size > 0 && needs_body(status.as_deref()) {
-            self.get_http_call_response_body(0, BODY_PREFIX_LEN.min(body_size))
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let outcome = classify(&CallResponse {
-            status: status.as_deref(),
-            body_prefix: &body_prefix,
-            elapsed_ms: now_ms().saturating_sub(dispatched.at_ms),
-            timeout_ms: dispatched.timeout_ms,
+        let read_body = |n| self.get_http_call_response_body(0, n).unwrap_or_default();
+        let outcome = shadows(|s| {
+            s.call_response(
+                token,
+                status.as_deref(),
+                body_size,
+                read_body,
+                now_ms(),
+                &mut RootFx,
+            )
         });
         log::debug!(
             "cutover: shadow response token={token} root={} outcome={outcome:?}",
             self.id
         );
-        shadows(|s| s.call_answered(token, outcome, &mut RootFx));
         self.settle();
     }
 
@@ -240,21 +229,7 @@ impl RootContext for CutoverRoot {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match FilterConfig::from_json(&bytes) {
             Ok(config) => {
-                let summary: Vec<String> = config
-                    .services
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "{} new={}% use_legacy={} dual_write={}",
-                            s.name, s.new_percentage, s.use_legacy, s.dual_write.enabled
-                        )
-                    })
-                    .collect();
-                log::info!(
-                    "cutover: configured {} service(s): {}",
-                    summary.len(),
-                    summary.join(", ")
-                );
+                log::info!("cutover: {}", describe(&config));
                 let metrics = config
                     .services
                     .iter()

@@ -19,7 +19,7 @@
 //! ([`SLOW_TICK_MS`]) to expire lost ones; otherwise it does not tick.
 
 use crate::metrics::Counter;
-use crate::outcome::Outcome;
+use crate::outcome::{classify, needs_body, CallResponse, Outcome, BODY_PREFIX_LEN};
 use crate::shadow::{Dispatched, Settled, ShadowInfo, ShadowRequest, SubmitError, Tracker};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -208,6 +208,34 @@ impl<S: Clone> Shadows<S> {
     /// The shadow dispatched under `token`, if it is one of this VM's.
     pub fn dispatched_as(&self, token: u32) -> Option<Dispatched> {
         self.tracker.dispatched_as(token)
+    }
+
+    /// The call under `token` answered: `status` is its raw `:status` (`None` without headers),
+    /// `read_body(n)` reads the first `n` of its `body_size` body bytes (only for the statuses
+    /// whose body tells Envoy's own replies apart). Ignored for a token not of this VM.
+    pub fn call_response(
+        &mut self,
+        token: u32,
+        status: Option<&[u8]>,
+        body_size: usize,
+        read_body: impl FnOnce(usize) -> Vec<u8>,
+        now_ms: u64,
+        fx: &mut impl RootEffects<S>,
+    ) -> Option<Outcome> {
+        let dispatched = self.tracker.dispatched_as(token)?;
+        let body_prefix = if body_size > 0 && needs_body(status) {
+            read_body(BODY_PREFIX_LEN.min(body_size))
+        } else {
+            Vec::new()
+        };
+        let outcome = classify(&CallResponse {
+            status,
+            body_prefix: &body_prefix,
+            elapsed_ms: now_ms.saturating_sub(dispatched.at_ms),
+            timeout_ms: dispatched.timeout_ms,
+        });
+        self.call_answered(token, outcome, fx);
+        Some(outcome)
     }
 
     /// The call under `token` answered with `outcome`.
@@ -542,6 +570,38 @@ mod tests {
         vm.answer_all();
         assert_eq!(vm.fx.outcomes(), 1);
         assert_eq!(vm.shadows.tick_changes(), [(1, 0)]);
+    }
+
+    #[test]
+    fn call_responses_are_classified_reading_the_body_only_when_needed() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        for _ in 0..3 {
+            vm.submit(1);
+        }
+        vm.tick(1, 0);
+        let tokens: Vec<u32> = vm.calls.iter().map(|c| c.0).collect();
+        let never = |_| -> Vec<u8> { panic!("the body of a 201 is not read") };
+        let outcome = vm
+            .shadows
+            .call_response(tokens[0], Some(b"201"), 10, never, 5, &mut vm.fx);
+        assert_eq!(outcome, Some(Outcome::Succeeded(201)));
+        let timeout = |n: usize| b"upstream request timeout"[..n.min(24)].to_vec();
+        let outcome =
+            vm.shadows
+                .call_response(tokens[1], Some(b"504"), 24, timeout, 500, &mut vm.fx);
+        assert_eq!(outcome, Some(Outcome::TimedOut));
+        let outcome = vm
+            .shadows
+            .call_response(tokens[2], None, 0, never, 5, &mut vm.fx);
+        assert_eq!(outcome, Some(Outcome::FailedReset));
+        // Unknown (or already answered) tokens are ignored.
+        assert_eq!(
+            vm.shadows
+                .call_response(tokens[0], Some(b"200"), 0, never, 5, &mut vm.fx),
+            None
+        );
+        assert_eq!(vm.fx.outcomes(), 3);
     }
 
     #[test]

@@ -81,6 +81,26 @@ impl Settings {
     }
 }
 
+/// The log line of an accepted configuration.
+pub fn describe(config: &FilterConfig) -> String {
+    let services: Vec<String> = config
+        .services
+        .iter()
+        .map(|s| {
+            let (pct, legacy, dual) = (s.new_percentage, s.use_legacy, s.dual_write.enabled);
+            format!(
+                "{} new={pct}% use_legacy={legacy} dual_write={dual}",
+                s.name
+            )
+        })
+        .collect();
+    format!(
+        "configured {} service(s): {}",
+        services.len(),
+        services.join(", ")
+    )
+}
+
 /// A shadow being prepared: everything but the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PreparedShadow {
