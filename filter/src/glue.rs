@@ -141,15 +141,15 @@ impl RootEffects<Rc<ServiceMetrics>> for RootFx {
 /// caller's own is set through `proxy_set_effective_context`, then the caller's is restored.
 fn apply_ticks(current: u32, own_root: u32) {
     // Whose tick `set_tick_period` sets right now: from an HTTP context, its root context's.
-    let mut effective = own_root;
+    let (mut effective, mut switched) = (own_root, false);
     for (root, period_ms) in shadows(|s| s.tick_changes()) {
         if root != effective {
             let _ = hostcalls::set_effective_context(root);
-            effective = root;
+            (effective, switched) = (root, true);
         }
         let _ = hostcalls::set_tick_period(Duration::from_millis(period_ms));
     }
-    if effective != own_root {
+    if switched {
         let _ = hostcalls::set_effective_context(current);
     }
 }
