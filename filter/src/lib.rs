@@ -2,9 +2,11 @@
 //! deterministically between its legacy and its new deployment (Unleash-compatible bucketing)
 //! and, optionally, mirrors writes to the other side ("dual-write").
 //!
-//! The pure core (`config`, `bucket`, `routing`, `mirror`, `outcome`, `shadow`, `metrics`) has no
-//! proxy-wasm dependency and is unit-tested natively; `glue` wires it into the proxy-wasm ABI
-//! and only exists in the `.wasm`.
+//! The pure core has no proxy-wasm dependency and is unit-tested natively: `config`, `bucket`,
+//! `routing`, `mirror`, `outcome`, `metrics`, and the state machines `stream` (one HTTP stream)
+//! and `root` (the shadows of one VM across its root contexts, with `shadow`'s tracker). `glue`
+//! is the adapter to the proxy-wasm ABI: it reads what Envoy hands over, calls the core and
+//! applies the effects; it only exists in the `.wasm`.
 #![cfg_attr(
     not(test),
     deny(
@@ -24,8 +26,10 @@ pub mod ecds;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
+pub mod root;
 pub mod routing;
 pub mod shadow;
+pub mod stream;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
