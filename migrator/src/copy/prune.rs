@@ -1,0 +1,352 @@
+//! `copy --prune`: deletes target rows whose key no longer exists in the source, after the tables
+//! are copied, in reverse plan order (rows that reference others go first).
+//!
+//! Safety. A row only the target has is either one deleted in the source since it was copied, or
+//! one the target wrote itself (it served a request as primary). The migrator cannot tell them
+//! apart from the data, so pruning needs both:
+//! - `--no-target-writes`: the operator confirms that nothing but `copy` and dual-write shadows has
+//!   written the target (new has not served any request as primary); logged on stderr and recorded
+//!   with each table's prune checkpoint (`acknowledged_by`). A dry run needs no confirmation (it
+//!   deletes nothing).
+//! - a plan without `target_has_taken_over = true` (the switch to set once the target is primary):
+//!   with it, prune is refused even when confirmed.
+//!
+//! Shadow writes: a shadow repeats a source write after the source committed it, so a row it
+//! created is in the source by the time the target holds it. Each batch reads the target's keys
+//! first and only then asks the source which of them exist, so such a row is always found and
+//! never a candidate. Rows written to the target after the run started are never deleted: the
+//! delete keeps rows whose `xmin` is not older than the horizon taken at the start (the oldest
+//! transaction still running then), so a shadow racing the prune, or the copy's own writes of this
+//! run, are left to the next run.
+//!
+//! Batches: `--batch-size` target keys in key order; each batch's deletes, the deleted keys
+//! (`cutover_migrator.pruned_keys`, the run's report) and its checkpoint
+//! (`cutover_migrator.prune_checkpoints`) commit together, so a resumed run continues after the
+//! last committed batch.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Row};
+
+use super::apply::Mode;
+use super::report::TableSummary;
+use crate::db::quote_ident;
+use crate::error::{self, MigratorError};
+use crate::plan::{Plan, ResolvedTable};
+
+const PRUNE_DDL: &str = "
+CREATE TABLE IF NOT EXISTS cutover_migrator.prune_checkpoints (
+    run_id          bigint NOT NULL REFERENCES cutover_migrator.copy_runs (run_id),
+    table_name      text NOT NULL,
+    last_key        text,
+    deleted         bigint NOT NULL DEFAULT 0,
+    done            boolean NOT NULL DEFAULT false,
+    acknowledged_by text NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, table_name)
+);
+CREATE TABLE IF NOT EXISTS cutover_migrator.pruned_keys (
+    run_id     bigint NOT NULL REFERENCES cutover_migrator.copy_runs (run_id),
+    table_name text NOT NULL,
+    key        text NOT NULL,
+    pruned_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, table_name, key)
+);
+";
+
+/// Why `--prune` may not run, checked before anything connects. `None`: it may.
+pub fn refusal(plan: &Plan, plan_origin: &str, confirmed: bool, dry_run: bool) -> Option<String> {
+    if plan.target_has_taken_over {
+        return Some(format!(
+            "--prune refused: {plan_origin} says target_has_taken_over = true: the target has served \
+             requests as primary, so a row only the target has may be its own write, which prune \
+             must never delete; carry deletions over by other means"
+        ));
+    }
+    if !confirmed && !dry_run {
+        return Some(
+            "--prune refused: it deletes target rows whose key is not in the source, and a row the \
+             target wrote itself is such a row too; give --no-target-writes to confirm that nothing \
+             but copy and dual-write shadows has written the target (it has not served any request \
+             as primary), or --dry-run to see what would be deleted"
+                .to_string(),
+        );
+    }
+    None
+}
+
+/// The prune of one copy invocation: the xid horizon taken at its start, and who confirmed it.
+pub struct Prune {
+    /// Oldest transaction running at the start (as 32-bit xid text): rows with an `xmin` that is
+    /// not older are kept.
+    horizon: String,
+    acknowledged_by: String,
+}
+
+impl Prune {
+    /// Takes the horizon at the start of the run (before any table is copied); in a writing run,
+    /// creates the prune bookkeeping tables and logs the confirmation.
+    pub async fn start(target: &mut PgConnection, mode: Mode) -> anyhow::Result<Prune> {
+        let (horizon, user): (String, String) = sqlx::query_as(
+            "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296)::text, current_user::text",
+        )
+        .fetch_one(&mut *target)
+        .await
+        .context("reading the transaction horizon of the target")?;
+        let acknowledged_by = format!("{user} (--no-target-writes)");
+        if let Mode::Write { run_id } = mode {
+            sqlx::raw_sql(PRUNE_DDL)
+                .execute(&mut *target)
+                .await
+                .context("creating the prune bookkeeping tables in cutover_migrator")?;
+            eprintln!(
+                "copy: --prune in run {run_id}: confirmed by {acknowledged_by} that nothing but copy and dual-write shadows has written the target"
+            );
+        }
+        Ok(Prune {
+            horizon,
+            acknowledged_by,
+        })
+    }
+
+    /// Prunes `tables` in reverse plan order, adding each table's deleted rows to its summary.
+    pub async fn run(
+        &self,
+        source: &mut PgConnection,
+        target: &mut PgConnection,
+        tables: &[ResolvedTable],
+        summaries: &mut [TableSummary],
+        mode: Mode,
+        batch_size: u64,
+    ) -> anyhow::Result<()> {
+        let mut checkpoints = match mode {
+            Mode::Write { run_id } => load_checkpoints(target, run_id).await?,
+            Mode::DryRun => HashMap::new(),
+        };
+        for (table, summary) in tables.iter().zip(summaries.iter_mut()).rev() {
+            let checkpoint = checkpoints.remove(table.name()).unwrap_or_default();
+            summary.deleted = self
+                .table(source, target, table, mode, checkpoint, batch_size)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn table(
+        &self,
+        source: &mut PgConnection,
+        target: &mut PgConnection,
+        table: &ResolvedTable,
+        mode: Mode,
+        checkpoint: PruneCheckpoint,
+        batch_size: u64,
+    ) -> anyhow::Result<u64> {
+        let name = table.name();
+        let mut deleted = checkpoint.deleted;
+        if checkpoint.done {
+            eprintln!("copy: {name}: prune already done in this run");
+            return Ok(deleted);
+        }
+        if let Mode::Write { run_id } = mode {
+            sqlx::query(
+                "INSERT INTO cutover_migrator.prune_checkpoints (run_id, table_name, acknowledged_by) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(run_id)
+            .bind(name)
+            .bind(&self.acknowledged_by)
+            .execute(&mut *target)
+            .await?;
+        }
+        let mut after = checkpoint.last_key;
+        loop {
+            let keys: Vec<String> = sqlx::query_scalar(&target_keys_sql(table, after.is_some()))
+                .bind(after.as_deref())
+                .bind(batch_size as i64)
+                .fetch_all(&mut *target)
+                .await
+                .with_context(|| format!("table {name}: reading the target keys to prune"))?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            // Read after the target keys: a row a shadow created is in the source by now.
+            let present: HashSet<String> = sqlx::query_scalar(&source_present_sql(table))
+                .bind(&keys)
+                .fetch_all(&mut *source)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "table {name}: looking up target keys in the source: {}",
+                        error::describe_db_error(&e)
+                    )
+                })?
+                .into_iter()
+                .collect();
+            let candidates: Vec<String> =
+                keys.into_iter().filter(|k| !present.contains(k)).collect();
+            let gone = self
+                .delete_batch(target, table, mode, &candidates, &last, after.as_deref())
+                .await?;
+            let verb = if mode == Mode::DryRun {
+                "would prune"
+            } else {
+                "pruned"
+            };
+            for key in &gone {
+                eprintln!("copy: {name}: {verb} key {key}");
+            }
+            deleted += gone.len() as u64;
+            after = Some(last);
+        }
+        if let Mode::Write { run_id } = mode {
+            sqlx::query(
+                "UPDATE cutover_migrator.prune_checkpoints SET done = true, updated_at = now() \
+                 WHERE run_id = $1 AND table_name = $2",
+            )
+            .bind(run_id)
+            .bind(name)
+            .execute(&mut *target)
+            .await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes (or, in a dry run, finds) the candidates written before the horizon, records them
+    /// and the checkpoint `last`, in one transaction. Returns the keys.
+    async fn delete_batch(
+        &self,
+        target: &mut PgConnection,
+        table: &ResolvedTable,
+        mode: Mode,
+        candidates: &[String],
+        last: &str,
+        after: Option<&str>,
+    ) -> anyhow::Result<Vec<String>> {
+        let Mode::Write { run_id } = mode else {
+            if candidates.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Ok(sqlx::query_scalar(&prunable_sql(table, false))
+                .bind(candidates)
+                .bind(&self.horizon)
+                .fetch_all(&mut *target)
+                .await?);
+        };
+        let mut tx = target.begin().await?;
+        let gone: Vec<String> = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(&prunable_sql(table, true))
+                .bind(candidates)
+                .bind(&self.horizon)
+                .bind(run_id)
+                .bind(table.name())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| -> anyhow::Error {
+                    if error::is_statement_error(&e) {
+                        MigratorError::DataRejected {
+                            table: table.name().to_string(),
+                            key: format!(
+                                "(prune batch after {} up to {last})",
+                                after.unwrap_or("the first key")
+                            ),
+                            detail: error::describe_db_error(&e),
+                        }
+                        .into()
+                    } else {
+                        e.into()
+                    }
+                })?
+        };
+        sqlx::query(
+            "UPDATE cutover_migrator.prune_checkpoints SET last_key = $3, deleted = deleted + $4, updated_at = now() \
+             WHERE run_id = $1 AND table_name = $2",
+        )
+        .bind(run_id)
+        .bind(table.name())
+        .bind(last)
+        .bind(gone.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+}
+
+/// The checkpoint of one table's prune in one run.
+#[derive(Debug, Default)]
+struct PruneCheckpoint {
+    last_key: Option<String>,
+    deleted: u64,
+    done: bool,
+}
+
+async fn load_checkpoints(
+    target: &mut PgConnection,
+    run_id: i64,
+) -> sqlx::Result<HashMap<String, PruneCheckpoint>> {
+    let rows = sqlx::query(
+        "SELECT table_name, last_key, deleted, done FROM cutover_migrator.prune_checkpoints WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *target)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("table_name")?,
+                PruneCheckpoint {
+                    last_key: r.try_get("last_key")?,
+                    deleted: r.try_get::<i64, _>("deleted")?.max(0) as u64,
+                    done: r.try_get("done")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The next `$2` target keys (as text) in key order, after `$1` when `after`.
+fn target_keys_sql(table: &ResolvedTable, after: bool) -> String {
+    let key = quote_ident(&table.key().name);
+    let filter = if after {
+        format!(" WHERE {key} > CAST($1::text AS {})", table.key().sql_type)
+    } else {
+        " WHERE $1::text IS NULL".to_string()
+    };
+    format!(
+        "SELECT CAST({key} AS text) FROM {}{filter} ORDER BY {key} LIMIT $2",
+        table.plan.target.sql()
+    )
+}
+
+/// Which of the keys `$1` (text[]) the source has, by the plan's key expression.
+fn source_present_sql(table: &ResolvedTable) -> String {
+    let key_sql = table.source_key_sql();
+    format!(
+        "SELECT CAST({key_sql} AS text) FROM {} WHERE {key_sql} = ANY(CAST($1::text[] AS {}[]))",
+        table.source_from_sql(),
+        table.key().sql_type
+    )
+}
+
+/// The target rows with keys `$1` (text[]) written before the horizon `$2` (an xid): deleted and
+/// recorded in `pruned_keys` for run `$3`, table `$4` when `delete`, else only listed.
+fn prunable_sql(table: &ResolvedTable, delete: bool) -> String {
+    let key = quote_ident(&table.key().name);
+    let target = table.plan.target.sql();
+    let filter = format!(
+        "t.{key} = ANY(CAST($1::text[] AS {}[])) AND age(t.xmin) > age(CAST($2::text AS xid))",
+        table.key().sql_type
+    );
+    if !delete {
+        return format!("SELECT CAST(t.{key} AS text) FROM {target} AS t WHERE {filter} ORDER BY t.{key}");
+    }
+    format!(
+        "WITH gone AS (DELETE FROM {target} AS t WHERE {filter} RETURNING CAST(t.{key} AS text) AS key), \
+         logged AS (INSERT INTO cutover_migrator.pruned_keys (run_id, table_name, key) SELECT $3, $4, key FROM gone) \
+         SELECT key FROM gone ORDER BY key"
+    )
+}
