@@ -74,8 +74,12 @@ pub enum MigratorError {
     MigrationChanged { version: i64, description: String },
 
     /// `origin`: where the known migrations come from ("the embedded migrations", a directory).
-    #[error("the target has migration {version} applied, which {origin} does not have; refusing to continue")]
-    MigrationUnknown { version: i64, origin: String },
+    #[error("the target has migration {version} ({description}) applied, which {origin} does not have; refusing to continue")]
+    MigrationUnknown {
+        version: i64,
+        description: String,
+        origin: String,
+    },
 
     #[error("invalid plan: {0}")]
     PlanInvalid(String),

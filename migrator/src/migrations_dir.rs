@@ -55,8 +55,22 @@ impl Migrations {
         }
     }
 
-    pub fn find(&self, version: i64) -> Option<&Migration> {
-        self.list.iter().find(|m| m.version == version)
+    /// The migration the target recorded as `applied`: same version and description (a
+    /// different description is another system's migration, not a changed one).
+    pub fn find(&self, applied: &crate::schema::AppliedMigration) -> Option<&Migration> {
+        self.list
+            .iter()
+            .find(|m| m.version == applied.version && m.description == applied.description)
+    }
+
+    /// Whether the target recorded `migration` as applied (by version and description).
+    pub fn applied_as<'a>(
+        migration: &Migration,
+        applied: &'a [crate::schema::AppliedMigration],
+    ) -> Option<&'a crate::schema::AppliedMigration> {
+        applied
+            .iter()
+            .find(|a| a.version == migration.version && a.description == migration.description)
     }
 }
 

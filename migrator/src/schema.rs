@@ -74,9 +74,10 @@ pub fn pending<'m>(
     migrations: &'m Migrations,
 ) -> Result<Vec<&'m Migration>, MigratorError> {
     for a in applied {
-        let Some(m) = migrations.find(a.version) else {
+        let Some(m) = migrations.find(a) else {
             return Err(MigratorError::MigrationUnknown {
                 version: a.version,
+                description: a.description.clone(),
                 origin: migrations.origin.clone(),
             });
         };

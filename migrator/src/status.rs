@@ -24,7 +24,7 @@ async fn report(target: &mut PgConnection, migrations: &Migrations) -> anyhow::R
     let applied = schema::applied(target).await?;
     println!("migrations ({}):", migrations.origin);
     for m in &migrations.list {
-        match applied.iter().find(|a| a.version == m.version) {
+        match Migrations::applied_as(m, &applied) {
             Some(a) if a.checksum != *m.checksum => {
                 println!(
                     "  {:03}_{:<20} CHANGED after it was applied on {}",
@@ -42,10 +42,7 @@ async fn report(target: &mut PgConnection, migrations: &Migrations) -> anyhow::R
             None => println!("  {:03}_{:<20} pending", m.version, m.description),
         }
     }
-    for a in applied
-        .iter()
-        .filter(|a| migrations.find(a.version).is_none())
-    {
+    for a in applied.iter().filter(|a| migrations.find(a).is_none()) {
         println!(
             "  {:03}_{:<20} applied, but unknown to this migrator",
             a.version, a.description

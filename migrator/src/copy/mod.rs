@@ -109,7 +109,14 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
         if let Some(prune) = prune {
             let source = &mut sources.keys;
             prune
-                .run(source, &mut target, &tables, &mut summaries, Mode::DryRun, batch_size)
+                .run(
+                    source,
+                    &mut target,
+                    &tables,
+                    &mut summaries,
+                    Mode::DryRun,
+                    batch_size,
+                )
                 .await?;
         }
         report::print_summary(&summaries, true);
@@ -179,7 +186,14 @@ async fn copy_locked(
             copy_tables(sources, target, tables, mode, run.checkpoints, batch_size).await?;
         if let Some(prune) = prune {
             prune
-                .run(&mut sources.keys, target, tables, &mut summaries, mode, batch_size)
+                .run(
+                    &mut sources.keys,
+                    target,
+                    tables,
+                    &mut summaries,
+                    mode,
+                    batch_size,
+                )
                 .await?;
         }
         anyhow::Ok(summaries)

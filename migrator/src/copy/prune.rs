@@ -308,16 +308,20 @@ async fn load_checkpoints(
         .collect()
 }
 
-/// The next `$2` target keys (as text) in key order, after `$1` when `after`.
+/// The next `$2` target keys (as text) in key order, after `$1` when `after`. Ordered by the
+/// qualified column: an unqualified name would order by the text output column of that name.
 fn target_keys_sql(table: &ResolvedTable, after: bool) -> String {
     let key = quote_ident(&table.key().name);
     let filter = if after {
-        format!(" WHERE {key} > CAST($1::text AS {})", table.key().sql_type)
+        format!(
+            " WHERE t.{key} > CAST($1::text AS {})",
+            table.key().sql_type
+        )
     } else {
         " WHERE $1::text IS NULL".to_string()
     };
     format!(
-        "SELECT CAST({key} AS text) FROM {}{filter} ORDER BY {key} LIMIT $2",
+        "SELECT CAST(t.{key} AS text) AS key FROM {} AS t{filter} ORDER BY t.{key} LIMIT $2",
         table.plan.target.sql()
     )
 }
@@ -342,11 +346,13 @@ fn prunable_sql(table: &ResolvedTable, delete: bool) -> String {
         table.key().sql_type
     );
     if !delete {
-        return format!("SELECT CAST(t.{key} AS text) FROM {target} AS t WHERE {filter} ORDER BY t.{key}");
+        return format!(
+            "SELECT CAST(t.{key} AS text) AS key FROM {target} AS t WHERE {filter} ORDER BY t.{key}"
+        );
     }
     format!(
-        "WITH gone AS (DELETE FROM {target} AS t WHERE {filter} RETURNING CAST(t.{key} AS text) AS key), \
+        "WITH gone AS (DELETE FROM {target} AS t WHERE {filter} RETURNING t.{key} AS sort_key, CAST(t.{key} AS text) AS key), \
          logged AS (INSERT INTO cutover_migrator.pruned_keys (run_id, table_name, key) SELECT $3, $4, key FROM gone) \
-         SELECT key FROM gone ORDER BY key"
+         SELECT key FROM gone ORDER BY sort_key"
     )
 }
