@@ -15,9 +15,9 @@
 //! created is in the source by the time the target holds it. Each batch reads the target's keys
 //! first and only then asks the source which of them exist, so such a row is always found and
 //! never a candidate. Rows written to the target after the run started are never deleted: the
-//! delete keeps rows whose `xmin` is not older than the horizon taken at the start (the oldest
-//! transaction still running then), so a shadow racing the prune, or the copy's own writes of this
-//! run, are left to the next run.
+//! run takes a snapshot of the target at its start (before any table is copied) and the delete
+//! keeps every row whose `xmin` that snapshot does not see (see [`written_before`]), so a write
+//! racing the prune, or the copy's own writes of this run, are left to the next run.
 //!
 //! Batches: `--batch-size` target keys in key order; each batch's deletes, the deleted keys
 //! (`cutover_migrator.pruned_keys`, the run's report) and its checkpoint
@@ -77,24 +77,22 @@ pub fn refusal(plan: &Plan, plan_origin: &str, confirmed: bool, dry_run: bool) -
     None
 }
 
-/// The prune of one copy invocation: the xid horizon taken at its start, and who confirmed it.
+/// The prune of one copy invocation: the target snapshot taken at its start, and who confirmed it.
 pub struct Prune {
-    /// Oldest transaction running at the start (as 32-bit xid text): rows with an `xmin` that is
-    /// not older are kept.
-    horizon: String,
+    /// `pg_current_snapshot()` at the start, as text: only rows it sees are deleted.
+    snapshot: String,
     acknowledged_by: String,
 }
 
 impl Prune {
-    /// Takes the horizon at the start of the run (before any table is copied); in a writing run,
+    /// Takes the snapshot at the start of the run (before any table is copied); in a writing run,
     /// creates the prune bookkeeping tables and logs the confirmation.
     pub async fn start(target: &mut PgConnection, mode: Mode) -> anyhow::Result<Prune> {
-        let (horizon, user): (String, String) = sqlx::query_as(
-            "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296)::text, current_user::text",
-        )
-        .fetch_one(&mut *target)
-        .await
-        .context("reading the transaction horizon of the target")?;
+        let (snapshot, user): (String, String) =
+            sqlx::query_as("SELECT pg_current_snapshot()::text, current_user::text")
+                .fetch_one(&mut *target)
+                .await
+                .context("reading the transaction snapshot of the target")?;
         let acknowledged_by = format!("{user} (--no-target-writes)");
         if let Mode::Write { run_id } = mode {
             sqlx::raw_sql(PRUNE_DDL)
@@ -106,7 +104,7 @@ impl Prune {
             );
         }
         Ok(Prune {
-            horizon,
+            snapshot,
             acknowledged_by,
         })
     }
@@ -213,7 +211,7 @@ impl Prune {
         Ok(deleted)
     }
 
-    /// Deletes (or, in a dry run, finds) the candidates written before the horizon, records them
+    /// Deletes (or, in a dry run, finds) the candidates written before the start, records them
     /// and the checkpoint `last`, in one transaction. Returns the keys.
     async fn delete_batch(
         &self,
@@ -230,7 +228,7 @@ impl Prune {
             }
             return Ok(sqlx::query_scalar(&prunable_sql(table, false))
                 .bind(candidates)
-                .bind(&self.horizon)
+                .bind(&self.snapshot)
                 .fetch_all(&mut *target)
                 .await?);
         };
@@ -240,7 +238,7 @@ impl Prune {
         } else {
             sqlx::query_scalar(&prunable_sql(table, true))
                 .bind(candidates)
-                .bind(&self.horizon)
+                .bind(&self.snapshot)
                 .bind(run_id)
                 .bind(table.name())
                 .fetch_all(&mut *tx)
@@ -336,14 +334,30 @@ fn source_present_sql(table: &ResolvedTable) -> String {
     )
 }
 
-/// The target rows with keys `$1` (text[]) written before the horizon `$2` (an xid): deleted and
-/// recorded in `pruned_keys` for run `$3`, table `$4` when `delete`, else only listed.
+/// Whether the row version with `xmin` (a 32-bit xid) was committed before the snapshot `$2`
+/// (text) was taken, i.e. the snapshot sees it. `xmin` is widened to the snapshot's 64-bit xid
+/// space by its distance behind the snapshot's `xmax` (xids in use span less than 2^31); a row
+/// at or ahead of `xmax` began after the snapshot. Frozen and bootstrap xids (< 3) are old.
+fn written_before(xmin: &str) -> String {
+    let snapshot = "CAST($2::text AS pg_snapshot)";
+    let xmax = format!("pg_snapshot_xmax({snapshot})::text::bigint");
+    let row = format!("{xmin}::text::bigint");
+    let behind = format!("((({xmax}) % 4294967296) - {row} + 4294967296) % 4294967296");
+    format!(
+        "({row} < 3 OR ({behind} BETWEEN 1 AND 2147483647 \
+         AND pg_visible_in_snapshot(CAST(CAST(({xmax}) - ({behind}) AS text) AS xid8), {snapshot})))"
+    )
+}
+
+/// The target rows with keys `$1` (text[]) written before the snapshot `$2` ([`written_before`]):
+/// deleted and recorded in `pruned_keys` for run `$3`, table `$4` when `delete`, else only listed.
 fn prunable_sql(table: &ResolvedTable, delete: bool) -> String {
     let key = quote_ident(&table.key().name);
     let target = table.plan.target.sql();
     let filter = format!(
-        "t.{key} = ANY(CAST($1::text[] AS {}[])) AND age(t.xmin) > age(CAST($2::text AS xid))",
-        table.key().sql_type
+        "t.{key} = ANY(CAST($1::text[] AS {}[])) AND {}",
+        table.key().sql_type,
+        written_before("t.xmin")
     );
     if !delete {
         return format!(
@@ -355,4 +369,64 @@ fn prunable_sql(table: &ResolvedTable, delete: bool) -> String {
          logged AS (INSERT INTO cutover_migrator.pruned_keys (run_id, table_name, key) SELECT $3, $4, key FROM gone) \
          SELECT key FROM gone ORDER BY sort_key"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ResolvedColumn;
+
+    const PLAN: &str = "[[table]]\nname = \"accounts\"\nsource = \"public.pgbench_accounts\"\ntarget = \"bank.accounts\"\nkey = \"account_id\"\ncolumns = [{ name = \"account_id\", from = \"aid\" }]\n";
+
+    fn table() -> ResolvedTable {
+        let plan = Plan::parse(PLAN, "test.toml").unwrap();
+        let t = plan.tables[0].clone();
+        ResolvedTable {
+            columns: vec![ResolvedColumn {
+                name: "account_id".into(),
+                sql_type: "integer".into(),
+                binary_portable: true,
+                from: "aid".into(),
+                default: None,
+            }],
+            plan: t,
+        }
+    }
+
+    #[test]
+    fn keys_are_ordered_by_the_column_not_by_their_text() {
+        let sql = target_keys_sql(&table(), true);
+        assert_eq!(
+            sql,
+            r#"SELECT CAST(t."account_id" AS text) AS key FROM "bank"."accounts" AS t WHERE t."account_id" > CAST($1::text AS integer) ORDER BY t."account_id" LIMIT $2"#
+        );
+        assert!(prunable_sql(&table(), true).ends_with("ORDER BY sort_key"));
+    }
+
+    #[test]
+    fn only_rows_the_start_snapshot_sees_are_deleted() {
+        let sql = prunable_sql(&table(), true);
+        assert!(
+            sql.contains(r#"t."account_id" = ANY(CAST($1::text[] AS integer[])) AND (t.xmin::text::bigint < 3 OR"#),
+            "{sql}"
+        );
+        assert!(sql.contains("pg_visible_in_snapshot("), "{sql}");
+        assert!(source_present_sql(&table()).contains("CAST((aid) AS integer) = ANY"));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let plan = Plan::parse(PLAN, "p").unwrap();
+        assert!(refusal(&plan, "the plan p", true, false).is_none());
+        assert!(refusal(&plan, "the plan p", false, true).is_none());
+        assert!(refusal(&plan, "the plan p", false, false)
+            .unwrap()
+            .contains("--no-target-writes"));
+        let taken = Plan::parse(&format!("target_has_taken_over = true\n{PLAN}"), "p").unwrap();
+        for (confirmed, dry_run) in [(true, false), (false, true)] {
+            assert!(refusal(&taken, "the plan p", confirmed, dry_run)
+                .unwrap()
+                .contains("target_has_taken_over = true"));
+        }
+    }
 }

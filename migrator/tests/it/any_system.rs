@@ -2,9 +2,10 @@
 //! tables, a target schema made by hand or by the system's own migrations directory, a plan with
 //! renamed columns, an expression and a default; `copy --prune` carrying deletions over.
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::common;
-use common::{applied_versions, migrator_cmd, user_relations, Outcome};
+use common::{applied_versions, migrator_cmd, user_relations, wait_child, wait_for, Outcome};
 use cutover_pgfixture::TestDb;
 
 /// The legacy system: pgbench's branches and accounts (`filler` blank-padded, often empty).
@@ -130,6 +131,18 @@ impl Bank {
         let mut args = vec!["copy", "--plan", self.plan(), "--batch-size", "300"];
         args.extend_from_slice(extra);
         self.run(&args)
+    }
+
+    fn spawn_copy(&self, extra: &[&str]) -> std::process::Child {
+        migrator_cmd()
+            .args(["copy", "--plan", self.plan(), "--batch-size", "300"])
+            .args(extra)
+            .env("LEGACY_DATABASE_URL", &self.source.url)
+            .env("DATABASE_URL", &self.target.url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn verify(&self) -> Outcome {
@@ -449,18 +462,31 @@ fn prune_removes_exactly_the_rows_deleted_in_the_source_and_nothing_newer_than_t
             "INSERT INTO bank.accounts (account_id, branch_id, balance_cents, note) VALUES (3001, 1, 700, 'shadowed')",
         )
         .unwrap();
-    // A transaction open in the target while the run starts, then a target-only row written after
-    // it: newer than the run's horizon, so this run must leave it.
-    let mut open = TestDb::client(&bank.target);
-    open.batch_execute("BEGIN; SELECT pg_current_xact_id()")
-        .unwrap();
-    target
-        .batch_execute(
-            "INSERT INTO bank.accounts (account_id, branch_id, balance_cents, note) VALUES (4001, 1, 1, 'late')",
-        )
-        .unwrap();
-
-    let out = bank.copy(&["--prune", "--no-target-writes"]);
+    // A target-only row committed after the run started: the run must leave it. A transaction
+    // holds bank.accounts until the copy waits for it (so the run has started), then commits.
+    let mut late = bank.target.client();
+    late.batch_execute(
+        "BEGIN; LOCK TABLE bank.accounts IN ACCESS EXCLUSIVE MODE; \
+         INSERT INTO bank.accounts (account_id, branch_id, balance_cents, note) VALUES (4001, 1, 1, 'late')",
+    )
+    .unwrap();
+    let child = bank.spawn_copy(&["--prune", "--no-target-writes"]);
+    wait_for(
+        "the copy to wait for bank.accounts",
+        Duration::from_secs(60),
+        || {
+            let waiting: i64 = target
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'bank.accounts'::regclass AND NOT granted",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+            waiting > 0
+        },
+    );
+    late.batch_execute("COMMIT").unwrap();
+    let out = wait_child(child, Duration::from_secs(120));
     out.assert_code(0);
     assert_eq!(deleted(&out, "accounts"), 3, "{}", out.stdout);
     assert_eq!(deleted(&out, "branches"), 0, "{}", out.stdout);
@@ -469,7 +495,6 @@ fn prune_removes_exactly_the_rows_deleted_in_the_source_and_nothing_newer_than_t
         "the confirmation is not logged: {}",
         out.stderr
     );
-    open.batch_execute("COMMIT").unwrap();
 
     let keys = bank.target_keys("bank.accounts", "account_id");
     assert_eq!(keys.len(), 2000 - 3 + 2);
@@ -511,7 +536,7 @@ fn prune_removes_exactly_the_rows_deleted_in_the_source_and_nothing_newer_than_t
         "{done} {count} {ack}"
     );
 
-    // The late row is older than the next run's horizon: a dry run counts it and deletes nothing.
+    // The late row is older than the next run's start: a dry run counts it and deletes nothing.
     let dry = bank.copy(&["--prune", "--dry-run"]);
     dry.assert_code(0);
     assert_eq!(deleted(&dry, "accounts"), 1, "{}", dry.stdout);
@@ -576,4 +601,25 @@ fn prune_is_refused_without_confirmation_or_once_the_target_has_taken_over() {
         .unwrap()
         .get(0);
     assert!(!tables, "a refused prune created its bookkeeping");
+}
+
+#[test]
+fn prune_deletes_referencing_rows_before_the_rows_they_reference() {
+    let bank = Bank::new("mig_any_prune_fk");
+    bank.copy(&[]).assert_code(0);
+    // Branch 5 closed in the source, with its 400 accounts (bid = 1 + aid % 5).
+    bank.source
+        .client()
+        .batch_execute("DELETE FROM pgbench_accounts WHERE bid = 5; DELETE FROM pgbench_branches WHERE bid = 5")
+        .unwrap();
+    let out = bank.copy(&["--prune", "--no-target-writes"]);
+    out.assert_code(0);
+    assert_eq!(deleted(&out, "accounts"), 400, "{}", out.stdout);
+    assert_eq!(deleted(&out, "branches"), 1, "{}", out.stdout);
+    assert_eq!(bank.target_keys("bank.branches", "branch_id"), [1, 2, 3, 4]);
+    bank.verify().assert_code(0);
+    // Nothing left to prune: a re-run deletes nothing.
+    let again = bank.copy(&["--prune", "--no-target-writes"]);
+    again.assert_code(0);
+    assert_eq!(deleted(&again, "accounts"), 0, "{}", again.stdout);
 }
