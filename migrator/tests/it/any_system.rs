@@ -623,3 +623,62 @@ fn prune_deletes_referencing_rows_before_the_rows_they_reference() {
     again.assert_code(0);
     assert_eq!(deleted(&again, "accounts"), 0, "{}", again.stdout);
 }
+
+#[test]
+fn a_rejected_prune_batch_keeps_the_batches_before_it_and_the_next_run_resumes_after_them() {
+    let bank = Bank::new("mig_any_prune_resume");
+    bank.copy(&[]).assert_code(0);
+    let mut target = bank.target.client();
+    // A table of the new system the plan does not know references account 1500.
+    target
+        .batch_execute(
+            "CREATE TABLE bank.statements (id int PRIMARY KEY, account_id int NOT NULL REFERENCES bank.accounts); \
+             INSERT INTO bank.statements VALUES (1, 1500)",
+        )
+        .unwrap();
+    bank.source
+        .client()
+        .batch_execute("DELETE FROM pgbench_accounts WHERE aid IN (5, 10, 1500)")
+        .unwrap();
+
+    // Batches of 300 keys: 5 and 10 go in the first; 1500 ends the fifth, which is rejected.
+    let out = bank.copy(&["--prune", "--no-target-writes"]);
+    out.assert_code(7);
+    assert!(
+        out.stderr.contains("accounts") && out.stderr.contains("up to 1500"),
+        "{}",
+        out.stderr
+    );
+    let keys = bank.target_keys("bank.accounts", "account_id");
+    assert!(!keys.contains(&5) && !keys.contains(&10) && keys.contains(&1500));
+    let checkpoint: (Option<String>, i64, bool) = {
+        let r = target
+            .query_one(
+                "SELECT last_key, deleted, done FROM cutover_migrator.prune_checkpoints WHERE table_name = 'accounts'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(checkpoint, (Some("1200".to_string()), 2, false));
+
+    // Once the new system lets go of it, the next copy resumes the run after key 1200.
+    target.batch_execute("DELETE FROM bank.statements").unwrap();
+    let resumed = bank.copy(&["--prune", "--no-target-writes"]);
+    resumed.assert_code(0);
+    assert!(
+        resumed.stderr.contains("resuming run"),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(deleted(&resumed, "accounts"), 3, "{}", resumed.stdout);
+    assert!(!bank
+        .target_keys("bank.accounts", "account_id")
+        .contains(&1500));
+    let pruned: i64 = target
+        .query_one("SELECT count(*) FROM cutover_migrator.pruned_keys", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(pruned, 3, "a key was pruned twice or not recorded");
+    bank.verify().assert_code(0);
+}
