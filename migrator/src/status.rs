@@ -104,5 +104,11 @@ async fn print_run(target: &mut PgConnection, run: &RunRecord) -> anyhow::Result
             None => println!("    {table:<20} not started"),
         }
     }
+    for (table, deleted, done) in crate::copy::prune::recorded(target, run.run_id).await? {
+        println!(
+            "    {table:<20} prune: {deleted} deleted{}",
+            if done { ", done" } else { ", not done" }
+        );
+    }
     Ok(())
 }

@@ -306,6 +306,27 @@ async fn load_checkpoints(
         .collect()
 }
 
+/// Per table of run `run_id`, what its prune did: (table, deleted, done); empty when no prune
+/// has run against this target. For `status`.
+pub async fn recorded(
+    target: &mut PgConnection,
+    run_id: i64,
+) -> sqlx::Result<Vec<(String, i64, bool)>> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('cutover_migrator.prune_checkpoints') IS NOT NULL")
+            .fetch_one(&mut *target)
+            .await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT table_name, deleted, done FROM cutover_migrator.prune_checkpoints WHERE run_id = $1 ORDER BY table_name",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *target)
+    .await
+}
+
 /// The next `$2` target keys (as text) in key order, after `$1` when `after`. Ordered by the
 /// qualified column: an unqualified name would order by the text output column of that name.
 fn target_keys_sql(table: &ResolvedTable, after: bool) -> String {

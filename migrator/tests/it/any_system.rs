@@ -661,6 +661,15 @@ fn a_rejected_prune_batch_keeps_the_batches_before_it_and_the_next_run_resumes_a
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(checkpoint, (Some("1200".to_string()), 2, false));
+    let status = bank.run(&["status"]);
+    status.assert_code(0);
+    assert!(
+        status
+            .stdout
+            .contains("accounts             prune: 2 deleted, not done"),
+        "{}",
+        status.stdout
+    );
 
     // Once the new system lets go of it, the next copy resumes the run after key 1200.
     target.batch_execute("DELETE FROM bank.statements").unwrap();
