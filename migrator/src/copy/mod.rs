@@ -74,15 +74,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let selection = &args.selection;
     let plan = Plan::load(selection.plan.plan.as_deref())?;
     let selected = plan.select(&selection.tables.tables)?;
-    if args.prune {
-        let origin = selection.plan.plan.as_ref().map_or_else(
-            || "the shipped plan".to_string(),
-            |p| format!("the plan {}", p.display()),
-        );
-        if let Some(why) = prune::refusal(&plan, &origin, args.no_target_writes, args.dry_run) {
-            return Err(MigratorError::Usage(why).into());
-        }
-    }
+    prune::check_allowed(&args, &plan)?;
     let target_url = &selection.target.target_url;
     let source_url = &selection.source.source_url;
     let mut target = db::connect("target", target_url).await?;
@@ -93,10 +85,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let mut sources = Sources::connect(source, source_url, target_url).await?;
 
     if args.dry_run {
-        let prune = match args.prune {
-            true => Some(prune::Prune::start(&mut target, Mode::DryRun).await?),
-            false => None,
-        };
+        let prune = prune::Prune::start_if(args.prune, &mut target, Mode::DryRun).await?;
         let mut summaries = copy_tables(
             &mut sources,
             &mut target,
@@ -106,19 +95,8 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
             batch_size,
         )
         .await?;
-        if let Some(prune) = prune {
-            let source = &mut sources.keys;
-            prune
-                .run(
-                    source,
-                    &mut target,
-                    &tables,
-                    &mut summaries,
-                    Mode::DryRun,
-                    batch_size,
-                )
-                .await?;
-        }
+        let deleting = (&mut sources.keys, &mut target, &tables[..], Mode::DryRun);
+        prune::run_if(prune, deleting, &mut summaries, batch_size).await?;
         report::print_summary(&summaries, true);
         return Ok(0);
     }
@@ -177,25 +155,17 @@ async fn copy_locked(
     let run = runs::begin(target, &plan.fingerprint, &names, restart).await?;
     let mode = Mode::Write { run_id: run.id };
     let copied = async {
-        // The horizon is taken before any table is copied: see [`prune`].
-        let prune = match prune {
-            true => Some(prune::Prune::start(target, mode).await?),
-            false => None,
-        };
+        // The prune's snapshot is taken before any table is copied: see [`prune`].
+        let prune = prune::Prune::start_if(prune, target, mode).await?;
         let mut summaries =
             copy_tables(sources, target, tables, mode, run.checkpoints, batch_size).await?;
-        if let Some(prune) = prune {
-            prune
-                .run(
-                    &mut sources.keys,
-                    target,
-                    tables,
-                    &mut summaries,
-                    mode,
-                    batch_size,
-                )
-                .await?;
-        }
+        prune::run_if(
+            prune,
+            (&mut sources.keys, target, tables, mode),
+            &mut summaries,
+            batch_size,
+        )
+        .await?;
         anyhow::Ok(summaries)
     }
     .await;

@@ -32,6 +32,7 @@ use sqlx::{Connection, Row};
 
 use super::apply::Mode;
 use super::report::TableSummary;
+use crate::cli::CopyArgs;
 use crate::db::quote_ident;
 use crate::error::{self, MigratorError};
 use crate::plan::{Plan, ResolvedTable};
@@ -56,8 +57,23 @@ CREATE TABLE IF NOT EXISTS cutover_migrator.pruned_keys (
 );
 ";
 
-/// Why `--prune` may not run, checked before anything connects. `None`: it may.
-pub fn refusal(plan: &Plan, plan_origin: &str, confirmed: bool, dry_run: bool) -> Option<String> {
+/// Refuses (exit 2, saying why) a `--prune` that may not run; checked before anything connects.
+pub fn check_allowed(args: &CopyArgs, plan: &Plan) -> Result<(), MigratorError> {
+    if !args.prune {
+        return Ok(());
+    }
+    let origin = args.selection.plan.plan.as_ref().map_or_else(
+        || "the shipped plan".to_string(),
+        |p| format!("the plan {}", p.display()),
+    );
+    match refusal(plan, &origin, args.no_target_writes, args.dry_run) {
+        Some(why) => Err(MigratorError::Usage(why)),
+        None => Ok(()),
+    }
+}
+
+/// Why `--prune` may not run. `None`: it may.
+fn refusal(plan: &Plan, plan_origin: &str, confirmed: bool, dry_run: bool) -> Option<String> {
     if plan.target_has_taken_over {
         return Some(format!(
             "--prune refused: {plan_origin} says target_has_taken_over = true: the target has served \
@@ -84,7 +100,44 @@ pub struct Prune {
     acknowledged_by: String,
 }
 
+/// Where a prune reads and deletes: the source (key lookups), the target, the tables, the mode.
+pub type Deleting<'a> = (
+    &'a mut PgConnection,
+    &'a mut PgConnection,
+    &'a [ResolvedTable],
+    Mode,
+);
+
+/// [`Prune::run`] when `--prune` was given (`prune` is `Some`).
+pub async fn run_if(
+    prune: Option<Prune>,
+    (source, target, tables, mode): Deleting<'_>,
+    summaries: &mut [TableSummary],
+    batch_size: u64,
+) -> anyhow::Result<()> {
+    match prune {
+        Some(prune) => {
+            prune
+                .run(source, target, tables, summaries, mode, batch_size)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
 impl Prune {
+    /// [`Prune::start`] when `enabled` (`--prune`).
+    pub async fn start_if(
+        enabled: bool,
+        target: &mut PgConnection,
+        mode: Mode,
+    ) -> anyhow::Result<Option<Prune>> {
+        if !enabled {
+            return Ok(None);
+        }
+        Ok(Some(Prune::start(target, mode).await?))
+    }
+
     /// Takes the snapshot at the start of the run (before any table is copied); in a writing run,
     /// creates the prune bookkeeping tables and logs the confirmation.
     pub async fn start(target: &mut PgConnection, mode: Mode) -> anyhow::Result<Prune> {
