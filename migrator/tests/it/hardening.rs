@@ -195,7 +195,8 @@ mod secrets {
                 let Ok(mut stream) = stream else { continue };
                 let mut request = [0u8; 4096];
                 let _ = stream.read(&mut request);
-                let body = r#"{"stats":[]}"#;
+                // Envoy knows service `chat` and cluster `chat_new` (a typo would be exit 2).
+                let body = r#"{"stats":[{"name":"wasmcustom.cutover.chat.new_percentage","value":10},{"name":"cluster.chat_new.upstream_rq_total","value":0}]}"#;
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
