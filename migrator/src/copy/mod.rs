@@ -79,10 +79,13 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
     let mut sources = Sources::connect(source, source_url, target_url).await?;
+    // The writer's own source connection: it re-checks the rows each batch inserted.
+    let mut recheck = db::connect("source", source_url).await?;
 
     if args.dry_run {
         let summaries = copy_tables(
             &mut sources,
+            &mut recheck,
             &mut target,
             &tables,
             Mode::DryRun,
@@ -99,6 +102,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
         AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait).await?;
     let result = copy_locked(
         &mut sources,
+        &mut recheck,
         &mut target,
         &lock,
         Destination {
@@ -127,6 +131,7 @@ struct Destination<'a> {
 #[allow(clippy::too_many_arguments)]
 async fn copy_locked(
     sources: &mut Sources,
+    recheck: &mut PgConnection,
     target: &mut PgConnection,
     lock: &AdvisoryLock,
     destination: Destination<'_>,
@@ -146,6 +151,7 @@ async fn copy_locked(
     let run = runs::begin(target, &plan.fingerprint, &names, restart).await?;
     let copied = copy_tables(
         sources,
+        recheck,
         target,
         tables,
         Mode::Write { run_id: run.id },
@@ -167,6 +173,7 @@ async fn copy_locked(
 /// The tables in plan order, each resumed after its checkpoint (none in a dry run).
 async fn copy_tables(
     sources: &mut Sources,
+    recheck: &mut PgConnection,
     target: &mut PgConnection,
     tables: &[ResolvedTable],
     mode: Mode,
@@ -181,13 +188,14 @@ async fn copy_tables(
                 runs::start_table(target, run_id, table.name()).await?;
             }
         }
-        summaries.push(copy_table(sources, target, table, mode, checkpoint, batch_size).await?);
+        summaries.push(copy_table(sources, recheck, target, table, mode, checkpoint, batch_size).await?);
     }
     Ok(summaries)
 }
 
 async fn copy_table(
     sources: &mut Sources,
+    recheck: &mut PgConnection,
     target: &mut PgConnection,
     table: &ResolvedTable,
     mode: Mode,
@@ -251,7 +259,7 @@ async fn copy_table(
         // Owned here: when the consumer stops, the producer's next send fails and it stops too.
         let mut rx = rx;
         while let Some(batch) = rx.recv().await {
-            let batch_counts = apply::apply_batch(target, table, format, &staging, &batch, mode)
+            let batch_counts = apply::apply_batch(recheck, target, table, format, &staging, &batch, mode)
                 .await
                 .map_err(|e| {
                     // A rejected row names table and key itself; anything else gets both here.

@@ -12,7 +12,7 @@ pub struct VerifyReport {
     pub schema: &'static str,
     /// True when no table has a difference.
     pub identical: bool,
-    /// Sum over tables of missing + extra + changed rows.
+    /// Sum over tables of missing + extra + changed + target_newer rows.
     pub differences: u64,
     pub tables: Vec<TableReport>,
 }
@@ -37,6 +37,9 @@ pub struct TableReport {
     pub extra: Vec<String>,
     /// Keys present on both sides with different values, sorted.
     pub changed: Vec<ChangedRow>,
+    /// Keys present on both sides whose target row has a newer version (plan `version` column)
+    /// than the source's, sorted: writes the target holds that the source lacks. Not in `changed`.
+    pub target_newer: Vec<String>,
     /// Columns left out of the comparison (`--ignore-column`).
     pub ignored_columns: Vec<String>,
     /// How the comparison went: number of key buckets, buckets whose checksums differed, rows
@@ -67,6 +70,7 @@ impl TableReport {
         missing: Vec<String>,
         extra: Vec<String>,
         changed: Vec<ChangedRow>,
+        target_newer: Vec<String>,
         elapsed: Duration,
     ) -> TableReport {
         TableReport {
@@ -77,12 +81,14 @@ impl TableReport {
             identical: missing.is_empty()
                 && extra.is_empty()
                 && changed.is_empty()
+                && target_newer.is_empty()
                 && source_rows == target_rows,
             source_rows,
             target_rows,
             missing,
             extra,
             changed,
+            target_newer,
             ignored_columns: job.ignored_columns.clone(),
             buckets,
             differing_buckets,
@@ -92,7 +98,7 @@ impl TableReport {
     }
 
     pub fn differences(&self) -> u64 {
-        (self.missing.len() + self.extra.len() + self.changed.len()) as u64
+        (self.missing.len() + self.extra.len() + self.changed.len() + self.target_newer.len()) as u64
     }
 }
 
@@ -116,11 +122,12 @@ impl VerifyReport {
             .filter(|t| !t.identical)
             .map(|t| {
                 format!(
-                    "{} ({} missing, {} extra, {} changed)",
+                    "{} ({} missing, {} extra, {} changed, {} newer on the target)",
                     t.table,
                     t.missing.len(),
                     t.extra.len(),
-                    t.changed.len()
+                    t.changed.len(),
+                    t.target_newer.len()
                 )
             })
             .collect();
@@ -142,18 +149,19 @@ impl VerifyReport {
             .unwrap_or(5)
             .max(5);
         out.push_str(&format!(
-            "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>9}  result\n",
-            "table", "source rows", "target rows", "missing", "extra", "changed", "time"
+            "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9}  result\n",
+            "table", "source rows", "target rows", "missing", "extra", "changed", "newer", "time"
         ));
         for t in &self.tables {
             out.push_str(&format!(
-                "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>7}ms  {}\n",
+                "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}ms  {}\n",
                 t.table,
                 t.source_rows,
                 t.target_rows,
                 t.missing.len(),
                 t.extra.len(),
                 t.changed.len(),
+                t.target_newer.len(),
                 t.elapsed_ms,
                 if t.identical { "identical" } else { "DIFFERS" }
             ));
@@ -185,6 +193,7 @@ impl VerifyReport {
                 })
                 .collect();
             list(&mut out, "changed", changed);
+            list(&mut out, "newer", t.target_newer.clone());
             if !t.ignored_columns.is_empty() {
                 out.push_str(&format!(
                     "  (ignored columns: {})\n",

@@ -19,6 +19,7 @@ mod bad_input_wrong_password;
 mod copy_carries_legacy_changes;
 mod copy_concurrent_lock;
 mod copy_dry_run;
+mod copy_during_dual_write;
 mod copy_fresh_equals_projection;
 mod copy_null_defaults_deterministic;
 mod copy_rerun_noop;
