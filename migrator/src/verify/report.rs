@@ -40,6 +40,9 @@ pub struct TableReport {
     /// Keys present on both sides whose target row has a newer version (plan `version` column)
     /// than the source's, sorted: writes the target holds that the source lacks. Not in `changed`.
     pub target_newer: Vec<String>,
+    /// With `--settle`: keys that differed at first and no longer did at a later check (rows in
+    /// flight while writes go on), sorted. Not differences.
+    pub in_flux: Vec<String>,
     /// Columns left out of the comparison (`--ignore-column`).
     pub ignored_columns: Vec<String>,
     /// How the comparison went: number of key buckets, buckets whose checksums differed, rows
@@ -89,12 +92,45 @@ impl TableReport {
             extra,
             changed,
             target_newer,
+            in_flux: Vec::new(),
             ignored_columns: job.ignored_columns.clone(),
             buckets,
             differing_buckets,
             rows_fetched,
             elapsed_ms: elapsed.as_millis() as u64,
         }
+    }
+
+    /// `--settle`: keeps only the differences `later` (a re-check of the same table) still finds
+    /// of the same kind; the others become in flux. Row counts are the later check's.
+    pub fn keep_persistent(&mut self, later: &TableReport) {
+        let mut flux = Vec::new();
+        let mut keep = |keys: &mut Vec<String>, again: Vec<&String>| {
+            keys.retain(|k| {
+                let stays = again.contains(&k);
+                if !stays {
+                    flux.push(k.clone());
+                }
+                stays
+            });
+        };
+        keep(&mut self.missing, later.missing.iter().collect());
+        keep(&mut self.extra, later.extra.iter().collect());
+        keep(&mut self.target_newer, later.target_newer.iter().collect());
+        let changed_again: Vec<&String> = later.changed.iter().map(|c| &c.key).collect();
+        self.changed.retain(|c| {
+            let stays = changed_again.contains(&&c.key);
+            if !stays {
+                flux.push(c.key.clone());
+            }
+            stays
+        });
+        self.in_flux.extend(flux);
+        self.in_flux.sort();
+        self.in_flux.dedup();
+        self.source_rows = later.source_rows;
+        self.target_rows = later.target_rows;
+        self.identical = self.differences() == 0;
     }
 
     pub fn differences(&self) -> u64 {
@@ -166,7 +202,11 @@ impl VerifyReport {
                 if t.identical { "identical" } else { "DIFFERS" }
             ));
         }
-        for t in self.tables.iter().filter(|t| !t.identical) {
+        for t in self
+            .tables
+            .iter()
+            .filter(|t| !t.identical || !t.in_flux.is_empty())
+        {
             out.push_str(&format!(
                 "\n{} ({} → {}, key {}):\n",
                 t.table, t.source, t.target, t.key
@@ -194,12 +234,19 @@ impl VerifyReport {
                 .collect();
             list(&mut out, "changed", changed);
             list(&mut out, "newer", t.target_newer.clone());
+            list(&mut out, "in flux", t.in_flux.clone());
             if !t.ignored_columns.is_empty() {
                 out.push_str(&format!(
                     "  (ignored columns: {})\n",
                     t.ignored_columns.join(", ")
                 ));
             }
+        }
+        let in_flux: usize = self.tables.iter().map(|t| t.in_flux.len()).sum();
+        if in_flux > 0 {
+            out.push_str(&format!(
+                "\n{in_flux} keys were in flux (differed, then settled): not differences\n"
+            ));
         }
         out.push_str(&if self.identical {
             format!("\nidentical: {} tables, 0 differences\n", self.tables.len())

@@ -49,4 +49,5 @@ mod verify_identical;
 mod verify_ignore_column;
 mod verify_large;
 mod verify_numeric_scale;
+mod verify_settle;
 // Merge point: further behaviour modules (e.g. `rollout`) are listed here.
