@@ -39,6 +39,9 @@ pub enum Command {
     /// install, and the automated gated `run` (with status/pause/resume/abort). Exit codes:
     /// docs/rollout.md.
     Rollout(Box<crate::rollout::RolloutArgs>),
+    /// Record (mark), remove (clear) or show (status) that the target has taken over from the
+    /// source; once marked, `copy` refuses (exit 9) unless --after-takeover.
+    Takeover(crate::takeover::TakeoverArgs),
 }
 
 /// The target (new system) database.
@@ -105,6 +108,10 @@ pub struct CopyArgs {
     /// Fail (exit 6) instead of waiting when another copy into the same target holds the lock.
     #[arg(long)]
     pub no_wait: bool,
+    /// Copy even though the target has taken over (`migrator takeover mark`); rows with a newer
+    /// plan version on the target are still kept.
+    #[arg(long)]
+    pub after_takeover: bool,
 }
 
 /// Both databases and the plan tables to work on: `plan`'s options, which `copy` shares.

@@ -59,6 +59,7 @@ pub use crate::lock::COPY_LOCK_KEY;
 use crate::plan::{self, Plan, ResolvedTable};
 use crate::progress::Progress;
 use crate::schema;
+use crate::takeover;
 use apply::Mode;
 pub use format::CopyFormat;
 pub use pipeline::SOURCE_READERS;
@@ -75,7 +76,10 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let source_url = &selection.source.source_url;
     let mut target = db::connect("target", target_url).await?;
     let mut source = db::connect("source", source_url).await?;
+    let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
+    takeover::check_not_swapped(&mut source, &mut target, &plan, &database).await?;
     schema::check_migrated(&mut target).await?;
+    takeover::check_copy_allowed(&mut target, args.after_takeover, &database).await?;
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
     let mut sources = Sources::connect(source, source_url, target_url).await?;
@@ -97,7 +101,6 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
 
-    let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
     let lock =
         AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait).await?;
     let result = copy_locked(

@@ -160,6 +160,8 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
         db::connect("target", target_url)
     );
     let (mut source, mut target) = (source?, target?);
+    let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
+    crate::takeover::check_not_swapped(&mut source, &mut target, &plan, &database).await?;
     let resolved = crate::plan::resolve(&mut source, &mut target, &tables).await?;
     let jobs = job::build_jobs(&resolved, &args.ignore_columns)?;
 

@@ -16,6 +16,7 @@ mod bad_input_source_key;
 mod bad_input_unreachable;
 mod bad_input_usage;
 mod bad_input_wrong_password;
+mod copy_after_takeover;
 mod copy_carries_legacy_changes;
 mod copy_concurrent_lock;
 mod copy_dry_run;
