@@ -31,6 +31,9 @@ pub const SHIPPED_PLAN: &str = include_str!("../../migrations/plan.toml");
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanDto {
+    /// Whether the target's schema is the one of the embedded migrations (default true); false
+    /// for a reverse plan whose target is the legacy database.
+    target_migrated: Option<bool>,
     #[serde(default)]
     table: Vec<TableDto>,
 }
@@ -129,6 +132,9 @@ pub struct TablePlan {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub tables: Vec<TablePlan>,
+    /// The target carries the embedded migrations (`copy` checks them); false for a reverse plan
+    /// (`target_migrated = false`, e.g. `migrations/reverse-plan.toml`, new → legacy).
+    pub target_migrated: bool,
     /// Stable hash of the plan text: a resumed copy must use the plan it started with.
     pub fingerprint: String,
 }
@@ -254,6 +260,7 @@ impl Plan {
         }
         Ok(Plan {
             tables,
+            target_migrated: dto.target_migrated.unwrap_or(true),
             fingerprint: fnv1a_hex(text),
         })
     }

@@ -78,7 +78,9 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let mut source = db::connect("source", source_url).await?;
     let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
     takeover::check_not_swapped(&mut source, &mut target, &plan, &database).await?;
-    schema::check_migrated(&mut target).await?;
+    if plan.target_migrated {
+        schema::check_migrated(&mut target).await?;
+    }
     takeover::check_copy_allowed(&mut target, args.after_takeover, &database).await?;
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
