@@ -159,13 +159,13 @@ pub fn upsert(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> Stri
         .collect::<Vec<_>>()
         .join(", ");
     let guarded = |differ: String, cur: &str, staged: &str| match not_newer(table, cur, staged) {
-        Some(guard) => format!("{differ} AND {guard}"),
+        Some(guard) => format!("({differ} AND {guard})"),
         None => differ,
     };
     let (filter, conflict) = match rows_differ("cur", "s", &rest) {
         None => (format!("cur.{key} IS NULL"), "DO NOTHING".to_string()),
         Some(changed) => (
-            format!("(cur.{key} IS NULL OR ({}))", guarded(changed, "cur", "s")),
+            format!("(cur.{key} IS NULL OR {})", guarded(changed, "cur", "s")),
             format!(
                 "DO UPDATE SET {} WHERE {}",
                 rest.iter()
@@ -298,7 +298,7 @@ mod tests {
         t.plan.version = Some("updated_at".into());
         let sql = upsert(&t, "st", None);
         assert!(
-            sql.contains(r#"WHERE (t."email", t."updated_at") IS DISTINCT FROM (excluded."email", excluded."updated_at") AND (t."updated_at" > excluded."updated_at") IS NOT TRUE"#),
+            sql.contains(r#"WHERE ((t."email", t."updated_at") IS DISTINCT FROM (excluded."email", excluded."updated_at") AND (t."updated_at" > excluded."updated_at") IS NOT TRUE) RETURNING"#),
             "{sql}"
         );
         assert!(
