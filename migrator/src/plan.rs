@@ -886,6 +886,32 @@ columns = [{ name = "id" }]
     }
 
     #[test]
+    fn a_version_column_must_be_a_non_key_column_of_the_table() {
+        let plan = |version: &str| {
+            Plan::parse(
+                &format!("[[table]]\nname='users'\nsource='legacy.users'\ntarget='auth.users'\nkey='id'\nversion='{version}'\ncolumns=[{{name='id'}}, {{name='updated_at'}}]\n"),
+                "p.toml",
+            )
+        };
+        assert_eq!(
+            plan("updated_at").unwrap().tables[0].version.as_deref(),
+            Some("updated_at")
+        );
+        for bad in ["id", "modified_at"] {
+            let err = plan(bad).unwrap_err().to_string();
+            assert!(err.contains("table users") && err.contains(bad), "{err}");
+        }
+        let shipped = Plan::parse(SHIPPED_PLAN, "shipped").unwrap();
+        let versioned: Vec<&str> = shipped
+            .tables
+            .iter()
+            .filter(|t| t.version.is_some())
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(versioned, ["users", "conversations", "tasks"]);
+    }
+
+    #[test]
     fn projection_orders_by_the_key_expression() {
         let plan = Plan::parse(SHIPPED_PLAN, "shipped").unwrap();
         let t = &plan.tables[0];
