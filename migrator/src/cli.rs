@@ -40,6 +40,9 @@ pub enum Command {
     /// install, and the automated gated `run` (with status/pause/resume/abort). Exit codes:
     /// docs/rollout.md.
     Rollout(Box<crate::rollout::RolloutArgs>),
+    /// Record (mark), remove (clear) or show (status) that the target has taken over from the
+    /// source; once marked, `copy` refuses (exit 9) unless --after-takeover.
+    Takeover(crate::takeover::TakeoverArgs),
 }
 
 /// The target (new system) database.
@@ -128,6 +131,10 @@ pub struct CopyArgs {
     /// (it has not served any request as primary). Logged and recorded with the prune.
     #[arg(long, requires = "prune")]
     pub no_target_writes: bool,
+    /// Copy even though the target has taken over (`migrator takeover mark`); rows with a newer
+    /// plan version on the target are still kept.
+    #[arg(long)]
+    pub after_takeover: bool,
 }
 
 /// Both databases and the plan tables to work on: `plan`'s options, which `copy` shares.

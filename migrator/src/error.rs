@@ -31,6 +31,7 @@ pub mod exit {
     pub const LOCKED: u8 = 6;
     pub const DATA_REJECTED: u8 = 7;
     pub const LOCK_LOST: u8 = 8;
+    pub const TAKEN_OVER: u8 = 9;
 }
 
 /// Why a connection could not be opened.
@@ -105,6 +106,10 @@ pub enum MigratorError {
     #[error("{0}")]
     Usage(String),
 
+    /// `copy` into a target that has taken over (`migrator takeover mark`).
+    #[error("{0}")]
+    TakenOver(String),
+
     /// The connection that held the advisory lock of `command` is gone (terminated, timed out,
     /// network), so another run may already hold the lock: this run stops at once.
     #[error("{command}: {during}: the target connection holding the {command} lock was lost ({cause}); stopped so that no other run works beside this one. {kept}")]
@@ -130,6 +135,7 @@ impl MigratorError {
                 exit::DATA_REJECTED
             }
             MigratorError::LockLost { .. } => exit::LOCK_LOST,
+            MigratorError::TakenOver(_) => exit::TAKEN_OVER,
         }
     }
 }

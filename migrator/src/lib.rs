@@ -45,6 +45,7 @@ pub mod redact;
 pub mod rollout;
 pub mod schema;
 pub mod status;
+pub mod takeover;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => verify::run(args).await,
         Command::CutoverVerify(args) => cutover_verify::run(*args).await,
         Command::Rollout(args) => rollout::run(*args).await,
+        Command::Takeover(args) => takeover::run(args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -47,6 +47,9 @@ struct TableDto {
     source_query: Option<String>,
     target: String,
     key: String,
+    /// A column that orders versions of a row (e.g. `updated_at`): `copy` never replaces a target
+    /// row whose version is newer than the source's.
+    version: Option<String>,
     columns: Vec<ColumnDto>,
 }
 
@@ -120,6 +123,9 @@ pub struct TablePlan {
     /// Target column that identifies a row (must be unique in the target); its `from` expression
     /// is the source key.
     pub key: String,
+    /// Target column that orders versions of a row (`version = "updated_at"`): the upsert keeps a
+    /// target row whose version is newer than the source's, and `verify` reports it as such.
+    pub version: Option<String>,
     /// Key column first, then the others in plan order.
     pub columns: Vec<ColumnPlan>,
 }
@@ -236,11 +242,19 @@ impl Plan {
             }
             let key_column = columns.remove(key_index);
             columns.insert(0, key_column);
+            if let Some(version) = &t.version {
+                if *version == t.key || !columns.iter().any(|c| &c.name == version) {
+                    return Err(invalid(format!(
+                        "{label}: version column {version} must be one of its columns other than the key"
+                    )));
+                }
+            }
             tables.push(TablePlan {
                 name: t.name,
                 source,
                 target,
                 key: t.key,
+                version: t.version,
                 columns,
             });
         }
@@ -337,6 +351,12 @@ impl ResolvedTable {
 
     pub fn key(&self) -> &ResolvedColumn {
         &self.columns[0]
+    }
+
+    /// The version column, when the plan names one.
+    pub fn version(&self) -> Option<&ResolvedColumn> {
+        let name = self.plan.version.as_deref()?;
+        self.columns.iter().find(|c| c.name == name)
     }
 
     pub fn column_names(&self) -> Vec<&str> {
@@ -498,6 +518,27 @@ impl ResolvedTable {
         Self::finish(select, &key_sql, preds, None, &ordered)
     }
 
+    /// The target's keys (as text) in a key window.
+    pub fn target_keys_sql(&self, window: &Window<'_>) -> String {
+        let key_sql = quote_ident(&self.key().name);
+        let preds = self.window_predicate(&key_sql, window);
+        let select = format!(
+            "SELECT CAST({key_sql} AS text) FROM {}",
+            self.plan.target.sql()
+        );
+        Self::finish(select, &key_sql, preds, None, window)
+    }
+
+    /// Which of the keys `$1` (text[]) the source holds, as text.
+    pub fn source_present_keys_sql(&self) -> String {
+        let key_sql = self.source_key_sql();
+        format!(
+            "SELECT CAST({key_sql} AS text) FROM {} WHERE {key_sql} = ANY(CAST(CAST($1 AS text[]) AS {}[]))",
+            self.source_from_sql(),
+            self.key().sql_type
+        )
+    }
+
     /// The target side: `SELECT "<col>", … FROM <target table>` over the same key window.
     pub fn target_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
         let key_sql = quote_ident(&self.key().name);
@@ -510,6 +551,19 @@ impl ResolvedTable {
         Self::finish(select, &key_sql, preds, extra, window)
     }
 }
+
+/// Target column types a version column may have: totally ordered, compared the same way on both
+/// sides, and rendered as text that casts back to the same value (`verify` sends one side's
+/// versions to the other to compare them).
+pub const VERSION_TYPES: [&str; 7] = [
+    "smallint",
+    "integer",
+    "bigint",
+    "date",
+    "timestamp without time zone",
+    "timestamp with time zone",
+    "numeric",
+];
 
 struct TargetColumn {
     name: String,
@@ -626,6 +680,23 @@ async fn resolve_table(
             table.target, table.key
         ))
         .into());
+    }
+
+    if let Some(version) = &table.version {
+        let sql_type = columns
+            .iter()
+            .find(|c| &c.name == version)
+            .map(|c| c.sql_type.clone())
+            .unwrap_or_default();
+        if !VERSION_TYPES.contains(&sql_type.as_str()) {
+            return Err(invalid(format!(
+                "{label}: version column {}.{version} is of type {sql_type}, which does not order versions: \
+                 a version column is an integer or a date/time ({})",
+                table.target,
+                VERSION_TYPES.join(", ")
+            ))
+            .into());
+        }
     }
 
     let resolved = ResolvedTable {
@@ -818,6 +889,32 @@ columns = [{ name = "id" }]
             .unwrap_err()
             .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn a_version_column_must_be_a_non_key_column_of_the_table() {
+        let plan = |version: &str| {
+            Plan::parse(
+                &format!("[[table]]\nname='users'\nsource='legacy.users'\ntarget='auth.users'\nkey='id'\nversion='{version}'\ncolumns=[{{name='id'}}, {{name='updated_at'}}]\n"),
+                "p.toml",
+            )
+        };
+        assert_eq!(
+            plan("updated_at").unwrap().tables[0].version.as_deref(),
+            Some("updated_at")
+        );
+        for bad in ["id", "modified_at"] {
+            let err = plan(bad).unwrap_err().to_string();
+            assert!(err.contains("table users") && err.contains(bad), "{err}");
+        }
+        let shipped = Plan::parse(SHIPPED_PLAN, "shipped").unwrap();
+        let versioned: Vec<&str> = shipped
+            .tables
+            .iter()
+            .filter(|t| t.version.is_some())
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(versioned, ["users", "conversations", "tasks"]);
     }
 
     #[test]

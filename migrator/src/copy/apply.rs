@@ -2,6 +2,13 @@
 //! identical → only the checkpoint; target empty in the window → `COPY` straight into the table;
 //! otherwise `COPY` into the staging table and the upsert of [`super::sql::upsert`]. A rejected
 //! batch is diagnosed ([`super::diagnose`]) to name the row.
+//!
+//! Two rules keep a copy that runs during dual-write from undoing a write dual-write made after
+//! copy read the source (docs/dual-write.md): with a plan `version` column, the upsert keeps a
+//! target row whose version is newer ([`super::sql::upsert`]); and after a batch committed, the
+//! rows it *inserted* are looked up in the source again ([`recheck_inserted`]): one the source no
+//! longer holds was deleted meanwhile, and its shadow delete may have run before copy's insert, so
+//! copy deletes it again.
 
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
@@ -12,7 +19,7 @@ use super::pipeline::{Batch, Existing};
 use super::report::Counts;
 use super::{runs, sql};
 use crate::error::{self, MigratorError};
-use crate::plan::ResolvedTable;
+use crate::plan::{ResolvedTable, Window};
 
 /// Whether a copy writes, and where its checkpoints go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +47,74 @@ fn counts_of(row: &sqlx::postgres::PgRow, rows: u64) -> sqlx::Result<Counts> {
     })
 }
 
+/// Target rows newer than the source are kept, never overwritten; say so loudly, because after
+/// the target took over this is exactly the edit a copy must not touch (docs/runbook.md).
+fn warn_target_newer(table: &ResolvedTable, newer: i64, dry_run: bool) {
+    if newer > 0 {
+        let version = table.version().map_or("?", |v| v.name.as_str());
+        eprintln!(
+            "copy: WARNING: table {}: {newer} target row(s) have a newer {version} than the source; {} — \
+             the target holds writes the source lacks (see `migrator verify`, kind target_newer)",
+            table.name(),
+            if dry_run { "they would be kept" } else { "kept, not overwritten" }
+        );
+    }
+}
+
+/// After a batch committed: the keys it inserted that the source no longer holds were deleted
+/// after copy read them; deletes them from the target again. Returns how many.
+async fn recheck_inserted(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    table: &ResolvedTable,
+    inserted: &[String],
+) -> anyhow::Result<u64> {
+    if inserted.is_empty() {
+        return Ok(0);
+    }
+    let present: Vec<String> = sqlx::query_scalar(&table.source_present_keys_sql())
+        .bind(inserted)
+        .fetch_all(&mut *source)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "table {}: re-checking inserted rows in the source: {}",
+                table.name(),
+                error::describe_db_error(&e)
+            )
+        })?;
+    let present: std::collections::HashSet<&str> = present.iter().map(String::as_str).collect();
+    let gone: Vec<&str> = inserted
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !present.contains(k))
+        .collect();
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let deleted = sqlx::query(&sql::delete_target_keys(table))
+        .bind(&gone)
+        .execute(&mut *target)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "table {}: deleting {} row(s) deleted in the source while copy ran: {}",
+                table.name(),
+                gone.len(),
+                error::describe_db_error(&e)
+            )
+        })?
+        .rows_affected();
+    eprintln!(
+        "copy: table {}: {deleted} row(s) deleted in the source while the batch was written, deleted again in the target",
+        table.name()
+    );
+    Ok(deleted)
+}
+
+/// Writes `batch`; `source` is the connection the inserted rows are re-checked on.
 pub async fn apply_batch(
+    source: &mut PgConnection,
     target: &mut PgConnection,
     table: &ResolvedTable,
     format: CopyFormat,
@@ -74,8 +148,18 @@ pub async fn apply_batch(
         let direct = copy_in(&mut tx, &sql::copy_into_target(table, format), &batch.data).await;
         match direct {
             Ok(_) => {
+                // The window was empty: every target row in it now is one this batch inserted.
+                let window = Window {
+                    after: batch.after.as_deref(),
+                    up_to: Some(&batch.last_key),
+                    ..Window::default()
+                };
+                let inserted: Vec<String> = sqlx::query_scalar(&table.target_keys_sql(&window))
+                    .fetch_all(&mut *tx)
+                    .await?;
                 runs::write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
                 tx.commit().await?;
+                recheck_inserted(source, target, table, &inserted).await?;
                 return Ok(counts);
             }
             // Rejected (a key appeared meanwhile, a constraint): the staging path decides and explains.
@@ -110,6 +194,7 @@ pub async fn apply_batch(
                 .fetch_one(&mut *tx)
                 .await?;
             let counts = counts_of(&row, batch.rows)?;
+            warn_target_newer(table, row.try_get(2)?, true);
             tx.rollback().await?;
             return Ok(counts);
         }
@@ -134,7 +219,10 @@ pub async fn apply_batch(
         Err(e) => return Err(e.into()),
     };
     let counts = counts_of(&row, batch.rows)?;
+    warn_target_newer(table, row.try_get(2)?, false);
+    let inserted: Vec<String> = row.try_get(3)?;
     runs::write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
     tx.commit().await?;
+    recheck_inserted(source, target, table, &inserted).await?;
     Ok(counts)
 }

@@ -62,6 +62,7 @@ pub use crate::lock::COPY_LOCK_KEY;
 use crate::plan::{self, Plan, ResolvedTable};
 use crate::progress::Progress;
 use crate::schema;
+use crate::takeover;
 use apply::Mode;
 pub use format::CopyFormat;
 pub use pipeline::SOURCE_READERS;
@@ -79,15 +80,21 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let source_url = &selection.source.source_url;
     let mut target = db::connect("target", target_url).await?;
     let mut source = db::connect("source", source_url).await?;
+    let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
+    takeover::check_not_swapped(&mut source, &mut target, &plan, &database).await?;
     schema::check_for_plan(&mut target, &plan).await?;
+    takeover::check_copy_allowed(&mut target, args.after_takeover, &database).await?;
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
     let mut sources = Sources::connect(source, source_url, target_url).await?;
+    // The writer's own source connection: it re-checks the rows each batch inserted.
+    let mut recheck = db::connect("source", source_url).await?;
 
     if args.dry_run {
         let prune = prune::Prune::start_if(args.prune, &mut target, Mode::DryRun).await?;
         let mut summaries = copy_tables(
             &mut sources,
+            &mut recheck,
             &mut target,
             &tables,
             Mode::DryRun,
@@ -101,11 +108,11 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
 
-    let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
     let lock =
         AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait).await?;
     let result = copy_locked(
         &mut sources,
+        &mut recheck,
         &mut target,
         &lock,
         Destination {
@@ -135,6 +142,7 @@ struct Destination<'a> {
 #[allow(clippy::too_many_arguments)]
 async fn copy_locked(
     sources: &mut Sources,
+    recheck: &mut PgConnection,
     target: &mut PgConnection,
     lock: &AdvisoryLock,
     destination: Destination<'_>,
@@ -157,8 +165,16 @@ async fn copy_locked(
     let copied = async {
         // The prune's snapshot is taken before any table is copied: see [`prune`].
         let prune = prune::Prune::start_if(prune, target, mode).await?;
-        let mut summaries =
-            copy_tables(sources, target, tables, mode, run.checkpoints, batch_size).await?;
+        let mut summaries = copy_tables(
+            sources,
+            recheck,
+            target,
+            tables,
+            mode,
+            run.checkpoints,
+            batch_size,
+        )
+        .await?;
         prune::run_if(
             prune,
             (&mut sources.keys, target, tables, mode),
@@ -183,6 +199,7 @@ async fn copy_locked(
 /// The tables in plan order, each resumed after its checkpoint (none in a dry run).
 async fn copy_tables(
     sources: &mut Sources,
+    recheck: &mut PgConnection,
     target: &mut PgConnection,
     tables: &[ResolvedTable],
     mode: Mode,
@@ -197,13 +214,14 @@ async fn copy_tables(
                 runs::start_table(target, run_id, table.name()).await?;
             }
         }
-        summaries.push(copy_table(sources, target, table, mode, checkpoint, batch_size).await?);
+        summaries.push(copy_table(sources, recheck, target, table, mode, checkpoint, batch_size).await?);
     }
     Ok(summaries)
 }
 
 async fn copy_table(
     sources: &mut Sources,
+    recheck: &mut PgConnection,
     target: &mut PgConnection,
     table: &ResolvedTable,
     mode: Mode,
@@ -268,7 +286,7 @@ async fn copy_table(
         // Owned here: when the consumer stops, the producer's next send fails and it stops too.
         let mut rx = rx;
         while let Some(batch) = rx.recv().await {
-            let batch_counts = apply::apply_batch(target, table, format, &staging, &batch, mode)
+            let batch_counts = apply::apply_batch(recheck, target, table, format, &staging, &batch, mode)
                 .await
                 .map_err(|e| {
                     // A rejected row names table and key itself; anything else gets both here.

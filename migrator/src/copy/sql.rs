@@ -93,21 +93,51 @@ fn row_of(alias: &str, cols: &[String]) -> String {
     )
 }
 
-/// Counts what an upsert of the staged rows would insert and update.
+/// `(<cur>.v > <staged>.v) IS NOT TRUE`: the target row's version is not newer than the staged
+/// one (a NULL version on either side is not newer). `None` without a version column.
+fn not_newer(table: &ResolvedTable, cur: &str, staged: &str) -> Option<String> {
+    table.version().map(|v| {
+        let v = quote_ident(&v.name);
+        format!("({cur}.{v} > {staged}.{v}) IS NOT TRUE")
+    })
+}
+
+/// The staged rows the target holds a newer version of (0 without a version column): the
+/// upsert keeps them, and `copy` warns.
+fn target_newer_count(table: &ResolvedTable, staging: &str) -> String {
+    match table.version() {
+        None => "CAST(0 AS int8)".into(),
+        Some(v) => format!(
+            "(SELECT count(*) FROM pg_temp.{staging} AS s JOIN {target} AS cur ON cur.{key} = s.{key} WHERE cur.{v} > s.{v})",
+            key = quote_ident(&table.key().name),
+            v = quote_ident(&v.name),
+            target = table.plan.target.sql()
+        ),
+    }
+}
+
+/// Counts what an upsert of the staged rows would insert and update, and how many staged rows
+/// the target holds a newer version of.
 pub fn dry_run_counts(table: &ResolvedTable, staging: &str) -> String {
     let key = quote_ident(&table.key().name);
     let rest = non_key_columns(table);
-    let changed = rows_differ("cur", "s", &rest).unwrap_or_else(|| "false".into());
+    let mut changed = rows_differ("cur", "s", &rest).unwrap_or_else(|| "false".into());
+    if let Some(guard) = not_newer(table, "cur", "s") {
+        changed = format!("{changed} AND {guard}");
+    }
+    let staging = quote_ident(staging);
     format!(
-        "SELECT count(*) FILTER (WHERE cur.{key} IS NULL), count(*) FILTER (WHERE cur.{key} IS NOT NULL AND {changed}) \
+        "SELECT count(*) FILTER (WHERE cur.{key} IS NULL), count(*) FILTER (WHERE cur.{key} IS NOT NULL AND {changed}), {newer} \
          FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key}",
-        staging = quote_ident(staging),
+        newer = target_newer_count(table, &staging),
         target = table.plan.target.sql()
     )
 }
 
-/// Inserts the staged rows that are missing, updates those that differ, and returns
-/// (inserted, updated). `up_to`: only staged keys up to this one (used to find a rejected row).
+/// Inserts the staged rows that are missing, updates those that differ (with a version column:
+/// only where the target's version is not newer), and returns (inserted, updated, target-newer
+/// rows kept, the inserted keys as text[]). `up_to`: only staged keys up to this one (used to
+/// find a rejected row).
 pub fn upsert(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> String {
     let key = quote_ident(&table.key().name);
     let rest = non_key_columns(table);
@@ -128,17 +158,25 @@ pub fn upsert(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> Stri
         .map(|c| format!("s.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let guarded = |differ: String, cur: &str, staged: &str| match not_newer(table, cur, staged) {
+        Some(guard) => format!("({differ} AND {guard})"),
+        None => differ,
+    };
     let (filter, conflict) = match rows_differ("cur", "s", &rest) {
         None => (format!("cur.{key} IS NULL"), "DO NOTHING".to_string()),
         Some(changed) => (
-            format!("(cur.{key} IS NULL OR {changed})"),
+            format!("(cur.{key} IS NULL OR {})", guarded(changed, "cur", "s")),
             format!(
                 "DO UPDATE SET {} WHERE {}",
                 rest.iter()
                     .map(|c| format!("{c} = excluded.{c}"))
                     .collect::<Vec<_>>()
                     .join(", "),
-                rows_differ("t", "excluded", &rest).unwrap_or_default()
+                guarded(
+                    rows_differ("t", "excluded", &rest).unwrap_or_default(),
+                    "t",
+                    "excluded"
+                )
             ),
         ),
     };
@@ -148,9 +186,21 @@ pub fn upsert(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> Stri
            SELECT {select_cols} FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key} \
            WHERE {filter}{limit} \
            ON CONFLICT ({key}) {conflict} \
-           RETURNING (t.xmax = 0) AS inserted) \
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted",
-        cols = all.join(", ")
+           RETURNING t.{key} AS k, (t.xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), {newer}, \
+                coalesce(array_agg(CAST(k AS text)) FILTER (WHERE inserted), '{{}}') FROM upserted",
+        cols = all.join(", "),
+        newer = target_newer_count(table, &staging),
+    )
+}
+
+/// Deletes the target rows of the keys `$1` (text[]).
+pub fn delete_target_keys(table: &ResolvedTable) -> String {
+    format!(
+        "DELETE FROM {} WHERE {} = ANY(CAST(CAST($1 AS text[]) AS {}[]))",
+        table.plan.target.sql(),
+        quote_ident(&table.key().name),
+        table.key().sql_type
     )
 }
 
@@ -240,6 +290,25 @@ mod tests {
             limited.contains(r#" AND s."id" <= CAST('k''1' AS uuid)"#),
             "{limited}"
         );
+    }
+
+    #[test]
+    fn a_version_column_guards_the_update_and_counts_newer_target_rows() {
+        let mut t = table(&["id", "email", "updated_at"]);
+        t.plan.version = Some("updated_at".into());
+        let sql = upsert(&t, "st", None);
+        assert!(
+            sql.contains(r#"WHERE ((t."email", t."updated_at") IS DISTINCT FROM (excluded."email", excluded."updated_at") AND (t."updated_at" > excluded."updated_at") IS NOT TRUE) RETURNING"#),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(r#"OR ((cur."email", cur."updated_at") IS DISTINCT FROM (s."email", s."updated_at") AND (cur."updated_at" > s."updated_at") IS NOT TRUE))"#),
+            "{sql}"
+        );
+        assert!(sql.contains(r#"WHERE cur."updated_at" > s."updated_at")"#), "{sql}");
+        assert!(dry_run_counts(&t, "st").contains(r#"AND (cur."updated_at" > s."updated_at") IS NOT TRUE"#));
+        let unguarded = upsert(&table(&["id", "email"]), "st", None);
+        assert!(!unguarded.contains("IS NOT TRUE") && unguarded.contains(", CAST(0 AS int8), coalesce"), "{unguarded}");
     }
 
     #[test]

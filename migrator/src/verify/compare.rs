@@ -188,6 +188,42 @@ async fn compare_in_snapshots(
     missing.sort();
     extra.sort();
     changed_keys.sort();
+    let target_newer = match &job.version {
+        Some(version) if !changed_keys.is_empty() => {
+            let source_sql = version.versions(p, &job.source_from);
+            let rows = fetch(
+                source,
+                sqlx::query(&source_sql).bind(&changed_keys),
+                "reading versions of changed rows",
+                "source",
+                name,
+            )
+            .await?;
+            let mut keys = Vec::with_capacity(rows.len());
+            let mut versions: Vec<Option<String>> = Vec::with_capacity(rows.len());
+            for row in &rows {
+                keys.push(row.try_get::<String, _>(0)?);
+                versions.push(row.try_get(1)?);
+            }
+            let target_sql = version.newer_than(p, &job.target_from);
+            let rows = fetch(
+                target,
+                sqlx::query(&target_sql).bind(&keys).bind(&versions),
+                "comparing versions of changed rows",
+                "target",
+                name,
+            )
+            .await?;
+            let mut newer: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<sqlx::Result<_>>()?;
+            newer.sort();
+            changed_keys.retain(|k| newer.binary_search(k).is_err());
+            newer
+        }
+        _ => Vec::new(),
+    };
 
     // Column names only for a sample: values may be secrets and are never printed.
     let sampled: Vec<String> = changed_keys.iter().take(sample).cloned().collect();
@@ -231,6 +267,7 @@ async fn compare_in_snapshots(
         missing,
         extra,
         changed,
+        target_newer,
         started.elapsed(),
     ))
 }

@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 
-use super::sql::{self, Projection};
+use super::sql::{self, Projection, VersionColumn};
 use crate::plan::{ResolvedTable, Source};
 
 /// One table to compare, as both sides read it.
@@ -20,6 +20,9 @@ pub struct TableJob {
     pub source_from: String,
     pub target_from: String,
     pub projection: Projection,
+    /// The plan's version column, unless ignored: changed rows whose target version is newer
+    /// are reported as their own kind.
+    pub version: Option<VersionColumn>,
     pub ignored_columns: Vec<String>,
 }
 
@@ -79,6 +82,13 @@ pub fn build_jobs(resolved: &[ResolvedTable], ignore: &[String]) -> anyhow::Resu
                 source_from: sql::from_clause(&t.source_projection_sql(), true),
                 target_from: sql::from_clause(&t.plan.target.sql(), false),
                 projection,
+                version: t
+                    .version()
+                    .filter(|v| !ignored_here.contains(&v.name))
+                    .map(|v| VersionColumn {
+                        name: v.name.clone(),
+                        sql_type: v.sql_type.clone(),
+                    }),
                 ignored_columns: ignored_here,
             }
         })

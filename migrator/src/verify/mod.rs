@@ -67,6 +67,17 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+
+    /// Under live writes: when differences are found, wait DURATION (e.g. 2s, 500ms) and compare
+    /// the differing tables again, up to --rechecks times; only differences found every time are
+    /// reported, the others are shown as in flux.
+    #[arg(long, value_name = "DURATION", value_parser = crate::rollout::parse_duration)]
+    pub settle: Option<std::time::Duration>,
+
+    /// Re-checks with --settle.
+    #[arg(long, default_value_t = 3, value_name = "N", requires = "settle",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rechecks: u32,
 }
 
 /// `migrator verify`: prints the report; returns exit code 0 identical, 1 differences, 2 any error
@@ -74,6 +85,7 @@ pub struct VerifyArgs {
 pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let result = async {
         let report = verify(&args.shared).await?;
+        let report = settle(&args, report).await?;
         match args.format {
             OutputFormat::Json => {
                 println!(
@@ -87,6 +99,36 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     }
     .await;
     Ok(result.unwrap_or_else(|e| error_exit(&e)))
+}
+
+/// `--settle`: re-checks the tables that differ after the delay, keeping only the keys that
+/// differ every time (same kind); stops early once nothing persists.
+async fn settle(args: &VerifyArgs, mut report: VerifyReport) -> anyhow::Result<VerifyReport> {
+    let Some(delay) = args.settle else {
+        return Ok(report);
+    };
+    for _ in 0..args.rechecks {
+        let differing: Vec<String> = report
+            .tables
+            .iter()
+            .filter(|t| !t.identical)
+            .map(|t| t.table.clone())
+            .collect();
+        if differing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        let mut shared = args.shared.clone();
+        shared.tables = differing;
+        let again = verify(&shared).await.context("--settle: re-checking")?;
+        for table in &mut report.tables {
+            if let Some(later) = again.tables.iter().find(|t| t.table == table.table) {
+                table.keep_persistent(later);
+            }
+        }
+        report = VerifyReport::new(report.tables);
+    }
+    Ok(report)
 }
 
 /// Prints the error (secrets scrubbed) and returns 2: verify and cutover-verify map every error to 2
@@ -118,6 +160,8 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
         db::connect("target", target_url)
     );
     let (mut source, mut target) = (source?, target?);
+    let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
+    crate::takeover::check_not_swapped(&mut source, &mut target, &plan, &database).await?;
     let resolved = crate::plan::resolve(&mut source, &mut target, &tables).await?;
     let jobs = job::build_jobs(&resolved, &args.ignore_columns)?;
 

@@ -12,7 +12,7 @@ pub struct VerifyReport {
     pub schema: &'static str,
     /// True when no table has a difference.
     pub identical: bool,
-    /// Sum over tables of missing + extra + changed rows.
+    /// Sum over tables of missing + extra + changed + target_newer rows.
     pub differences: u64,
     pub tables: Vec<TableReport>,
 }
@@ -37,6 +37,12 @@ pub struct TableReport {
     pub extra: Vec<String>,
     /// Keys present on both sides with different values, sorted.
     pub changed: Vec<ChangedRow>,
+    /// Keys present on both sides whose target row has a newer version (plan `version` column)
+    /// than the source's, sorted: writes the target holds that the source lacks. Not in `changed`.
+    pub target_newer: Vec<String>,
+    /// With `--settle`: keys that differed at first and no longer did at a later check (rows in
+    /// flight while writes go on), sorted. Not differences.
+    pub in_flux: Vec<String>,
     /// Columns left out of the comparison (`--ignore-column`).
     pub ignored_columns: Vec<String>,
     /// How the comparison went: number of key buckets, buckets whose checksums differed, rows
@@ -67,6 +73,7 @@ impl TableReport {
         missing: Vec<String>,
         extra: Vec<String>,
         changed: Vec<ChangedRow>,
+        target_newer: Vec<String>,
         elapsed: Duration,
     ) -> TableReport {
         TableReport {
@@ -77,12 +84,15 @@ impl TableReport {
             identical: missing.is_empty()
                 && extra.is_empty()
                 && changed.is_empty()
+                && target_newer.is_empty()
                 && source_rows == target_rows,
             source_rows,
             target_rows,
             missing,
             extra,
             changed,
+            target_newer,
+            in_flux: Vec::new(),
             ignored_columns: job.ignored_columns.clone(),
             buckets,
             differing_buckets,
@@ -91,8 +101,40 @@ impl TableReport {
         }
     }
 
+    /// `--settle`: keeps only the differences `later` (a re-check of the same table) still finds
+    /// of the same kind; the others become in flux. Row counts are the later check's.
+    pub fn keep_persistent(&mut self, later: &TableReport) {
+        let mut flux = Vec::new();
+        let mut keep = |keys: &mut Vec<String>, again: Vec<&String>| {
+            keys.retain(|k| {
+                let stays = again.contains(&k);
+                if !stays {
+                    flux.push(k.clone());
+                }
+                stays
+            });
+        };
+        keep(&mut self.missing, later.missing.iter().collect());
+        keep(&mut self.extra, later.extra.iter().collect());
+        keep(&mut self.target_newer, later.target_newer.iter().collect());
+        let changed_again: Vec<&String> = later.changed.iter().map(|c| &c.key).collect();
+        self.changed.retain(|c| {
+            let stays = changed_again.contains(&&c.key);
+            if !stays {
+                flux.push(c.key.clone());
+            }
+            stays
+        });
+        self.in_flux.extend(flux);
+        self.in_flux.sort();
+        self.in_flux.dedup();
+        self.source_rows = later.source_rows;
+        self.target_rows = later.target_rows;
+        self.identical = self.differences() == 0;
+    }
+
     pub fn differences(&self) -> u64 {
-        (self.missing.len() + self.extra.len() + self.changed.len()) as u64
+        (self.missing.len() + self.extra.len() + self.changed.len() + self.target_newer.len()) as u64
     }
 }
 
@@ -116,11 +158,12 @@ impl VerifyReport {
             .filter(|t| !t.identical)
             .map(|t| {
                 format!(
-                    "{} ({} missing, {} extra, {} changed)",
+                    "{} ({} missing, {} extra, {} changed, {} newer on the target)",
                     t.table,
                     t.missing.len(),
                     t.extra.len(),
-                    t.changed.len()
+                    t.changed.len(),
+                    t.target_newer.len()
                 )
             })
             .collect();
@@ -142,23 +185,28 @@ impl VerifyReport {
             .unwrap_or(5)
             .max(5);
         out.push_str(&format!(
-            "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>9}  result\n",
-            "table", "source rows", "target rows", "missing", "extra", "changed", "time"
+            "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9}  result\n",
+            "table", "source rows", "target rows", "missing", "extra", "changed", "newer", "time"
         ));
         for t in &self.tables {
             out.push_str(&format!(
-                "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>7}ms  {}\n",
+                "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}ms  {}\n",
                 t.table,
                 t.source_rows,
                 t.target_rows,
                 t.missing.len(),
                 t.extra.len(),
                 t.changed.len(),
+                t.target_newer.len(),
                 t.elapsed_ms,
                 if t.identical { "identical" } else { "DIFFERS" }
             ));
         }
-        for t in self.tables.iter().filter(|t| !t.identical) {
+        for t in self
+            .tables
+            .iter()
+            .filter(|t| !t.identical || !t.in_flux.is_empty())
+        {
             out.push_str(&format!(
                 "\n{} ({} → {}, key {}):\n",
                 t.table, t.source, t.target, t.key
@@ -185,12 +233,20 @@ impl VerifyReport {
                 })
                 .collect();
             list(&mut out, "changed", changed);
+            list(&mut out, "newer", t.target_newer.clone());
+            list(&mut out, "in flux", t.in_flux.clone());
             if !t.ignored_columns.is_empty() {
                 out.push_str(&format!(
                     "  (ignored columns: {})\n",
                     t.ignored_columns.join(", ")
                 ));
             }
+        }
+        let in_flux: usize = self.tables.iter().map(|t| t.in_flux.len()).sum();
+        if in_flux > 0 {
+            out.push_str(&format!(
+                "\n{in_flux} keys were in flux (differed, then settled): not differences\n"
+            ));
         }
         out.push_str(&if self.identical {
             format!("\nidentical: {} tables, 0 differences\n", self.tables.len())

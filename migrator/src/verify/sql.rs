@@ -89,6 +89,36 @@ impl Projection {
     }
 }
 
+/// A version column (plan `version`) and its target type.
+#[derive(Debug, Clone)]
+pub struct VersionColumn {
+    pub name: String,
+    pub sql_type: String,
+}
+
+impl VersionColumn {
+    /// Key and version (as text) of the keys `$1` (text[]) — read on the source.
+    pub fn versions(&self, projection: &Projection, from: &str) -> String {
+        format!(
+            "SELECT {key} AS k, CAST({v} AS text) AS ver FROM {from} WHERE {key} = ANY($1)",
+            key = projection.key_text(),
+            v = typed(&self.name, &self.sql_type),
+        )
+    }
+
+    /// The keys of `$1` (text[]) whose version on this side is newer than the one given in `$2`
+    /// (text[], the other side's) — run on the target with the source's versions.
+    pub fn newer_than(&self, projection: &Projection, from: &str) -> String {
+        format!(
+            "SELECT {key} FROM {from} JOIN unnest(CAST($1 AS text[]), CAST($2 AS text[])) AS other(k, ver) \
+             ON {key} = other.k WHERE {v} > CAST(other.ver AS {ty})",
+            key = projection.key_text(),
+            v = typed(&self.name, &self.sql_type),
+            ty = self.sql_type,
+        )
+    }
+}
+
 /// The planner's row estimate for the target table, to size the buckets. A table never analyzed
 /// (just copied, autovacuum not yet run) has no estimate: assume 64 bytes per row of its size, as
 /// too many buckets cost little and too few make the drill-down read more rows.

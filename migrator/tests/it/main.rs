@@ -17,9 +17,11 @@ mod bad_input_source_key;
 mod bad_input_unreachable;
 mod bad_input_usage;
 mod bad_input_wrong_password;
+mod copy_after_takeover;
 mod copy_carries_legacy_changes;
 mod copy_concurrent_lock;
 mod copy_dry_run;
+mod copy_during_dual_write;
 mod copy_fresh_equals_projection;
 mod copy_null_defaults_deterministic;
 mod copy_rerun_noop;
@@ -49,4 +51,5 @@ mod verify_identical;
 mod verify_ignore_column;
 mod verify_large;
 mod verify_numeric_scale;
+mod verify_settle;
 // Merge point: further behaviour modules (e.g. `rollout`) are listed here.

@@ -7,6 +7,7 @@
 //! [`EXIT_CONNECT`].
 
 pub mod api;
+pub mod fault;
 pub mod request_time;
 pub mod store;
 
@@ -32,6 +33,8 @@ pub const EXIT_CONNECT: u8 = 4;
 
 /// Line printed on stdout once the listener is bound: `listening on http://ADDR`.
 pub const LISTENING_PREFIX: &str = "listening on http://";
+/// Line printed on stdout after it when `--admin-listen` is given: `admin on http://ADDR`.
+pub const ADMIN_PREFIX: &str = "admin on http://";
 
 /// One service of the cutover: the legacy or the new system, on its own database.
 #[derive(Debug, Parser)]
@@ -50,6 +53,10 @@ pub struct Cli {
     /// Database connections in the pool.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub pool_size: u32,
+    /// Admin listener for the fault switch (`PUT /fault {"fail_percent": N}`, see [`fault`]);
+    /// port 0 picks a free port (printed on stdout). None: no switch.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Why the process stopped with an error.
@@ -117,12 +124,31 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(AppError::Serve)?;
+    let fault = std::sync::Arc::new(fault::Fault::default());
+    let admin = match cli.admin_listen {
+        Some(admin_addr) => Some(
+            tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: admin_addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     println!("{LISTENING_PREFIX}{addr}");
+    if let Some(admin) = admin {
+        println!("{ADMIN_PREFIX}{}", admin.local_addr().map_err(AppError::Serve)?);
+        let router = fault::admin_router(fault.clone());
+        tokio::spawn(async move { axum::serve(admin, router).await });
+    }
     eprintln!(
         "cutover-app: {} flavor serving on {addr}",
         cli.flavor.name()
     );
-    axum::serve(listener, api::router(Store::new(pool, cli.flavor)))
+    let router = api::router(Store::new(pool, cli.flavor))
+        .layer(axum::middleware::from_fn_with_state(fault, fault::inject));
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(AppError::Serve)

@@ -14,7 +14,7 @@ use cutover_pgfixture::TestDb;
 
 pub use cutover_apps::request_time::REQUEST_TIME_HEADER;
 pub use cutover_apps::store::{Flavor, Tables};
-pub use cutover_apps::{EXIT_SCHEMA, LISTENING_PREFIX};
+pub use cutover_apps::{ADMIN_PREFIX, EXIT_SCHEMA, LISTENING_PREFIX};
 
 use crate::client::HttpClient;
 use crate::envoy::{kill_with_parent, new_workdir};
@@ -65,6 +65,8 @@ pub struct App {
     child: Option<Child>,
     flavor: Flavor,
     addr: SocketAddr,
+    /// The fault switch's admin listener.
+    admin_addr: SocketAddr,
     log_path: PathBuf,
     workdir: PathBuf,
     // Declared last: dropped after the process is gone.
@@ -99,7 +101,14 @@ impl App {
         let log = fs::File::create(&log_path).expect("create the app log file");
         let mut command = Command::new(app_bin());
         command
-            .args(["--flavor", flavor.name(), "--listen", "127.0.0.1:0"])
+            .args([
+                "--flavor",
+                flavor.name(),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .env("DATABASE_URL", &db.url)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -114,15 +123,20 @@ impl App {
                 let _ = lines.send(line);
             }
         });
-        let addr = listening
-            .recv_timeout(START_TIMEOUT)
-            .ok()
-            .and_then(|line| line.strip_prefix(LISTENING_PREFIX)?.parse().ok());
+        let announced = |prefix: &str| -> Option<SocketAddr> {
+            listening
+                .recv_timeout(START_TIMEOUT)
+                .ok()
+                .and_then(|line| line.strip_prefix(prefix)?.parse().ok())
+        };
+        let addr = announced(LISTENING_PREFIX)
+            .and_then(|addr| Some((addr, announced(ADMIN_PREFIX)?)));
         match addr {
-            Some(addr) => Ok(App {
+            Some((addr, admin_addr)) => Ok(App {
                 child: Some(child),
                 flavor,
                 addr,
+                admin_addr,
                 log_path,
                 workdir,
                 db,
@@ -152,6 +166,19 @@ impl App {
 
     pub fn client(&self) -> HttpClient {
         HttpClient::new(&self.url())
+    }
+
+    /// Makes the service answer 503 to `percent` % of its API requests (0: off), through its
+    /// admin listener (`cutover_apps::fault`).
+    pub fn set_fault(&self, percent: u64) {
+        let body = serde_json::json!({ "fail_percent": percent }).to_string();
+        let response = HttpClient::new(&format!("http://{}", self.admin_addr)).send(
+            "PUT",
+            "/fault",
+            &[("content-type", b"application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(response.status, 200, "set the fault: {}", response.body_text());
     }
 
     /// The service's own database.

@@ -31,6 +31,7 @@ pub use app::App;
 pub use client::{HttpClient, Response};
 pub use envoy::{
     cutover_stat, validate_config, write_atomically, EcdsStats, Envoy, EnvoyBuilder, FailurePolicy,
+    REQUEST_TIME_FORMAT,
 };
 pub use http::Header;
 pub use paths::{app_bin, envoy_bin, filter_wasm, migrator_bin, workspace_root};

@@ -132,7 +132,12 @@ fn every_ready_ecds_step_validates_inside_a_bootstrap() {
             filter_wasm().display().to_string().into();
         let hcm = &mut demo["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];
-        hcm["http_filters"][0] =
+        // The cutover filter's place (after the request_time filter).
+        let at = hcm["http_filters"]
+            .as_array()
+            .and_then(|filters| filters.iter().position(|f| f["name"] == "cutover"))
+            .expect("demo.yaml has the cutover filter");
+        hcm["http_filters"][at] =
             serde_json::json!({"name": "cutover", "typed_config": typed_config});
         let bootstrap = scratch
             .join(step.file_name().unwrap())
@@ -202,4 +207,35 @@ fn readme_snippet_validates_inside_a_bootstrap() {
         String::from_utf8_lossy(&output.stderr)
     );
     fs::remove_dir_all(&scratch).ok();
+}
+
+/// Every shipped bootstrap with the cutover filter stamps the request-time header (the apps'
+/// contract, docs/dual-write.md) by a header_mutation filter placed before the cutover filter.
+#[test]
+fn every_bootstrap_stamps_the_request_time_before_the_cutover_filter() {
+    let files = files_with_extension(&workspace_root().join("envoy"), "yaml");
+    let mut checked = 0;
+    for file in &files {
+        let yaml = fs::read_to_string(file).expect("read");
+        let Some(cutover) = yaml.find("- name: cutover") else {
+            continue;
+        };
+        let stamp = yaml.find("- name: request_time");
+        assert!(
+            stamp.is_some_and(|at| at < cutover),
+            "{}: no request_time filter before the cutover filter",
+            file.display()
+        );
+        assert!(
+            yaml.contains(cutover_e2e::REQUEST_TIME_FORMAT)
+                && yaml.contains(cutover_e2e::app::REQUEST_TIME_HEADER)
+                && yaml.contains("OVERWRITE_IF_EXISTS_OR_ADD"),
+            "{}: the request_time filter must overwrite {} with {}",
+            file.display(),
+            cutover_e2e::app::REQUEST_TIME_HEADER,
+            cutover_e2e::REQUEST_TIME_FORMAT
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "demo.yaml, demo-ecds.yaml and production-template.yaml checked");
 }

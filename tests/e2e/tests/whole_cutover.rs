@@ -297,12 +297,11 @@ fn migrator(args: &[&str]) -> (i32, String, String) {
 
 /// Backfill while dual-write runs: legacy history generated first, then `migrator copy` runs while
 /// the traffic (legacy primary, new receiving shadows) flows, then `migrator verify` once the
-/// shadows settled. Asserted: copy and verify succeed in running; nothing of the history or of
-/// the acknowledged writes is missing on new; every difference verify reports is an entity the
-/// traffic wrote (a row copy read before a dual-written update or delete and wrote back after it
-/// — what the version guard of issue 10 is for); legacy holds every acknowledged write.
+/// shadows settled. Strict: verify finds no difference at all — copy reverted no update made by
+/// dual-write after it read the source (the plan's version column) and brought back no row
+/// deleted meanwhile (its re-check of inserted rows); both sides hold every acknowledged write.
 #[test]
-fn backfill_during_dual_write_leaves_only_rows_the_traffic_wrote_in_doubt() {
+fn backfill_during_dual_write_leaves_the_two_sides_identical() {
     const HISTORY_ROWS: &str = "5000";
     let legacy_db = TestDb::create("cutover_app_legacy_history");
     apply_schema(Flavor::Legacy, &legacy_db);
@@ -357,54 +356,111 @@ fn backfill_during_dual_write_leaves_only_rows_the_traffic_wrote_in_doubt() {
         code == 0 || code == 1,
         "verify could not check ({code}): {stderr}"
     );
-    let report: Value = serde_json::from_str(&report).expect("verify's JSON report");
-    let written: BTreeSet<String> = ledger
-        .acks()
-        .iter()
-        .map(|a| a.write.entity().1.to_string())
-        .collect();
-    let mut in_doubt = Vec::new();
-    for table in report["tables"].as_array().expect("tables") {
-        let name = table["table"].as_str().unwrap_or("?");
-        let keys = |field: &str| -> Vec<String> {
-            table[field]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.as_str().or_else(|| k["key"].as_str()).map(str::to_string))
-                .collect()
-        };
-        assert!(
-            keys("missing").is_empty(),
-            "{name}: rows missing on new: {:?}",
-            keys("missing")
-        );
-        for field in ["extra", "changed"] {
-            for key in keys(field) {
-                assert!(
-                    written.contains(&key),
-                    "{name}: {field} {key} is not an entity the traffic wrote"
-                );
-                in_doubt.push(format!("{name} {field} {key}"));
-            }
-        }
-        for changed in table["changed"].as_array().into_iter().flatten() {
-            println!(
-                "backfill: {name} changed {} in columns {}",
-                changed["key"], changed["columns"]
-            );
-        }
-    }
-    let missing_on_legacy = ledger.expected().differences(&load(&legacy));
-    assert!(
-        missing_on_legacy.is_empty(),
-        "legacy: {missing_on_legacy:?}"
+    assert_eq!(
+        code, 0,
+        "verify after the backfill found differences:\n{report}\ncopy said:\n{copy_stdout}{copy_stderr}"
     );
+    for (side, app) in [("legacy", &legacy), ("new", &new)] {
+        let missing = ledger.expected().differences(&load(app));
+        assert!(missing.is_empty(), "{side}: {missing:?}");
+    }
     println!(
-        "backfill: {} acknowledged writes ({} during the copy), verify exit {code}, {} rows in doubt: {in_doubt:?}",
+        "backfill: {} acknowledged writes ({} during the copy), verify exit {code}",
         ledger.acks().len(),
         acks_after_copy - acks_before_copy,
-        in_doubt.len()
     );
     println!("backfill: copy said:\n{copy_stdout}{copy_stderr}");
+}
+
+/// A loopback port nothing listens on: a shadow sent there fails.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Envoy whose `side` clusters point at a closed port: every shadow to that side fails.
+fn envoy_with_dead_shadow(serving: &App, dead_side: &str, new_percentage: u8) -> Envoy {
+    let dead = closed_port();
+    let live = serving.port();
+    let port_of = |side: &str| if side == dead_side { dead } else { live };
+    Envoy::builder(&filter_config(new_percentage))
+        .ecds()
+        .cluster("chat_legacy", port_of("legacy"))
+        .cluster("orchestration_legacy", port_of("legacy"))
+        .cluster("chat_new", port_of("new"))
+        .cluster("orchestration_new", port_of("new"))
+        .request_time_header(REQUEST_TIME_HEADER)
+        .boot()
+}
+
+/// `migrator verify` with `plan` (None: the shipped one) from `source` to `target`: exit code.
+fn verify_exit(plan: Option<&str>, source: &str, target: &str) -> (i32, String) {
+    let mut args = vec!["verify", "--source-url", source, "--target-url", target];
+    if let Some(plan) = plan {
+        args.extend(["--plan", plan]);
+    }
+    let (code, stdout, stderr) = migrator(&args);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// A failed shadow is repairable in both directions (docs/runbook.md): traffic runs while every
+/// shadow to one side fails; the side that missed the writes is then repaired with `migrator
+/// copy` — forward (legacy → new, the shipped plan) when legacy was primary, reverse (new →
+/// legacy, `migrations/reverse-plan.toml`) when new was primary. Afterwards verify is clean in
+/// both directions and the ledger is whole on both sides.
+#[test]
+fn a_failed_shadow_is_repaired_in_both_directions() {
+    let reverse_plan = cutover_e2e::workspace_root().join("migrations/reverse-plan.toml");
+    let reverse_plan = reverse_plan.to_str().expect("utf-8 path").to_string();
+    for (primary, dead, percentage) in [("legacy", "new", 0u8), ("new", "legacy", 100u8)] {
+        let legacy = App::start(Flavor::Legacy);
+        let new = App::start(Flavor::New);
+        let serving = if primary == "legacy" { &legacy } else { &new };
+        let envoy = envoy_with_dead_shadow(serving, dead, percentage);
+        let traffic = Traffic::start(&envoy.listener_url(), &traffic_config(11));
+        let ledger = traffic.ledger();
+        wait_until("100 acknowledged writes with failing shadows", WAIT, || {
+            (ledger.acks().len() >= 100).then_some(())
+        });
+        let ledger = traffic.stop();
+        let (sent, succeeded) = settle_shadows(&envoy);
+        assert!(sent > 0 && succeeded == 0, "{primary} primary: every shadow failed ({succeeded} of {sent} succeeded)");
+        assert!(ledger.failures().is_empty(), "{:?}", ledger.failures());
+        assert_eq!(ledger.acks_served_by(primary), ledger.acks().len());
+        let expected = ledger.expected();
+        let behind = if dead == "new" { &new } else { &legacy };
+        assert!(
+            !expected.differences(&load(behind)).is_empty(),
+            "{dead} missed the writes before the repair"
+        );
+
+        let (legacy_url, new_url) = (legacy.db().url.clone(), new.db().url.clone());
+        let (source, target, plan) = if primary == "legacy" {
+            (&legacy_url, &new_url, None)
+        } else {
+            (&new_url, &legacy_url, Some(reverse_plan.as_str()))
+        };
+        let mut args = vec!["copy", "--source-url", source, "--target-url", target];
+        if let Some(plan) = plan {
+            args.extend(["--plan", plan]);
+        }
+        let (code, stdout, stderr) = migrator(&args);
+        assert_eq!(code, 0, "{primary} primary: repair copy: {stdout}{stderr}");
+
+        let (code, report) = verify_exit(plan, source, target);
+        assert_eq!(code, 0, "{primary} primary: verify after the repair: {report}");
+        let (code, report) = verify_exit(None, &legacy_url, &new_url);
+        assert_eq!(code, 0, "{primary} primary: forward verify after the repair: {report}");
+        for (side, app) in [("legacy", &legacy), ("new", &new)] {
+            let missing = expected.differences(&load(app));
+            assert!(
+                missing.is_empty(),
+                "{primary} primary: {side} after the repair: {missing:?}"
+            );
+        }
+        assert!(
+            load(&legacy).differences(&load(&new)).is_empty(),
+            "{primary} primary: the two sides are identical after the repair"
+        );
+    }
 }
