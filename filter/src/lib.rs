@@ -2,7 +2,11 @@
 //! deterministically between its legacy and its new deployment (Unleash-compatible bucketing)
 //! and, optionally, mirrors writes to the other side ("dual-write").
 //!
-//! The pure core (`config`, `bucket`, `routing`, `mirror`, `outcome`, `shadow`, `metrics`) has no
+//! With `shadow_reads` and `compare` it also mirrors a sample of reads and compares the other
+//! side's answers with the primary's (`reads`, `compare`): a dark launch.
+//!
+//! The pure core (`config`, `bucket`, `routing`, `mirror`, `outcome`, `shadow`, `reads`,
+//! `compare`, `metrics`) has no
 //! proxy-wasm dependency and is unit-tested natively; `glue` wires it into the proxy-wasm ABI
 //! and only exists in the `.wasm`.
 #![cfg_attr(
@@ -19,10 +23,12 @@
 )]
 
 pub mod bucket;
+pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
+pub mod reads;
 pub mod routing;
 pub mod shadow;
 
