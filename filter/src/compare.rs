@@ -22,6 +22,7 @@ pub mod path;
 
 use crate::config::CompareConfig;
 use crate::metrics::Counter;
+use crate::shadow::ShadowInfo;
 use path::{push_escaped, render_path, JsonPath, States, Step};
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
@@ -130,8 +131,8 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Json(path) => f.write_str(path),
-            Location::Byte(offset) => write!(f, "byte {offset}"),
-            Location::Header(name) => write!(f, "header {name}"),
+            Location::Byte(offset) => write!(f, "byte:{offset}"),
+            Location::Header(name) => f.write_str(name),
         }
     }
 }
@@ -198,6 +199,45 @@ impl Skip {
             Skip::InFlightLimit => Counter::CompareSkippedInFlightLimit,
         }
     }
+}
+
+/// The warn line for a mismatch (`None` for [`Verdict::Equal`]):
+///
+/// ```text
+/// cutover: response mismatch: service=chat method=GET path=/api/chat/1 correlation_id=c1 kind=body at=$.beta primary=<absent> shadow={"on":true}
+/// ```
+///
+/// `kind` is `status`, `body` or `header`; `at` a JSON path, `byte:<offset>` or a header name.
+/// With `bodies` (the debug option `compare.log_bodies`) both whole bodies follow, as lossy
+/// UTF-8 with control characters escaped.
+pub fn mismatch_line(
+    info: &ShadowInfo,
+    verdict: &Verdict,
+    bodies: Option<(&[u8], &[u8])>,
+) -> Option<String> {
+    let detail = match verdict {
+        Verdict::Equal => return None,
+        Verdict::StatusMismatch { primary, shadow } => {
+            format!("kind=status primary={primary} shadow={shadow}")
+        }
+        Verdict::BodyMismatch(d) => format!("kind=body {}", describe_difference(d)),
+        Verdict::HeaderMismatch(d) => format!("kind=header {}", describe_difference(d)),
+    };
+    let mut line = format!(
+        "cutover: response mismatch: service={} method={} path={} correlation_id={} {detail}",
+        info.service, info.method, info.path, info.correlation_id
+    );
+    if let Some((primary, shadow)) = bodies {
+        line.push_str(" primary_body=");
+        line.push_str(&shown_bytes(primary, usize::MAX));
+        line.push_str(" shadow_body=");
+        line.push_str(&shown_bytes(shadow, usize::MAX));
+    }
+    Some(line)
+}
+
+fn describe_difference(d: &Difference) -> String {
+    format!("at={} primary={} shadow={}", d.at, d.primary, d.shadow)
 }
 
 /// Compares the shadow's response with the primary's: status first, then the body, then the
@@ -733,12 +773,26 @@ fn cut(text: &str) -> String {
 
 fn finish_shown(bytes: &[u8], truncated: bool) -> String {
     // A cut may split a UTF-8 sequence; drop the partial character rather than show U+FFFD.
-    let text = match std::str::from_utf8(bytes) {
+    let text: String = match std::str::from_utf8(bytes) {
         Ok(text) => text.to_string(),
         Err(err) if truncated && err.error_len().is_none() => {
             String::from_utf8_lossy(bytes.get(..err.valid_up_to()).unwrap_or_default()).into_owned()
         }
         Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    };
+    // One log line per mismatch: no line breaks or other control characters from a body.
+    let text = if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text
     };
     if truncated {
         text + "…"

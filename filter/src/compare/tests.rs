@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::test_service;
+use crate::shadow::ShadowInfo;
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -670,8 +671,73 @@ fn verdicts_and_skips_have_one_counter_each() {
 #[test]
 fn location_display() {
     assert_eq!(Location::Json("$.a".into()).to_string(), "$.a");
-    assert_eq!(Location::Byte(7).to_string(), "byte 7");
-    assert_eq!(Location::Header("etag".into()).to_string(), "header etag");
+    assert_eq!(Location::Byte(7).to_string(), "byte:7");
+    assert_eq!(Location::Header("etag".into()).to_string(), "etag");
+}
+
+fn info() -> ShadowInfo {
+    ShadowInfo {
+        service: "chat".into(),
+        method: "GET".into(),
+        path: "/api/chat/1".into(),
+        correlation_id: "c1".into(),
+    }
+}
+
+#[test]
+fn mismatch_lines_name_the_request_and_the_first_difference() {
+    let r = CompareConfig::plain();
+    assert_eq!(mismatch_line(&info(), &Verdict::Equal, None), None);
+    assert_eq!(
+        mismatch_line(
+            &info(),
+            &verdict(&r, r#"{"id":7}"#, r#"{"id":7,"beta":{"on":true}}"#),
+            None
+        )
+        .unwrap(),
+        r#"cutover: response mismatch: service=chat method=GET path=/api/chat/1 correlation_id=c1 kind=body at=$.beta primary=<absent> shadow={"on":true}"#
+    );
+    let status = Verdict::StatusMismatch {
+        primary: 200,
+        shadow: 503,
+    };
+    assert_eq!(
+        mismatch_line(&info(), &status, None).unwrap(),
+        "cutover: response mismatch: service=chat method=GET path=/api/chat/1 correlation_id=c1 kind=status primary=200 shadow=503"
+    );
+    let header = Verdict::HeaderMismatch(Difference {
+        at: Location::Header("etag".into()),
+        primary: "1".into(),
+        shadow: ABSENT.into(),
+    });
+    assert!(mismatch_line(&info(), &header, None)
+        .unwrap()
+        .ends_with(" kind=header at=etag primary=1 shadow=<absent>"));
+    let bytes = compare_responses(
+        &r,
+        &typed(None, b"ok\nfine"),
+        &typed(None, b"ok\r\nInjected: 1"),
+    );
+    let line = mismatch_line(&info(), &bytes, None).unwrap();
+    assert!(
+        line.ends_with(r"kind=body at=byte:2 primary=\nfine shadow=\r\nInjected: 1"),
+        "{line}"
+    );
+}
+
+#[test]
+fn whole_bodies_are_logged_only_when_asked() {
+    let r = CompareConfig::plain();
+    let long = format!(r#"{{"s":"{}"}}"#, "x".repeat(1_000));
+    let v = verdict(&r, &long, "{}");
+    let short = mismatch_line(&info(), &v, None).unwrap();
+    assert!(short.len() < 400, "{short}");
+    assert!(!short.contains("primary_body"));
+    let full = mismatch_line(&info(), &v, Some((long.as_bytes(), b"{}\n"))).unwrap();
+    assert!(
+        full.ends_with(&format!(" primary_body={long} shadow_body={{}}\\n")),
+        "{full}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
