@@ -19,6 +19,7 @@
 //! elements' canonical forms.
 
 pub mod path;
+pub mod pending;
 
 use crate::config::CompareConfig;
 use crate::metrics::Counter;
@@ -826,4 +827,4 @@ impl std::io::Write for LimitedWriter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

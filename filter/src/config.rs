@@ -8,6 +8,7 @@ use crate::routing::{cookie, Side, ROUTED_TO_HEADER};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-cutover-cluster";
 pub const DEFAULT_STICKINESS_HEADERS: [&str; 2] = ["x-correlation-id", "x-request-id"];
@@ -238,8 +239,9 @@ pub struct ServiceConfig {
     pub overrides: Vec<Override>,
     /// `None`: reads are not mirrored.
     pub shadow_reads: Option<ShadowReadsConfig>,
-    /// `None`: responses are not compared.
-    pub compare: Option<CompareConfig>,
+    /// `None`: responses are not compared. Shared with the comparisons in flight, which keep
+    /// the rules they started with across configuration updates.
+    pub compare: Option<Arc<CompareConfig>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -561,12 +563,12 @@ impl TryFrom<RawConfig> for FilterConfig {
             };
             let compare = match s.compare {
                 None => None,
-                Some(c) => Some(validate_compare(
+                Some(c) => Some(Arc::new(validate_compare(
                     &at("compare"),
                     c,
                     shadow_reads.is_some(),
                     dual_write_configured,
-                )?),
+                )?)),
             };
 
             services.push(ServiceConfig {
@@ -1505,9 +1507,9 @@ mod tests {
         assert_eq!(reads.timeout_ms, DEFAULT_DUAL_WRITE_TIMEOUT_MS);
         assert_eq!(reads.sampling_group, "chat.shadow_reads");
         let mut plain = CompareConfig::plain();
-        assert_eq!(s.compare.as_ref(), Some(&plain));
+        assert_eq!(s.compare.as_deref(), Some(&plain));
         plain.writes = true;
-        assert_ne!(s.compare.as_ref(), Some(&plain));
+        assert_ne!(s.compare.as_deref(), Some(&plain));
     }
 
     #[test]

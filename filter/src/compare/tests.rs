@@ -10,6 +10,7 @@ fn rules(compare_fields: &str) -> CompareConfig {
         r#","shadow_reads":{{"percentage":10}},"compare":{{{compare_fields}}}"#
     ))
     .compare
+    .map(|rules| (*rules).clone())
     .unwrap()
 }
 
@@ -675,7 +676,8 @@ fn location_display() {
     assert_eq!(Location::Header("etag".into()).to_string(), "etag");
 }
 
-fn info() -> ShadowInfo {
+/// The request of the mismatch lines in these tests.
+pub(crate) fn info() -> ShadowInfo {
     ShadowInfo {
         service: "chat".into(),
         method: "GET".into(),
