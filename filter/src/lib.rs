@@ -6,9 +6,8 @@
 //! side's answers with the primary's (`reads`, `compare`): a dark launch.
 //!
 //! The pure core (`config`, `bucket`, `routing`, `mirror`, `outcome`, `shadow`, `reads`,
-//! `compare`, `metrics`) has no
-//! proxy-wasm dependency and is unit-tested natively; `glue` wires it into the proxy-wasm ABI
-//! and only exists in the `.wasm`.
+//! `compare`, `metrics`) has no proxy-wasm dependency and is unit-tested natively; `glue` wires
+//! it into the proxy-wasm ABI and only exists in the `.wasm`.
 #![cfg_attr(
     not(test),
     deny(
