@@ -22,7 +22,7 @@ lint: toolchain
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test: wasm lint
-	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; \
+	export ENVOY_BIN="$$(scripts/ensure-envoy)" PROMETHEUS_BIN="$$(scripts/ensure-prometheus)" CUTOVER_WASM="$(WASM)"; \
 	scripts/with-postgres cargo test --workspace --no-fail-fast
 
 demo: wasm

@@ -24,6 +24,7 @@
 pub mod bucket;
 pub mod compare;
 pub mod config;
+pub mod ecds;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;

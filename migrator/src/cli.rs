@@ -35,6 +35,10 @@ pub enum Command {
     /// health requests through Envoy, and optionally verify. Exit 0 all pass, 1 a check fails or
     /// lacks data, 2 error.
     CutoverVerify(Box<crate::cutover_verify::CutoverVerifyArgs>),
+    /// Rollout steps on a running Envoy through its watched ECDS file: show, set, dual-write,
+    /// install, and the automated gated `run` (with status/pause/resume/abort). Exit codes:
+    /// docs/rollout.md.
+    Rollout(Box<crate::rollout::RolloutArgs>),
 }
 
 /// The target (new system) database.
@@ -42,7 +46,7 @@ pub enum Command {
 pub struct TargetArgs {
     /// Target database URL (the new system's database). Never printed with its password.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub target_url: String,
+    pub target_url: crate::redact::SecretUrl,
 }
 
 /// The source (legacy) database.
@@ -50,7 +54,7 @@ pub struct TargetArgs {
 pub struct SourceArgs {
     /// Source database URL (the legacy database). May be the same database or server as the target.
     #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
-    pub source_url: String,
+    pub source_url: crate::redact::SecretUrl,
 }
 
 /// The copy plan.

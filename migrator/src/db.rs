@@ -1,5 +1,5 @@
 //! Connections: one place that opens them with fixed session settings, classifies failures and
-//! keeps passwords out of every message.
+//! keeps passwords out of every message (through [`crate::redact`]).
 //!
 //! Both sides get the same session settings (UTC, ISO dates, `extra_float_digits = 3`) so that
 //! a value rendered as text by the source and by the target is byte-for-byte the same when the
@@ -7,80 +7,15 @@
 //! falls back to the exact upsert, so it is an optimisation, never a correctness assumption).
 
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::error::{ConnectFailure, MigratorError};
+use crate::redact;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Passwords seen in URLs; [`scrub_secrets`] removes them from any text before it is printed.
-static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn register_secret(url: &str) {
-    let Ok(parsed) = url::Url::parse(url) else {
-        return;
-    };
-    let Some(password) = parsed.password() else {
-        return;
-    };
-    let mut secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut add = |s: String| {
-        if !s.is_empty() && !secrets.contains(&s) {
-            secrets.push(s);
-        }
-    };
-    add(password.to_string());
-    if let Ok(decoded) = percent_decode(password) {
-        add(decoded);
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String, ()> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).map_err(|_| ())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ())
-}
-
-/// `text` with every password registered by [`connect`] / [`redact`] replaced by `***`.
-pub fn scrub_secrets(text: &str) -> String {
-    let secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = text.to_string();
-    for secret in secrets.iter() {
-        out = out.replace(secret.as_str(), "***");
-    }
-    out
-}
-
-/// `url` with its password replaced by `***` (and the password remembered for [`scrub_secrets`]).
-/// Keyword/value connection strings (`host=… password=…`) are not URLs: they are reduced to a
-/// placeholder rather than risk printing them.
-pub fn redact(url: &str) -> String {
-    register_secret(url);
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<unparseable database URL>".to_string(),
-    }
-}
 
 /// The database name of `url` (for messages and lock names), if it has one.
 pub fn database_name(url: &str) -> Option<String> {
@@ -90,12 +25,28 @@ pub fn database_name(url: &str) -> Option<String> {
 }
 
 /// Opens one connection. `role` ("source", "target") names the side in error messages.
+///
+/// Only `postgres://` URLs are accepted (sqlx 0.8 parses nothing else); a libpq `key=value`
+/// string is refused without being echoed. The URL's secrets and `PGPASSWORD` are registered
+/// with [`redact`], so no message can print them; the options (whose `Debug` would show the
+/// password) are never printed.
 pub async fn connect(role: &'static str, url: &str) -> Result<PgConnection, MigratorError> {
-    let shown = redact(url);
-    let options = PgConnectOptions::from_str(url)
+    let shown = redact::url(url);
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        redact::register_secret(&password);
+    }
+    if url::Url::parse(url).is_err() {
+        return Err(MigratorError::BadUrl {
+            role,
+            detail: format!(
+                "not a postgres:// URL (key=value connection strings are not supported): {shown}"
+            ),
+        });
+    }
+    let options = PgConnectOptions::from_str(&without_unused_secrets(url))
         .map_err(|e| MigratorError::BadUrl {
             role,
-            detail: scrub_secrets(&e.to_string()),
+            detail: redact::scrub(&e.to_string()),
         })?
         .application_name("migrator")
         .options([
@@ -125,8 +76,27 @@ pub async fn connect(role: &'static str, url: &str) -> Result<PgConnection, Migr
         role,
         url: shown,
         failure,
-        detail: scrub_secrets(&err.to_string()),
+        detail: crate::error::describe_db_error(&err),
     })
+}
+
+/// `url` without the secret-bearing query parameters sqlx does not use (`sslpassword`, …): sqlx
+/// logs the value of every parameter it does not know (at warn level, through `tracing`).
+fn without_unused_secrets(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let unused = |key: &str| redact::is_secret_key(key) && key != "password";
+    if !parsed.query_pairs().any(|(k, _)| unused(&k)) {
+        return url.to_string();
+    }
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| !unused(k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(kept);
+    parsed.to_string()
 }
 
 fn classify_connect_error(err: &sqlx::Error) -> ConnectFailure {
@@ -164,40 +134,21 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// The SQLSTATE of a database error, if `err` is one.
-pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
-    match err {
-        sqlx::Error::Database(db) => db.code().map(|c| c.to_string()),
-        _ => None,
-    }
-}
-
-/// A one-line description of a database error: message plus PostgreSQL's detail when present.
-pub fn describe_db_error(err: &sqlx::Error) -> String {
-    if let sqlx::Error::Database(db) = err {
-        if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-            return match pg.detail() {
-                Some(detail) => scrub_secrets(&format!("{} ({detail})", pg.message())),
-                None => scrub_secrets(pg.message()),
-            };
-        }
-        return scrub_secrets(db.message());
-    }
-    scrub_secrets(&err.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn redact_hides_password_and_scrub_removes_it_anywhere() {
-        let url = "postgres://app:s3cr%3Et@db.internal:5432/app";
-        let shown = redact(url);
-        assert!(!shown.contains("s3cr"), "{shown}");
-        assert!(shown.contains("app:***@db.internal"), "{shown}");
-        let scrubbed = scrub_secrets("failed for s3cr>t and s3cr%3Et");
-        assert!(!scrubbed.contains("s3cr"), "{scrubbed}");
+    fn unused_secret_parameters_never_reach_the_driver() {
+        let url = "postgres://u@h/db?sslpassword=K3y&password=P&sslmode=require";
+        assert_eq!(
+            without_unused_secrets(url),
+            "postgres://u@h/db?password=P&sslmode=require"
+        );
+        assert_eq!(
+            without_unused_secrets("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //! | 4 | target not migrated, or an applied migration was changed (checksum mismatch) |
 //! | 5 | plan invalid (against the databases or in itself); the message names the table/column |
 //! | 6 | another run holds the lock and `--no-wait` was given |
-//! | 7 | a batch was rejected by the target (constraint violation); names the table and key |
+//! | 7 | a batch was rejected by the target (constraint violation), or a source value does not convert to its target column's type; names the table, key (and column) |
+//! | 8 | the connection holding the run's advisory lock was lost; the run stopped, committed work kept |
+//!
+//! Server errors are rendered by [`describe_db_error`]: message and the names PostgreSQL gives
+//! (schema, table, column, constraint), never DETAIL, CONTEXT or any value from a row.
 
 use std::process::ExitCode;
 
@@ -26,6 +30,7 @@ pub mod exit {
     pub const PLAN_INVALID: u8 = 5;
     pub const LOCKED: u8 = 6;
     pub const DATA_REJECTED: u8 = 7;
+    pub const LOCK_LOST: u8 = 8;
 }
 
 /// Why a connection could not be opened.
@@ -50,7 +55,7 @@ impl std::fmt::Display for ConnectFailure {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigratorError {
-    /// `url` is always redacted (see [`crate::db::redact`]).
+    /// `url` is always redacted (see [`crate::redact::url`]).
     #[error("cannot connect to the {role} database {url}: {failure}: {detail}")]
     Connect {
         role: &'static str,
@@ -84,8 +89,26 @@ pub enum MigratorError {
         detail: String,
     },
 
+    #[error("table {table}: the source row with key {key}: column {column}: {detail}; batches committed before it are kept")]
+    ConversionFailed {
+        table: String,
+        key: String,
+        column: String,
+        detail: String,
+    },
+
     #[error("{0}")]
     Usage(String),
+
+    /// The connection that held the advisory lock of `command` is gone (terminated, timed out,
+    /// network), so another run may already hold the lock: this run stops at once.
+    #[error("{command}: {during}: the target connection holding the {command} lock was lost ({cause}); stopped so that no other run works beside this one. {kept}")]
+    LockLost {
+        command: &'static str,
+        during: String,
+        cause: String,
+        kept: String,
+    },
 }
 
 impl MigratorError {
@@ -98,7 +121,10 @@ impl MigratorError {
             | MigratorError::MigrationUnknown { .. } => exit::NOT_MIGRATED,
             MigratorError::PlanInvalid(_) => exit::PLAN_INVALID,
             MigratorError::Locked(_) => exit::LOCKED,
-            MigratorError::DataRejected { .. } => exit::DATA_REJECTED,
+            MigratorError::DataRejected { .. } | MigratorError::ConversionFailed { .. } => {
+                exit::DATA_REJECTED
+            }
+            MigratorError::LockLost { .. } => exit::LOCK_LOST,
         }
     }
 }
@@ -111,8 +137,191 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
         .unwrap_or(exit::USAGE)
 }
 
-/// Prints `err` (with its context chain, secrets scrubbed) to stderr and returns its exit code.
+/// Prints `err` ([`render`]) to stderr and returns its exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {}", crate::db::scrub_secrets(&format!("{err:#}")));
+    eprintln!("error: {}", render(err));
     ExitCode::from(exit_code_of(err))
+}
+
+/// One line for an error chain: each context and cause once, database errors through
+/// [`describe_db_error`], known secrets scrubbed. A cause whose text its parent already shows
+/// (thiserror's `"…: {0}"` over a `#[source]`, as sqlx's errors do) is not repeated.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let (text, last) = match cause.downcast_ref::<sqlx::Error>() {
+            // describe_db_error already covers what sqlx's error wraps.
+            Some(e) => (describe_db_error(e), true),
+            None => match cause.downcast_ref::<sqlx::migrate::MigrateError>() {
+                Some(sqlx::migrate::MigrateError::Execute(e))
+                | Some(sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => {
+                    (describe_db_error(e), true)
+                }
+                _ => (cause.to_string(), false),
+            },
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        if last {
+            break;
+        }
+    }
+    crate::redact::scrub(&parts.join(": "))
+}
+
+/// The SQLSTATE of a database error, if `err` is one.
+pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether the connection `err` came from is gone: I/O and protocol errors, and the server's
+/// connection-exception (08) and operator-intervention (57P: terminated, shut down, session timeout)
+/// classes.
+pub fn is_connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(_) => sqlstate(err).is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "25P03"
+        }),
+        _ => false,
+    }
+}
+
+/// Whether the server rejected one statement (a constraint, a cast, …) on a connection that is
+/// still usable.
+pub fn is_statement_error(err: &sqlx::Error) -> bool {
+    sqlstate(err).is_some() && !is_connection_lost(err)
+}
+
+/// A database error in one line without any row value: PostgreSQL's message (for data exceptions
+/// and errors raised by functions, whose messages quote values, without the quoted parts) and the
+/// objects it names. DETAIL (`Failing row contains (…)`, `Key (email)=(…)`) and CONTEXT are never
+/// shown; only the column names of a `Key (…)=` detail are taken from it.
+pub fn describe_db_error(err: &sqlx::Error) -> String {
+    let text = match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let mut text = safe_message(&code, db.message());
+            let mut named = Vec::new();
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(table) = pg.table() {
+                    named.push(match pg.schema() {
+                        Some(schema) => format!("table {schema}.{table}"),
+                        None => format!("table {table}"),
+                    });
+                }
+                if let Some(column) = pg.column() {
+                    named.push(format!("column {column}"));
+                }
+                if let Some(columns) = pg.detail().and_then(key_columns) {
+                    named.push(format!("key columns ({columns})"));
+                }
+                if let Some(constraint) = pg.constraint() {
+                    named.push(format!("constraint {constraint}"));
+                }
+                if let Some(data_type) = pg.data_type() {
+                    named.push(format!("type {data_type}"));
+                }
+            }
+            if !named.is_empty() {
+                text.push_str(&format!(" [{}]", named.join(", ")));
+            }
+            if !code.is_empty() {
+                text.push_str(&format!(" (SQLSTATE {code})"));
+            }
+            text
+        }
+        sqlx::Error::Io(e) => format!("the connection to the database was lost ({e})"),
+        other => other.to_string(),
+    };
+    crate::redact::scrub(&text)
+}
+
+/// The server message without values: data exceptions (class 22) quote the offending value
+/// (`invalid input syntax for type boolean: "…"`), messages raised by functions and triggers
+/// (class P0) may hold anything.
+fn safe_message(code: &str, message: &str) -> String {
+    if code.starts_with("P0") {
+        return "raised by a function or trigger (message not shown: it may hold row values; see the server log)".into();
+    }
+    if !code.starts_with("22") {
+        return message.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find('"') {
+        out.push_str(&rest[..start]);
+        match rest[start + 1..].find('"') {
+            Some(end) => {
+                out.push_str("(value not shown)");
+                rest = &rest[start + 1 + end + 1..];
+            }
+            None => {
+                rest = "";
+                out.push_str("(value not shown)");
+            }
+        }
+    }
+    out.push_str(rest);
+    // Unquoted values: `value 1e40 is out of range …` style messages keep only their shape.
+    out
+}
+
+/// `a, b` from a detail `Key (a, b)=(…) …` (unique, exclusion and foreign-key violations).
+fn key_columns(detail: &str) -> Option<&str> {
+    let rest = detail.strip_prefix("Key (")?;
+    let end = rest.find(")=(")?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_cut_from_data_exception_messages() {
+        assert_eq!(
+            safe_message(
+                "22P02",
+                r#"invalid input syntax for type boolean: "user_19520""#
+            ),
+            "invalid input syntax for type boolean: (value not shown)"
+        );
+        assert_eq!(
+            safe_message(
+                "23505",
+                r#"duplicate key value violates unique constraint "users_email_key""#
+            ),
+            r#"duplicate key value violates unique constraint "users_email_key""#
+        );
+        assert!(!safe_message("P0001", "bad email a@b.c").contains("a@b.c"));
+        assert_eq!(
+            key_columns("Key (email)=(a@b.c) already exists."),
+            Some("email")
+        );
+        assert_eq!(key_columns("Failing row contains (1, a@b.c)."), None);
+    }
+
+    #[test]
+    fn a_cause_already_shown_is_not_repeated() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "expected to read 5 bytes",
+        );
+        let err = anyhow::Error::from(sqlx::Error::Io(io)).context("table users: writing a batch");
+        let text = render(&err);
+        assert_eq!(
+            text.matches("expected to read 5 bytes").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.starts_with("table users: writing a batch: "), "{text}");
+    }
 }

@@ -453,6 +453,38 @@ impl ResolvedTable {
         )
     }
 
+    /// `SELECT count(<column's source expression>)` over a key window: fails exactly when the
+    /// column's value of some row in the window does not convert to the target type.
+    pub fn source_column_check_sql(&self, column: &ResolvedColumn, window: &Window<'_>) -> String {
+        let key_sql = self.source_key_sql();
+        let preds = self.window_predicate(&key_sql, window);
+        let select = format!(
+            "SELECT count({}) FROM {}",
+            column.source_expr(),
+            self.source_from_sql()
+        );
+        let unordered = Window {
+            ordered: false,
+            ..window.clone()
+        };
+        Self::finish(select, &key_sql, preds, None, &unordered)
+    }
+
+    /// The keys (as text) of a key window, in key order.
+    pub fn source_keys_sql(&self, window: &Window<'_>) -> String {
+        let key_sql = self.source_key_sql();
+        let preds = self.window_predicate(&key_sql, window);
+        let select = format!(
+            "SELECT CAST({key_sql} AS text) FROM {}",
+            self.source_from_sql()
+        );
+        let ordered = Window {
+            ordered: true,
+            ..window.clone()
+        };
+        Self::finish(select, &key_sql, preds, None, &ordered)
+    }
+
     /// The target side: `SELECT "<col>", … FROM <target table>` over the same key window.
     pub fn target_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
         let key_sql = quote_ident(&self.key().name);
@@ -616,10 +648,10 @@ async fn resolve_table(
         Source::Query(query) => {
             let probe = format!("SELECT * FROM ({query}) AS src LIMIT 0");
             if let Err(e) = sqlx::query(&probe).fetch_optional(&mut *source).await {
-                if crate::db::sqlstate(&e).is_some() {
+                if crate::error::is_statement_error(&e) {
                     return Err(invalid(format!(
                         "{label}: source_query fails on the source: {}",
-                        crate::db::describe_db_error(&e)
+                        crate::error::describe_db_error(&e)
                     ))
                     .into());
                 }
@@ -629,7 +661,7 @@ async fn resolve_table(
     }
     let probe = format!("{} LIMIT 0", resolved.source_projection_sql());
     if let Err(e) = sqlx::query(&probe).fetch_optional(&mut *source).await {
-        if crate::db::sqlstate(&e).is_none() {
+        if !crate::error::is_statement_error(&e) {
             return Err(e.into());
         }
         // Find the column whose expression fails, to name it.
@@ -648,18 +680,90 @@ async fn resolve_table(
                         .as_deref()
                         .map(|d| format!(" (default `{d}`)"))
                         .unwrap_or_default(),
-                    crate::db::describe_db_error(&e)
+                    crate::error::describe_db_error(&e)
                 ))
                 .into());
             }
         }
         return Err(invalid(format!(
             "{label}: the source projection fails: {}",
-            crate::db::describe_db_error(&e)
+            crate::error::describe_db_error(&e)
         ))
         .into());
     }
+    check_types(source, &resolved, &label).await?;
     Ok(resolved)
+}
+
+/// Refuses a column whose source expression has a type that converts to the target column's type
+/// only by parsing text that may not parse (`text` → `boolean`, `uuid`, `timestamptz`, an enum …):
+/// such a copy fails on the first value that does not convert. Compatible are: the same type, a
+/// string target, types of the same category (numbers, date/times, arrays, …), and types with an
+/// implicit or assignment cast. The source expression's type comes from preparing the projection
+/// on the source (no row is read); when the driver cannot describe it, nothing is refused.
+async fn check_types(
+    source: &mut PgConnection,
+    table: &ResolvedTable,
+    label: &str,
+) -> anyhow::Result<()> {
+    use sqlx::{Executor, Statement};
+
+    let raw: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| match &c.default {
+            Some(default) => format!("coalesce(({}), ({default}))", c.from),
+            None => format!("({})", c.from),
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {} LIMIT 0",
+        raw.join(", "),
+        table.source_from_sql()
+    );
+    let Ok(statement) = source.prepare(&sql).await else {
+        return Ok(());
+    };
+    let source_types: Vec<Option<i64>> = statement
+        .columns()
+        .iter()
+        .map(|c| sqlx::Column::type_info(c).oid().map(|oid| i64::from(oid.0)))
+        .collect();
+    for (column, source_type) in table.columns.iter().zip(source_types) {
+        let Some(oid) = source_type else {
+            continue;
+        };
+        let found: Option<(bool, String)> = sqlx::query_as(
+            "SELECT s.oid = t.oid OR t.typcategory = 'S' OR s.typcategory = t.typcategory \
+                    OR EXISTS (SELECT 1 FROM pg_cast WHERE castsource = s.oid AND casttarget = t.oid AND castcontext IN ('i', 'a')), \
+                    format_type(s.oid, NULL) \
+             FROM pg_type s, pg_type t WHERE s.oid = $1::int8::oid AND t.oid = to_regtype($2)",
+        )
+        .bind(oid)
+        .bind(&column.sql_type)
+        .fetch_optional(&mut *source)
+        .await?;
+        if let Some((false, source_name)) = found {
+            return Err(invalid(format!(
+                "{label}: column {}: the source expression `{}`{} is of type {source_name}, the target column is {}: \
+                 {source_name} converts to {} only by parsing, which fails on values that do not parse; \
+                 write the conversion into the plan (e.g. from = \"({})::{}\", or a CASE expression) to accept it",
+                column.name,
+                column.from,
+                column
+                    .default
+                    .as_deref()
+                    .map(|d| format!(" (default `{d}`)"))
+                    .unwrap_or_default(),
+                column.sql_type,
+                column.sql_type,
+                column.from,
+                column.sql_type,
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

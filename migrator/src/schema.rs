@@ -1,9 +1,11 @@
 //! `migrator schema`: applies the migrations embedded from `migrations/` at build time.
 //!
-//! Locking: a session advisory lock taken on a dedicated connection that is closed at the end in
-//! every case (closing a connection releases its advisory locks, so an error or a kill cannot
-//! leave the lock behind). A second runner waits for the lock, then finds nothing pending.
-//! sqlx's own lock is disabled because it is not released when a migration fails.
+//! Locking ([`crate::lock`]): a session advisory lock on the connection that applies the
+//! migrations, closed at the end in every case (closing a connection releases its advisory locks,
+//! so an error or a kill cannot leave the lock behind). A second runner waits for the lock, then
+//! finds nothing pending. Losing the connection mid-run loses the lock: the run stops with exit 8,
+//! the migrations committed before are kept (each migration commits with its record). sqlx's own
+//! lock is disabled because it is not released when a migration fails.
 
 use std::time::Instant;
 
@@ -14,12 +16,11 @@ use sqlx::Row;
 use crate::cli::SchemaArgs;
 use crate::db;
 use crate::error::MigratorError;
+use crate::lock::AdvisoryLock;
+pub use crate::lock::SCHEMA_LOCK_KEY;
 
 /// The migrations of `migrations/` (files `NNN_name.sql`), embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
-
-/// Advisory lock key of `schema` (advisory locks are per database).
-pub const SCHEMA_LOCK_KEY: i64 = 0x6375_746f_7665_0001;
 
 /// A migration recorded in the target's `_sqlx_migrations`.
 #[derive(Debug, Clone)]
@@ -119,21 +120,11 @@ pub async fn run(args: SchemaArgs) -> anyhow::Result<u8> {
 
 async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Result<u8> {
     let name = db::database_name(url).unwrap_or_else(|| "the target database".into());
-    if !dry_run {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(SCHEMA_LOCK_KEY)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !got {
-            eprintln!(
-                "schema: another `migrator schema` is migrating {name}; waiting for it to finish"
-            );
-            sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(SCHEMA_LOCK_KEY)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+    let lock = if dry_run {
+        None
+    } else {
+        Some(AdvisoryLock::acquire(conn, SCHEMA_LOCK_KEY, "schema", &name, false).await?)
+    };
     let applied = applied(conn).await?;
     let pending = pending(&applied)?;
     if pending.is_empty() {
@@ -160,12 +151,24 @@ async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Res
         ..Migrator::DEFAULT
     };
     let started = Instant::now();
-    migrator.run(&mut *conn).await.map_err(|e| {
-        anyhow::anyhow!(
-            "applying migrations to {name}: {}",
-            db::scrub_secrets(&e.to_string())
-        )
-    })?;
+    if let Err(e) = migrator.run(&mut *conn).await {
+        let during = match &e {
+            sqlx::migrate::MigrateError::ExecuteMigration(_, version) => {
+                format!("applying migration {version:03} to {name}")
+            }
+            _ => format!("applying migrations to {name}"),
+        };
+        let failure = anyhow::Error::from(e);
+        if let Some(lock) = &lock {
+            let kept = || {
+                "Migrations committed before the one in progress are kept; run `migrator schema` again to apply the rest.".to_string()
+            };
+            if let Some(lost) = lock.lost(conn, &failure, || during.clone(), kept).await {
+                return Err(lost.into());
+            }
+        }
+        return Err(failure.context(during));
+    }
     for m in &pending {
         println!("schema: applied {:03}_{}", m.version, m.description);
     }
@@ -174,9 +177,8 @@ async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Res
         pending.len(),
         started.elapsed().as_secs_f64()
     );
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(SCHEMA_LOCK_KEY)
-        .execute(&mut *conn)
-        .await?;
+    if let Some(lock) = lock {
+        lock.release(conn).await?;
+    }
     Ok(0)
 }

@@ -1,10 +1,9 @@
 //! `migrator status`: applied and pending migrations, and the copy runs with their checkpoints.
 
 use sqlx::postgres::PgConnection;
-use sqlx::Row;
 
 use crate::cli::StatusArgs;
-use crate::copy::load_checkpoints;
+use crate::copy::runs::{self, RunRecord};
 use crate::db;
 use crate::error::MigratorError;
 use crate::schema;
@@ -51,60 +50,13 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
         );
     }
 
-    let has_runs: bool =
-        sqlx::query_scalar("SELECT to_regclass('cutover_migrator.copy_runs') IS NOT NULL")
-            .fetch_one(&mut *target)
-            .await?;
     println!("copy runs:");
-    if !has_runs {
-        println!("  none (no copy has run against this database)");
-    } else {
-        let runs = sqlx::query(
-            "SELECT run_id, status, tables, started_at, finished_at FROM cutover_migrator.copy_runs ORDER BY run_id DESC LIMIT $1",
-        )
-        .bind(RUNS_SHOWN)
-        .fetch_all(&mut *target)
-        .await?;
-        if runs.is_empty() {
-            println!("  none");
-        }
-        for run in runs.iter().rev() {
-            let run_id: i64 = run.try_get("run_id")?;
-            let status: String = run.try_get("status")?;
-            let tables: Vec<String> = run.try_get("tables")?;
-            let started: chrono::DateTime<chrono::Utc> = run.try_get("started_at")?;
-            let finished: Option<chrono::DateTime<chrono::Utc>> = run.try_get("finished_at")?;
-            let status_shown = if status == "running" {
-                "interrupted or still running (a copy with the same plan and --tables resumes it)"
-            } else {
-                status.as_str()
-            };
-            println!(
-                "  run {run_id}: {status_shown}; started {}{}",
-                started.format("%Y-%m-%d %H:%M:%S UTC"),
-                finished
-                    .map(|f| format!(", finished {}", f.format("%Y-%m-%d %H:%M:%S UTC")))
-                    .unwrap_or_default()
-            );
-            let checkpoints = load_checkpoints(target, run_id).await?;
-            println!(
-                "    {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  last key",
-                "table", "done", "rows", "inserted", "updated", "unchanged"
-            );
-            for table in &tables {
-                match checkpoints.get(table) {
-                    Some(c) => println!(
-                        "    {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
-                        table,
-                        if c.done { "yes" } else { "no" },
-                        c.counts.rows_read,
-                        c.counts.inserted,
-                        c.counts.updated,
-                        c.counts.unchanged,
-                        c.last_key.as_deref().unwrap_or("-")
-                    ),
-                    None => println!("    {table:<20} not started"),
-                }
+    match runs::recent_runs(target, RUNS_SHOWN).await? {
+        None => println!("  none (no copy has run against this database)"),
+        Some(recent) if recent.is_empty() => println!("  none"),
+        Some(recent) => {
+            for run in &recent {
+                print_run(target, run).await?;
             }
         }
     }
@@ -116,4 +68,42 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
         return Err(e.into());
     }
     Ok(0)
+}
+
+async fn print_run(target: &mut PgConnection, run: &RunRecord) -> anyhow::Result<()> {
+    let status_shown = match run.status.as_str() {
+        "running" => "running, or interrupted (a copy with the same plan and --tables resumes it)",
+        "failed" => "failed: stopped by an error (a copy with the same plan and --tables resumes it)",
+        "lock_lost" => "lock_lost: stopped after losing its lock (a copy with the same plan and --tables resumes it)",
+        other => other,
+    };
+    println!(
+        "  run {}: {status_shown}; started {}{}",
+        run.run_id,
+        run.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        run.finished_at
+            .map(|f| format!(", finished {}", f.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default()
+    );
+    let checkpoints = runs::load_checkpoints(target, run.run_id).await?;
+    println!(
+        "    {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  last key",
+        "table", "done", "rows", "inserted", "updated", "unchanged"
+    );
+    for table in &run.tables {
+        match checkpoints.get(table) {
+            Some(c) => println!(
+                "    {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
+                table,
+                if c.done { "yes" } else { "no" },
+                c.counts.rows_read,
+                c.counts.inserted,
+                c.counts.updated,
+                c.counts.unchanged,
+                c.last_key.as_deref().unwrap_or("-")
+            ),
+            None => println!("    {table:<20} not started"),
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The checklist: each check turns observed figures into pass / fail / no data.
 
+use cutover_filter::metrics::{metric_name, Counter, Gauge};
 use serde::Serialize;
 
 use super::services::ServiceSpec;
@@ -85,6 +86,82 @@ pub struct Thresholds {
     pub max_mismatch_pct: f64,
 }
 
+/// The defaults of the gate thresholds, shared by `cutover-verify` and `rollout run`.
+pub mod defaults {
+    pub const MAX_ERROR_RATE_PCT: f64 = 1.0;
+    pub const MAX_P95_MS: f64 = 500.0;
+    pub const MAX_P99_MS: f64 = 1000.0;
+    pub const SPLIT_TOLERANCE_PCT: f64 = 5.0;
+    pub const MIN_REQUESTS: u64 = 50;
+    pub const MAX_DUAL_WRITE_FAILURE_PCT: f64 = 1.0;
+    pub const MAX_MISMATCH_PCT: f64 = 1.0;
+}
+
+/// The threshold options of `cutover-verify` and `rollout run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThresholdArgs {
+    /// Maximum 5xx rate of the new cluster, in percent.
+    #[arg(long, default_value_t = defaults::MAX_ERROR_RATE_PCT, value_name = "PERCENT")]
+    pub max_error_rate: f64,
+    /// Maximum p95 upstream latency of the new cluster, in milliseconds.
+    #[arg(long, default_value_t = defaults::MAX_P95_MS, value_name = "MS")]
+    pub max_p95_ms: f64,
+    /// Maximum p99 upstream latency of the new cluster, in milliseconds.
+    #[arg(long, default_value_t = defaults::MAX_P99_MS, value_name = "MS")]
+    pub max_p99_ms: f64,
+    /// Allowed distance between the observed share routed to new and the configured percentage,
+    /// in percentage points (none at 0 % and 100 %).
+    #[arg(long, default_value_t = defaults::SPLIT_TOLERANCE_PCT, value_name = "POINTS")]
+    pub split_tolerance: f64,
+    /// Requests a rate or latency check needs before it is judged; with fewer it reports "no data".
+    #[arg(long, default_value_t = defaults::MIN_REQUESTS, value_name = "N")]
+    pub min_requests: u64,
+    /// Maximum dual-write (shadow request) failure rate, in percent.
+    #[arg(long, default_value_t = defaults::MAX_DUAL_WRITE_FAILURE_PCT, value_name = "PERCENT")]
+    pub max_dual_write_failure_rate: f64,
+    /// Maximum dual-write mismatch rate, in percent of finished shadow requests.
+    #[arg(long, default_value_t = defaults::MAX_MISMATCH_PCT, value_name = "PERCENT")]
+    pub max_mismatch_rate: f64,
+}
+
+impl ThresholdArgs {
+    /// The validated thresholds; the message names the option.
+    pub fn thresholds(&self) -> Result<Thresholds, String> {
+        Thresholds {
+            max_error_rate_pct: self.max_error_rate,
+            max_p95_ms: self.max_p95_ms,
+            max_p99_ms: self.max_p99_ms,
+            split_tolerance_pct: self.split_tolerance,
+            min_requests: self.min_requests,
+            max_dual_write_failure_pct: self.max_dual_write_failure_rate,
+            max_mismatch_pct: self.max_mismatch_rate,
+        }
+        .validated()
+    }
+}
+
+impl Thresholds {
+    /// Checks the ranges; the message names the option.
+    pub fn validated(self) -> Result<Thresholds, String> {
+        for (name, v) in [
+            ("max-error-rate", self.max_error_rate_pct),
+            ("split-tolerance", self.split_tolerance_pct),
+            ("max-dual-write-failure-rate", self.max_dual_write_failure_pct),
+            ("max-mismatch-rate", self.max_mismatch_pct),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("--{name} must be between 0 and 100, got {v}"));
+            }
+        }
+        for (name, v) in [("max-p95-ms", self.max_p95_ms), ("max-p99-ms", self.max_p99_ms)] {
+            if v.is_nan() || v <= 0.0 {
+                return Err(format!("--{name} must be positive, got {v}"));
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// `expected`: a percentage given on the command line for this service, which wins over the gauge.
 pub fn service_checks(
     spec: &ServiceSpec,
@@ -119,8 +196,9 @@ fn check(spec: &ServiceSpec, kind: CheckKind, unit: &'static str, threshold: Str
     }
 }
 
+/// `/stats` name of the filter metric `name` (a suffix of the filter's `metrics` module).
 fn filter_stat(service: &str, name: &str) -> String {
-    format!("wasmcustom.cutover.{service}.{name}")
+    format!("wasmcustom.{}", metric_name(service, name))
 }
 
 fn cluster_stat(cluster: &str, name: &str) -> String {
@@ -129,6 +207,38 @@ fn cluster_stat(cluster: &str, name: &str) -> String {
 
 fn pct(part: f64, whole: f64) -> f64 {
     part / whole * 100.0
+}
+
+/// A health check from one GET: HTTP 200 passes; `detail` is what was asked and answered (or
+/// why there was no answer — a service that does not answer is a failed check, not a tool error).
+pub fn health_check(
+    id: String,
+    service: &str,
+    answer: Result<&super::http::Response, &super::http::HttpError>,
+    describe: impl FnOnce(&super::http::Response) -> String,
+) -> Check {
+    let mut check = Check {
+        id,
+        service: Some(service.to_string()),
+        kind: CheckKind::Health,
+        status: Status::Fail,
+        value: None,
+        unit: "",
+        threshold: "HTTP 200".to_string(),
+        detail: String::new(),
+    };
+    match answer {
+        Ok(response) => {
+            check.value = Some(f64::from(response.status));
+            if response.status == 200 {
+                check.status = Status::Pass;
+            }
+            check.detail = describe(response);
+        }
+        // A service that does not answer is a failed check, not a tool error.
+        Err(e) => check.detail = crate::redact::scrub(&e.to_string()),
+    }
+    check
 }
 
 /// Formats a percentage without noise: `10%`, `9.87%`.
@@ -152,9 +262,9 @@ pub fn configured_percentage(
     if let Some(p) = expected {
         return Some((p, "--expect-percentage"));
     }
-    if let Some(p) = observed.gauge(&filter_stat(&spec.name, "new_percentage")) {
+    if let Some(p) = observed.gauge(&filter_stat(&spec.name, Gauge::NewPercentage.suffix())) {
         let use_legacy = observed
-            .gauge(&filter_stat(&spec.name, "use_legacy"))
+            .gauge(&filter_stat(&spec.name, Gauge::UseLegacy.suffix()))
             .unwrap_or(0.0)
             > 0.0;
         return Some((if use_legacy { 0.0 } else { p }, "Envoy gauge"));
@@ -184,8 +294,8 @@ fn split_check(
         None => format!("configured ± {} points", limits.split_tolerance_pct),
     };
     let mut c = check(spec, CheckKind::Split, "%", threshold);
-    let new = observed.counter(&filter_stat(&spec.name, "routed_new"));
-    let legacy = observed.counter(&filter_stat(&spec.name, "routed_legacy"));
+    let new = observed.counter(&filter_stat(&spec.name, Counter::RoutedNew.suffix()));
+    let legacy = observed.counter(&filter_stat(&spec.name, Counter::RoutedLegacy.suffix()));
     let Some((configured, source)) = configured else {
         c.detail = "configured percentage unknown (no Envoy gauge, no --filter-config, no --expect-percentage)".into();
         return c;
@@ -207,8 +317,16 @@ fn split_check(
         return c;
     }
     let share = pct(new, total);
-    let allowed = split_allowance(configured, total, limits.split_tolerance_pct);
-    if allowed > limits.split_tolerance_pct {
+    // At 0 % and 100 % the filter's decision is exact: every request goes to one side.
+    let exact = configured <= 0.0 || configured >= 100.0;
+    let allowed = if exact {
+        0.0
+    } else {
+        split_allowance(configured, total, limits.split_tolerance_pct)
+    };
+    if exact {
+        c.threshold = format!("exactly {}", fmt_pct(configured));
+    } else if allowed > limits.split_tolerance_pct {
         let shown = format!("{allowed:.1}");
         c.threshold = format!(
             "{} ± {} points (3σ of {total} requests)",
@@ -280,44 +398,68 @@ fn latency_check(
         );
         return c;
     }
-    let Some(value) = observed.quantile(
-        &cluster_stat(&spec.new_cluster, "upstream_rq_time"),
-        quantile,
-    ) else {
+    let histogram = cluster_stat(&spec.new_cluster, "upstream_rq_time");
+    let span = if observed.baseline.is_some() {
+        "over the window"
+    } else {
+        "since Envoy started"
+    };
+    let (value, how) = match observed.latency(&histogram, quantile) {
+        Some(figure) if figure.samples >= limits.min_requests as f64 => match figure.value {
+            Some(v) => (
+                v,
+                format!(
+                    "from upstream_rq_time bucket counts {span}, {} samples",
+                    figure.samples
+                ),
+            ),
+            None => (f64::NAN, String::new()),
+        },
+        Some(figure) => {
+            c.detail = format!(
+                "{} upstream_rq_time samples on {} {span}, need at least {} (Envoy merges histograms at each stats flush, 5 s by default)",
+                figure.samples, spec.new_cluster, limits.min_requests
+            );
+            return c;
+        }
+        // An Envoy that reported quantiles instead of buckets: its cumulative quantile.
+        None => match observed.quantile(&histogram, quantile) {
+            Some(v) => (v, "Envoy's quantile since Envoy started".to_string()),
+            None => (f64::NAN, String::new()),
+        },
+    };
+    if value.is_nan() {
         c.detail = format!(
-            "Envoy has not computed upstream_rq_time for {} yet (quantiles refresh at each stats flush, 5 s by default)",
+            "Envoy has no upstream_rq_time histogram for {} yet (histograms are merged at each stats flush, 5 s by default)",
             spec.new_cluster
         );
         return c;
-    };
+    }
     c.value = Some(value);
     c.status = if value < max {
         Status::Pass
     } else {
         Status::Fail
     };
-    c.detail = format!(
-        "p{quantile} of upstream_rq_time on {} since Envoy started",
-        spec.new_cluster
-    );
+    c.detail = format!("p{quantile} of upstream_rq_time on {} {how}", spec.new_cluster);
     c
 }
 
-const SHADOW_FAILURES: [&str; 5] = [
-    "shadow_failed_3xx",
-    "shadow_failed_4xx",
-    "shadow_failed_5xx",
-    "shadow_failed_reset",
-    "shadow_timed_out",
+const SHADOW_FAILURES: [Counter; 5] = [
+    Counter::ShadowFailed3xx,
+    Counter::ShadowFailed4xx,
+    Counter::ShadowFailed5xx,
+    Counter::ShadowFailedReset,
+    Counter::ShadowTimedOut,
 ];
 
 fn dual_write_active(spec: &ServiceSpec, observed: &Observed) -> bool {
-    match observed.gauge(&filter_stat(&spec.name, "dual_write_enabled")) {
+    match observed.gauge(&filter_stat(&spec.name, Gauge::DualWriteEnabled.suffix())) {
         Some(g) => g > 0.0,
         None => {
             spec.file_dual_write.unwrap_or(false)
                 || observed
-                    .counter(&filter_stat(&spec.name, "shadow_sent"))
+                    .counter(&filter_stat(&spec.name, Counter::ShadowSent.suffix()))
                     .unwrap_or(0.0)
                     > 0.0
         }
@@ -337,7 +479,7 @@ fn dual_write_failure_check(
         format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)),
     );
     let skipped = observed
-        .counter(&filter_stat(&spec.name, "shadow_skipped_body_too_large"))
+        .counter(&filter_stat(&spec.name, Counter::ShadowSkippedBodyTooLarge.suffix()))
         .unwrap_or(0.0);
     rate_check(
         c,
@@ -364,7 +506,7 @@ fn mismatch_check(
         format!("< {}", fmt_pct(limits.max_mismatch_pct)),
     );
     let mismatched = observed
-        .counter(&filter_stat(&spec.name, "shadow_mismatch"))
+        .counter(&filter_stat(&spec.name, Counter::ShadowMismatch.suffix()))
         .unwrap_or(0.0);
     rate_check(
         c,
@@ -391,10 +533,10 @@ impl ShadowOutcomes {
                 .counter(&filter_stat(&spec.name, name))
                 .unwrap_or(0.0)
         };
-        let failed: f64 = SHADOW_FAILURES.iter().map(|n| count(n)).sum();
+        let failed: f64 = SHADOW_FAILURES.iter().map(|c| count(c.suffix())).sum();
         ShadowOutcomes {
             failed,
-            finished: count("shadow_succeeded") + failed,
+            finished: count(Counter::ShadowSucceeded.suffix()) + failed,
         }
     }
 }
@@ -595,5 +737,31 @@ mod tests {
         );
         let split = split_check(&spec(), &o, &limits(), Some(25.0));
         assert_eq!(split.status, Status::Fail);
+    }
+
+    #[test]
+    fn the_ends_are_exact() {
+        let at_100 = |new: f64, legacy: f64| {
+            let o = observed(
+                &[
+                    ("wasmcustom.cutover.chat.new_percentage", 100.0),
+                    ("wasmcustom.cutover.chat.routed_new", new),
+                    ("wasmcustom.cutover.chat.routed_legacy", legacy),
+                ],
+                None,
+            );
+            split_check(&spec(), &o, &limits(), None).status
+        };
+        assert_eq!(at_100(100.0, 0.0), Status::Pass);
+        assert_eq!(at_100(95.0, 5.0), Status::Fail, "95 % is not 100 %");
+        let o = observed(
+            &[
+                ("wasmcustom.cutover.chat.new_percentage", 0.0),
+                ("wasmcustom.cutover.chat.routed_new", 1.0),
+                ("wasmcustom.cutover.chat.routed_legacy", 99.0),
+            ],
+            None,
+        );
+        assert_eq!(split_check(&spec(), &o, &limits(), None).status, Status::Fail);
     }
 }

@@ -1,19 +1,36 @@
-//! A minimal HTTP/1.1 GET over a plain TCP connection: enough for Envoy's admin endpoint and for
-//! health requests through Envoy's listener on loopback or in-cluster addresses (no TLS).
+//! The one HTTP client of the migrator for Envoy's admin endpoint and listeners (reqwest with
+//! rustls): `http://` and `https://` (custom CA with `--cacert`), a timeout on every request
+//! (connect, headers and body together) and a size bound on every response body. URLs are only
+//! ever shown without their user-info (`http://admin:pw@…` → `http://…`).
 
+use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+/// Default bound of a response body. Envoy's `/stats?format=json` of a large Envoy is a few MiB;
+/// a config dump with many clusters somewhat more.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("invalid URL {url}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    #[error("--cacert {path}: {reason}")]
+    CaCert { path: String, reason: String },
+    #[error("GET {url}: cannot connect: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("GET {url}: no complete answer within {timeout_ms} ms (the server accepted the connection but did not answer in time)")]
+    Timeout { url: String, timeout_ms: u128 },
+    #[error("GET {url}: the answer is larger than the limit of {limit} bytes; not read further")]
+    TooLarge { url: String, limit: usize },
     #[error("GET {url}: {reason}")]
     Request { url: String, reason: String },
-    #[error("GET {url}: no answer within {timeout_ms} ms")]
-    Timeout { url: String, timeout_ms: u128 },
+}
+
+impl HttpError {
+    /// True when the URL itself is wrong (a usage error), not the server.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, HttpError::InvalidUrl { .. } | HttpError::CaCert { .. })
+    }
 }
 
 #[derive(Debug)]
@@ -32,118 +49,220 @@ impl Response {
     }
 }
 
+/// How the client talks to Envoy.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// For the whole request: connect, headers and body.
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+    /// PEM file with the CA certificate(s) of `https://` endpoints (besides the built-in roots).
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl ClientOptions {
+    pub fn with_timeout(timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            timeout,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            ca_cert: None,
+        }
+    }
+}
+
+/// A reusable client (connection pool) with the timeout and size bound of its options.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: reqwest::Client,
+    options: ClientOptions,
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> Result<Client, HttpError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout)
+            .no_proxy()
+            .user_agent(concat!("migrator/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &options.ca_cert {
+            let ca_error = |reason: String| HttpError::CaCert {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = read_bounded_file(path, 1024 * 1024).map_err(ca_error)?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ca_error(format!("not a PEM certificate file: {}", error_chain(&e))))?;
+            if certificates.is_empty() {
+                return Err(ca_error("no certificate in the file".to_string()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let inner = builder.build().map_err(|e| HttpError::Request {
+            url: String::new(),
+            reason: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+        })?;
+        Ok(Client { inner, options })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// GET `url`; the body is read up to the size bound, all within the timeout.
+    pub async fn get(&self, url: &str) -> Result<Response, HttpError> {
+        let parsed = parse_url(url)?;
+        let shown = redact_url(url);
+        let timeout = self.options.timeout;
+        let limit = self.options.max_body_bytes;
+        let classify = |e: reqwest::Error| -> HttpError {
+            if e.is_timeout() {
+                HttpError::Timeout {
+                    url: shown.clone(),
+                    timeout_ms: timeout.as_millis(),
+                }
+            } else if e.is_connect() {
+                HttpError::Connect {
+                    url: shown.clone(),
+                    reason: error_chain(&e.without_url()),
+                }
+            } else {
+                HttpError::Request {
+                    url: shown.clone(),
+                    reason: error_chain(&e.without_url()),
+                }
+            }
+        };
+        // The client's timeout covers the body too; this outer one is the same bound kept
+        // independent of reqwest's internals.
+        let work = async {
+            let mut response = self.inner.get(parsed).send().await.map_err(classify)?;
+            if response
+                .content_length()
+                .is_some_and(|length| length > limit as u64)
+            {
+                return Err(HttpError::TooLarge {
+                    url: shown.clone(),
+                    limit,
+                });
+            }
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(classify)? {
+                if body.len() + chunk.len() > limit {
+                    return Err(HttpError::TooLarge {
+                        url: shown.clone(),
+                        limit,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpError::Timeout {
+                url: shown.clone(),
+                timeout_ms: timeout.as_millis(),
+            }),
+        }
+    }
+}
+
 /// `base` joined with `path_and_query` (which starts with `/`).
 pub fn join(base: &str, path_and_query: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path_and_query)
 }
 
-pub async fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
-    match tokio::time::timeout(timeout, get_inner(url)).await {
-        Ok(result) => result,
-        Err(_) => Err(HttpError::Timeout {
-            url: url.to_string(),
-            timeout_ms: timeout.as_millis(),
-        }),
-    }
-}
-
-async fn get_inner(url: &str) -> Result<Response, HttpError> {
+/// Checks that `url` is an absolute `http://` or `https://` URL with a host.
+pub fn parse_url(url: &str) -> Result<url::Url, HttpError> {
     let invalid = |reason: &str| HttpError::InvalidUrl {
-        url: url.to_string(),
+        url: redact_url(url),
         reason: reason.to_string(),
     };
+    let missing_scheme = "expected an absolute URL with http:// or https://, e.g. http://127.0.0.1:9901";
+    if !url.contains("://") {
+        return Err(invalid(missing_scheme));
+    }
     let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
-    if parsed.scheme() != "http" {
-        return Err(invalid("only http:// URLs are supported"));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(missing_scheme));
     }
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| invalid("no host"))?
-        .to_string();
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    let mut target = parsed.path().to_string();
-    if let Some(query) = parsed.query() {
-        target.push('?');
-        target.push_str(query);
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host"));
     }
-    let failed = |reason: String| HttpError::Request {
-        url: url.to_string(),
-        reason,
-    };
-    let connect_host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let mut stream = TcpStream::connect((connect_host.as_str(), port))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: migrator-cutover-verify\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    parse_response(&raw).map_err(failed)
+    Ok(parsed)
 }
 
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let head_end = find(raw, b"\r\n\r\n").ok_or("incomplete response (no header end)")?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| "response header is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let body_raw = &raw[head_end + 4..];
-    let chunked = headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body_raw)?
-    } else {
-        body_raw.to_vec()
-    };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = find(data, b"\r\n").ok_or("truncated chunked body")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
+/// `url` as it may be printed: without user name and password (also when it does not parse).
+pub fn redact_url(url: &str) -> String {
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        if parsed.has_host() && (!parsed.username().is_empty() || parsed.password().is_some()) {
+            // Both only fail for URLs without a host, excluded above.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
         }
-        if data.len() < size {
-            return Err("truncated chunk".to_string());
+        if parsed.has_host() {
+            let shown = parsed.to_string();
+            // The parser adds a root path; keep the URL as it was given.
+            return match shown.strip_suffix('/') {
+                Some(trimmed) if !url.ends_with('/') && parsed.path() == "/" => trimmed.to_string(),
+                _ => shown,
+            };
         }
-        body.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or_default();
     }
+    // Not a URL with a host: drop everything up to the last '@' of the authority part.
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}{host}{tail}")
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// An error and its sources, joined with ": ", without repeating a message its source already
+/// says.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+fn read_bounded_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut data = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
+    if data.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -151,19 +270,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_plain_and_chunked_responses() {
-        let plain =
-            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-routed-to: new\r\n\r\nok")
-                .unwrap();
-        assert_eq!(plain.status, 200);
-        assert_eq!(plain.body, b"ok");
-        assert_eq!(plain.header("X-Routed-To"), Some("new"));
-        let chunked = parse_response(
-            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(chunked.status, 503);
-        assert_eq!(chunked.body, b"abcde");
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            redact_url("http://admin:pw@127.0.0.1:9901/stats"),
+            "http://127.0.0.1:9901/stats"
+        );
+        assert_eq!(redact_url("https://u@envoy:9901"), "https://envoy:9901");
+        assert_eq!(redact_url("admin:pw@127.0.0.1:9901"), "127.0.0.1:9901");
+        assert_eq!(redact_url("http://127.0.0.1:9901"), "http://127.0.0.1:9901");
+        assert_eq!(redact_url("http://127.0.0.1:9901/"), "http://127.0.0.1:9901/");
+    }
+
+    #[test]
+    fn only_absolute_http_urls_are_accepted() {
+        assert!(parse_url("http://127.0.0.1:9901").is_ok());
+        assert!(parse_url("https://envoy.internal:9901").is_ok());
+        for bad in ["127.0.0.1:9901", "localhost:9901", "ftp://h/x", "http://"] {
+            let err = parse_url(bad).unwrap_err();
+            assert!(err.is_usage(), "{bad}");
+            assert!(err.to_string().contains("invalid URL"), "{err}");
+        }
+        let err = parse_url("admin:secret@127.0.0.1:9901").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use checks::{Check, CheckKind, Status, Thresholds};
+use checks::{Check, CheckKind, Status};
 use report::Report;
 use services::ServiceSpec;
-use stats::{Observed, Snapshot};
+use stats::Observed;
 
 /// Options of `migrator cutover-verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,34 +54,12 @@ pub struct CutoverVerifyArgs {
     #[arg(long, value_name = "SECS")]
     pub window: Option<f64>,
 
-    /// Maximum 5xx rate of the new cluster, in percent.
-    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
-    pub max_error_rate: f64,
+    #[command(flatten)]
+    pub thresholds: checks::ThresholdArgs,
 
-    /// Maximum p95 upstream latency of the new cluster, in milliseconds.
-    #[arg(long, default_value_t = 500.0, value_name = "MS")]
-    pub max_p95_ms: f64,
-
-    /// Maximum p99 upstream latency of the new cluster, in milliseconds.
-    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
-    pub max_p99_ms: f64,
-
-    /// Allowed distance between the observed share routed to new and the configured percentage, in
-    /// percentage points.
-    #[arg(long, default_value_t = 5.0, value_name = "POINTS")]
-    pub split_tolerance: f64,
-
-    /// Requests a rate or latency check needs before it is judged; with fewer it reports "no data".
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub min_requests: u64,
-
-    /// Maximum dual-write (shadow request) failure rate, in percent.
-    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
-    pub max_dual_write_failure_rate: f64,
-
-    /// Maximum dual-write mismatch rate, in percent of successful shadow requests.
-    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
-    pub max_mismatch_rate: f64,
+    /// PEM file with the CA certificate(s) of https:// admin or listener URLs.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 
     /// Timeout of each HTTP request to Envoy, in milliseconds.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
@@ -97,37 +75,6 @@ pub struct CutoverVerifyArgs {
 
     #[command(flatten)]
     pub verify_args: crate::verify::VerifySharedArgs,
-}
-
-impl CutoverVerifyArgs {
-    fn thresholds(&self) -> anyhow::Result<Thresholds> {
-        let percent = |name: &str, v: f64| -> anyhow::Result<f64> {
-            if !(0.0..=100.0).contains(&v) {
-                bail!("--{name} must be between 0 and 100, got {v}");
-            }
-            Ok(v)
-        };
-        for (name, v) in [
-            ("max-p95-ms", self.max_p95_ms),
-            ("max-p99-ms", self.max_p99_ms),
-        ] {
-            if v.is_nan() || v <= 0.0 {
-                bail!("--{name} must be positive, got {v}");
-            }
-        }
-        Ok(Thresholds {
-            max_error_rate_pct: percent("max-error-rate", self.max_error_rate)?,
-            max_p95_ms: self.max_p95_ms,
-            max_p99_ms: self.max_p99_ms,
-            split_tolerance_pct: percent("split-tolerance", self.split_tolerance)?,
-            min_requests: self.min_requests,
-            max_dual_write_failure_pct: percent(
-                "max-dual-write-failure-rate",
-                self.max_dual_write_failure_rate,
-            )?,
-            max_mismatch_pct: percent("max-mismatch-rate", self.max_mismatch_rate)?,
-        })
-    }
 }
 
 /// Runs the checklist and prints it; returns the exit code: 0 every check passed, 1 a check failed
@@ -157,8 +104,17 @@ async fn checklist(args: &CutoverVerifyArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
-    let thresholds = args.thresholds()?;
+    // Credentials in the admin/listener URLs: never printed, also not inside HTTP errors.
+    crate::redact::register(&args.admin_url);
+    if let Some(listener) = &args.listener_url {
+        crate::redact::register(listener);
+    }
+    let thresholds = args.thresholds.thresholds().map_err(anyhow::Error::msg)?;
     let timeout = Duration::from_millis(args.http_timeout_ms);
+    let client = http::Client::new(http::ClientOptions {
+        ca_cert: args.cacert.clone(),
+        ..http::ClientOptions::with_timeout(timeout)
+    })?;
     let expected = parse_expected(&args.expect_percentage)?;
     let health = parse_health(&args.health)?;
     if !health.is_empty() && args.listener_url.is_none() {
@@ -186,18 +142,19 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         };
         let baseline = match window {
             Some(w) => {
-                let first = fetch_stats(&args.admin_url, timeout).await?;
+                let first = stats::fetch(&client, &args.admin_url).await?;
                 tokio::time::sleep(Duration::from_secs_f64(w)).await;
                 Some(first)
             }
             None => None,
         };
-        let latest = fetch_stats(&args.admin_url, timeout).await?;
+        let latest = stats::fetch(&client, &args.admin_url).await?;
         anyhow::Ok(Observed { latest, baseline })
     };
     let (observed, verify) = tokio::join!(stats_future, verify_future);
     let observed = observed?;
 
+    services::check_explicit(&observed.latest, file_services.as_deref(), &args.services)?;
     let service_list = services::resolve(
         services::from_gauges(&observed.latest),
         file_services,
@@ -222,7 +179,7 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         ));
         if let (Some(listener), Some(paths)) = (&args.listener_url, health.get(&spec.name)) {
             for path in paths {
-                all_checks.push(health_check(spec, listener, path, timeout).await);
+                all_checks.push(health_check(spec, &client, listener, path).await);
             }
         }
     }
@@ -231,7 +188,7 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         all_checks.push(data_check(verify_report));
     }
     Ok(Report::new(
-        crate::db::redact(&args.admin_url),
+        crate::redact::url(&args.admin_url),
         args.window,
         thresholds,
         all_checks,
@@ -239,55 +196,29 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     ))
 }
 
-async fn fetch_stats(admin_url: &str, timeout: Duration) -> anyhow::Result<Snapshot> {
-    let url = http::join(admin_url, "/stats?format=json");
-    let response = http::get(&url, timeout)
-        .await
-        .context("reading Envoy's admin stats")?;
-    if response.status != 200 {
-        bail!(
-            "GET {url}: HTTP {} (is this Envoy's admin address?)",
-            response.status
-        );
-    }
-    let body = String::from_utf8(response.body)
-        .with_context(|| format!("GET {url}: body is not UTF-8"))?;
-    Snapshot::parse(&body).with_context(|| format!("GET {url}"))
-}
-
-async fn health_check(spec: &ServiceSpec, listener: &str, path: &str, timeout: Duration) -> Check {
+async fn health_check(
+    spec: &ServiceSpec,
+    client: &http::Client,
+    listener: &str,
+    path: &str,
+) -> Check {
     let url = http::join(listener, path);
-    let mut check = Check {
-        id: format!("{}.health:{path}", spec.name),
-        service: Some(spec.name.clone()),
-        kind: CheckKind::Health,
-        status: Status::Fail,
-        value: None,
-        unit: "",
-        threshold: "HTTP 200".to_string(),
-        detail: String::new(),
-    };
-    match http::get(&url, timeout).await {
-        Ok(response) => {
-            check.value = Some(f64::from(response.status));
-            check.status = if response.status == 200 {
-                Status::Pass
-            } else {
-                Status::Fail
-            };
+    let answer = client.get(&url).await;
+    checks::health_check(
+        format!("{}.health:{path}", spec.name),
+        &spec.name,
+        answer.as_ref(),
+        |response| {
             let routed = response
                 .header("x-routed-to")
                 .map(|s| format!(", routed to {s}"))
                 .unwrap_or_default();
-            check.detail = format!("GET {path}: HTTP {}{routed}", response.status);
-        }
-        // A service that does not answer is a failed check, not a tool error.
-        Err(e) => check.detail = e.to_string(),
-    }
-    check
+            format!("GET {path}: HTTP {}{routed}", response.status)
+        },
+    )
 }
 
-fn data_check(verify: &crate::verify::VerifyReport) -> Check {
+pub(crate) fn data_check(verify: &crate::verify::VerifyReport) -> Check {
     let differences = verify.differences as f64;
     Check {
         id: "data".to_string(),

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cutover_filter::metrics::{metric_name, Gauge};
 use serde::Deserialize;
 
 use super::stats::Snapshot;
@@ -45,6 +46,14 @@ pub enum ServiceError {
     BadHealthArg(String),
     #[error("--expect-percentage {0:?}: expected SERVICE=PERCENT (0-100), e.g. chat=25")]
     BadPercentageArg(String),
+    #[error("--service {arg:?}: Envoy reports no service {name:?} (known: {known})")]
+    UnknownService {
+        arg: String,
+        name: String,
+        known: String,
+    },
+    #[error("--service {arg:?}: Envoy has no cluster {cluster:?}")]
+    UnknownCluster { arg: String, cluster: String },
 }
 
 // Only the fields this tool needs; the filter itself validates the full configuration.
@@ -101,17 +110,39 @@ pub fn from_filter_config_file(path: &Path) -> Result<Vec<ServiceSpec>, ServiceE
     from_filter_config_json(&text, &shown)
 }
 
-/// Services whose `new_percentage` gauge Envoy reports.
-pub fn from_gauges(snapshot: &Snapshot) -> Vec<ServiceSpec> {
+/// `/stats` name of the filter's gauge for a service.
+fn gauge_stat(service: &str, gauge: Gauge) -> String {
+    format!("wasmcustom.{}", metric_name(service, gauge.suffix()))
+}
+
+/// Services whose `new_percentage` gauge Envoy reports (every one, rolled out or not).
+fn gauge_services(snapshot: &Snapshot) -> Vec<String> {
+    let suffix = format!(".{}", Gauge::NewPercentage.suffix());
+    let prefix = format!("wasmcustom.{}", metric_name("", ""));
+    let prefix = prefix.trim_end_matches('.');
     let mut names: Vec<String> = snapshot
         .names()
         .filter_map(|n| {
-            n.strip_prefix("wasmcustom.cutover.")?
-                .strip_suffix(".new_percentage")
+            n.strip_prefix(prefix)?
+                .strip_prefix('.')?
+                .strip_suffix(suffix.as_str())
                 .map(str::to_string)
         })
         .collect();
     names.sort();
+    names
+}
+
+/// Services being rolled out, from Envoy's gauges: those sending a share to new or mirroring
+/// writes to it. A service on legacy with dual-write off has nothing to check.
+pub fn from_gauges(snapshot: &Snapshot) -> Vec<ServiceSpec> {
+    let mut names = gauge_services(snapshot);
+    names.retain(|name| {
+        let gauge = |g: Gauge| snapshot.value(&gauge_stat(name, g)).unwrap_or(0.0);
+        let routes_to_new =
+            gauge(Gauge::NewPercentage) > 0.0 && gauge(Gauge::UseLegacy) == 0.0;
+        routes_to_new || gauge(Gauge::DualWriteEnabled) > 0.0
+    });
     names
         .into_iter()
         .map(|name| {
@@ -119,6 +150,42 @@ pub fn from_gauges(snapshot: &Snapshot) -> Vec<ServiceSpec> {
             ServiceSpec::named(name, new_cluster)
         })
         .collect()
+}
+
+/// Refuses `--service NAME=CLUSTER` entries Envoy does not know: a service without gauges (and
+/// not in the filter configuration file) or a cluster without stats (typos are usage errors,
+/// not "no data").
+pub fn check_explicit(
+    snapshot: &Snapshot,
+    file: Option<&[ServiceSpec]>,
+    explicit: &[String],
+) -> Result<(), ServiceError> {
+    let known = gauge_services(snapshot);
+    for arg in explicit {
+        let Some((name, cluster)) = split_pair(arg) else {
+            return Err(ServiceError::BadServiceArg(arg.clone()));
+        };
+        let in_file = file.is_some_and(|f| f.iter().any(|s| s.name == name));
+        if !in_file && !known.contains(&name) {
+            return Err(ServiceError::UnknownService {
+                arg: arg.clone(),
+                name,
+                known: if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+            });
+        }
+        let prefix = format!("cluster.{cluster}.");
+        if !snapshot.names().any(|n| n.starts_with(&prefix)) {
+            return Err(ServiceError::UnknownCluster {
+                arg: arg.clone(),
+                cluster,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Parses a repeatable `KEY=VALUE` option.
@@ -193,7 +260,11 @@ mod tests {
         )
         .unwrap();
         let discovered = from_gauges(&gauges);
-        assert_eq!(discovered.len(), 2);
+        assert_eq!(discovered.len(), 1, "orchestration at 0 % without dual-write is not rolled out");
+        let discovered = vec![
+            discovered[0].clone(),
+            ServiceSpec::named("orchestration".into(), "orchestration_new".into()),
+        ];
         assert_eq!(discovered[0].new_cluster, "chat_new");
         let all = resolve(discovered.clone(), None, &[]).unwrap();
         assert_eq!(all.len(), 2);
@@ -201,5 +272,23 @@ mod tests {
         assert_eq!(only.len(), 1);
         assert_eq!(only[0].new_cluster, "chat_v2");
         assert!(resolve(vec![], None, &["chat".to_string()]).is_err());
+    }
+
+    #[test]
+    fn unknown_services_and_clusters_are_usage_errors() {
+        let snapshot = Snapshot::parse(
+            r#"{"stats":[{"name":"wasmcustom.cutover.chat.new_percentage","value":10},
+               {"name":"cluster.chat_new.upstream_rq_total","value":3}]}"#,
+        )
+        .unwrap();
+        assert!(check_explicit(&snapshot, None, &["chat=chat_new".into()]).is_ok());
+        assert!(matches!(
+            check_explicit(&snapshot, None, &["chats=chats_new".into()]),
+            Err(ServiceError::UnknownService { .. })
+        ));
+        assert!(matches!(
+            check_explicit(&snapshot, None, &["chat=chat_nwe".into()]),
+            Err(ServiceError::UnknownCluster { .. })
+        ));
     }
 }

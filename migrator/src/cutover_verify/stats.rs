@@ -8,7 +8,14 @@
 
 use std::collections::HashMap;
 
+use anyhow::{bail, Context};
 use serde::Deserialize;
+
+use super::http;
+
+/// The stats query: every numeric stat, and histograms as cumulative bucket counts (so latency
+/// over a window can be computed from two readings).
+const STATS_QUERY: &str = "/stats?format=json&histogram_buckets=cumulative";
 
 #[derive(Debug, thiserror::Error)]
 #[error("Envoy admin stats are not the expected JSON: {0}")]
@@ -20,6 +27,8 @@ pub struct Snapshot {
     values: HashMap<String, f64>,
     /// histogram name → (quantile in percent, cumulative value)
     quantiles: HashMap<String, Vec<(f64, Option<f64>)>>,
+    /// histogram name → (upper bound, samples ≤ bound since Envoy started), bounds ascending.
+    buckets: HashMap<String, Vec<(f64, f64)>>,
 }
 
 #[derive(Deserialize)]
@@ -31,12 +40,33 @@ struct StatsDoc {
 #[serde(untagged)]
 enum StatEntry {
     Histograms {
-        histograms: HistogramsDoc,
+        histograms: HistogramsField,
     },
     Value {
         name: String,
         value: serde_json::Value,
     },
+}
+
+/// Envoy renders histograms as an object of computed quantiles by default, and as an array of
+/// bucket lists with `histogram_buckets=cumulative`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HistogramsField {
+    Quantiles(HistogramsDoc),
+    Buckets(Vec<BucketHistogram>),
+}
+
+#[derive(Deserialize)]
+struct BucketHistogram {
+    name: String,
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Deserialize)]
+struct Bucket {
+    upper_bound: f64,
+    cumulative: f64,
 }
 
 #[derive(Deserialize)]
@@ -71,7 +101,22 @@ impl Snapshot {
                         snapshot.values.insert(name, number);
                     }
                 }
-                StatEntry::Histograms { histograms } => {
+                StatEntry::Histograms {
+                    histograms: HistogramsField::Buckets(list),
+                } => {
+                    for histogram in list {
+                        let mut buckets: Vec<(f64, f64)> = histogram
+                            .buckets
+                            .iter()
+                            .map(|b| (b.upper_bound, b.cumulative))
+                            .collect();
+                        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        snapshot.buckets.insert(histogram.name, buckets);
+                    }
+                }
+                StatEntry::Histograms {
+                    histograms: HistogramsField::Quantiles(histograms),
+                } => {
                     for computed in histograms.computed_quantiles {
                         if computed.values.len() != histograms.supported_quantiles.len() {
                             return Err(StatsParseError(format!(
@@ -109,10 +154,80 @@ impl Snapshot {
             .and_then(|(_, v)| *v)
     }
 
+    /// A reading assembled elsewhere (e.g. from Prometheus): numeric stats by `/stats` name and
+    /// cumulative bucket counts by histogram name.
+    pub fn from_parts(
+        values: HashMap<String, f64>,
+        mut buckets: HashMap<String, Vec<(f64, f64)>>,
+    ) -> Snapshot {
+        for list in buckets.values_mut() {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        Snapshot {
+            values,
+            quantiles: HashMap::new(),
+            buckets,
+        }
+    }
+
+    /// Several Envoys' readings as one: counters, gauges and bucket counts added (quantiles,
+    /// which cannot be added, are left out).
+    pub fn sum(snapshots: &[Snapshot]) -> Snapshot {
+        let mut total = Snapshot::default();
+        for s in snapshots {
+            for (name, value) in &s.values {
+                *total.values.entry(name.clone()).or_insert(0.0) += value;
+            }
+            for (name, buckets) in &s.buckets {
+                let into = total.buckets.entry(name.clone()).or_default();
+                for &(bound, count) in buckets {
+                    match into.iter_mut().find(|(b, _)| *b == bound) {
+                        Some((_, c)) => *c += count,
+                        None => into.push((bound, count)),
+                    }
+                }
+                into.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+        total
+    }
+
+    /// Cumulative bucket counts of histogram `name`, when Envoy reported buckets.
+    pub fn buckets(&self, name: &str) -> Option<&[(f64, f64)]> {
+        self.buckets.get(name).map(Vec::as_slice)
+    }
+
     /// Names of all numeric stats (for discovering services from the filter's gauges).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)
     }
+}
+
+/// Reads `/stats?format=json` from Envoy's admin endpoint at `admin_url`. An answer that is not
+/// Envoy's stats is named as such (a listener or another server at that address).
+pub async fn fetch(client: &http::Client, admin_url: &str) -> anyhow::Result<Snapshot> {
+    let url = http::join(admin_url, STATS_QUERY);
+    let shown = http::redact_url(&url);
+    let response = client
+        .get(&url)
+        .await
+        .context("reading Envoy's admin stats")?;
+    let server = response
+        .header("server")
+        .map(|s| format!(", server {s:?}"))
+        .unwrap_or_default();
+    if response.status != 200 {
+        bail!(
+            "GET {shown}: HTTP {}{server}: not Envoy's admin stats (is this Envoy's admin address?)",
+            response.status
+        );
+    }
+    let body = std::str::from_utf8(&response.body).map_err(|_| {
+        anyhow::anyhow!("GET {shown}: the answer is not text{server}: not Envoy's admin endpoint")
+    })?;
+    Snapshot::parse(body).map_err(|e| {
+        anyhow::anyhow!("GET {shown}: the answer is not Envoy's admin stats{server} ({e}): is this Envoy's admin address?")
+    })
 }
 
 /// Stats as seen by the checks: counters as the difference between two snapshots when a window was
@@ -140,6 +255,61 @@ impl Observed {
     pub fn quantile(&self, name: &str, percent: f64) -> Option<f64> {
         self.latest.quantile(name, percent)
     }
+
+    /// Quantile `percent` of histogram `name` over the window (bucket count differences between
+    /// the two readings) or, without a window, since Envoy started; with the number of samples it
+    /// is computed from. `None` when Envoy reported no buckets for it.
+    pub fn latency(&self, name: &str, percent: f64) -> Option<LatencyFigure> {
+        let latest = self.latest.buckets(name)?;
+        let counts: Vec<(f64, f64)> = match &self.baseline {
+            Some(base) => {
+                let before = base.buckets(name).unwrap_or_default();
+                latest
+                    .iter()
+                    .map(|(bound, count)| {
+                        let earlier = before
+                            .iter()
+                            .find(|(b, _)| (b - bound).abs() <= f64::EPSILON * bound.abs())
+                            .map_or(0.0, |(_, c)| *c);
+                        (*bound, (count - earlier).max(0.0))
+                    })
+                    .collect()
+            }
+            None => latest.to_vec(),
+        };
+        let samples = counts.last().map_or(0.0, |(_, c)| *c);
+        Some(LatencyFigure {
+            value: bucket_quantile(&counts, percent),
+            samples,
+        })
+    }
+}
+
+/// A latency quantile from histogram buckets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyFigure {
+    /// `None` without samples.
+    pub value: Option<f64>,
+    pub samples: f64,
+}
+
+/// The quantile of cumulative bucket counts, interpolated linearly inside the bucket it falls in
+/// (as Prometheus' `histogram_quantile`); the first bucket starts at 0.
+pub fn bucket_quantile(cumulative: &[(f64, f64)], percent: f64) -> Option<f64> {
+    let total = cumulative.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = (percent / 100.0).clamp(0.0, 1.0) * total;
+    let mut lower = (0.0, 0.0);
+    for &(bound, count) in cumulative {
+        if count >= rank && count > lower.1 {
+            let share = (rank - lower.1) / (count - lower.1);
+            return Some(lower.0 + (bound - lower.0) * share);
+        }
+        lower = (bound, count);
+    }
+    Some(lower.0)
 }
 
 #[cfg(test)]
@@ -187,6 +357,47 @@ mod tests {
             None
         );
         assert_eq!(s.quantile("cluster.other.upstream_rq_time", 95.0), None);
+    }
+
+    // Captured from Envoy 1.40 (`/stats?format=json&histogram_buckets=cumulative`), shortened.
+    const BUCKETS: &str = r#"{"stats":[{"name":"c","value":1},{"histograms":[{"name":"cluster.c.upstream_rq_time","buckets":[
+      {"upper_bound":0.5,"interval":4,"cumulative":4},{"upper_bound":1,"interval":9,"cumulative":9},
+      {"upper_bound":5,"interval":17,"cumulative":17},{"upper_bound":10,"interval":19,"cumulative":19},
+      {"upper_bound":25,"interval":20,"cumulative":20},{"upper_bound":3e+05,"interval":20,"cumulative":20}]}]}]}"#;
+
+    #[test]
+    fn latency_over_a_window_comes_from_bucket_differences() {
+        let now = Snapshot::parse(BUCKETS).unwrap();
+        let since_start = Observed {
+            latest: now.clone(),
+            baseline: None,
+        };
+        let all = since_start.latency("cluster.c.upstream_rq_time", 50.0).unwrap();
+        assert_eq!(all.samples, 20.0);
+        // rank 10 of 20 falls in (1, 5] holding samples 10..17.
+        assert!((all.value.unwrap() - (1.0 + 4.0 * (1.0 / 8.0))).abs() < 1e-9);
+        // Earlier, 17 fast samples: the window holds only the 3 slow ones.
+        let base = Snapshot::parse(&BUCKETS.replace("\"cumulative\":19", "\"cumulative\":17").replace("\"cumulative\":20", "\"cumulative\":17")).unwrap();
+        let window = Observed {
+            latest: now,
+            baseline: Some(base),
+        };
+        let slow = window.latency("cluster.c.upstream_rq_time", 95.0).unwrap();
+        assert_eq!(slow.samples, 3.0);
+        assert!(slow.value.unwrap() > 10.0, "{slow:?}");
+        assert_eq!(bucket_quantile(&[(1.0, 0.0)], 95.0), None);
+    }
+
+    #[test]
+    fn a_fleet_reading_is_the_sum() {
+        let one = Snapshot::parse(BUCKETS).unwrap();
+        let sum = Snapshot::sum(&[one.clone(), one]);
+        assert_eq!(sum.value("c"), Some(2.0));
+        let observed = Observed {
+            latest: sum,
+            baseline: None,
+        };
+        assert_eq!(observed.latency("cluster.c.upstream_rq_time", 50.0).unwrap().samples, 40.0);
     }
 
     #[test]

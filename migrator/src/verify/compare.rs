@@ -6,26 +6,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
+use super::job::TableJob;
 use super::report::{ChangedRow, TableReport};
-use super::sql::Projection;
-
-/// One table to compare, as both sides read it.
-#[derive(Debug, Clone)]
-pub struct TableJob {
-    pub name: String,
-    /// Shown in the report: the plan's source (table or SELECT).
-    pub source_label: String,
-    pub target: String,
-    /// The target table as quoted SQL, `"schema"."table"`.
-    pub target_sql: String,
-    /// FROM clauses (with alias `v`) for each side.
-    pub source_from: String,
-    pub target_from: String,
-    pub projection: Projection,
-    pub ignored_columns: Vec<String>,
-}
 
 /// Target rows per bucket the bucket count aims for: small enough that a differing bucket costs
 /// little to fetch row by row, large enough that the bucket list itself stays small.
@@ -56,7 +40,7 @@ async fn fetch(
     query
         .fetch_all(conn)
         .await
-        .map_err(|e| anyhow::anyhow!(crate::db::describe_db_error(&e)))
+        .map_err(|e| anyhow::anyhow!(crate::error::describe_db_error(&e)))
         .with_context(|| format!("table {table}: {step} on the {side}"))
 }
 
@@ -109,7 +93,38 @@ async fn column_values(
         .collect()
 }
 
+/// Each side reads the table in one snapshot (a `REPEATABLE READ READ ONLY` transaction for the
+/// whole comparison), so that the row counts and the keys found by the drill-down agree even
+/// while rows are being written: `source_rows - target_rows = missing - extra`.
+const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 pub async fn compare_table(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    job: &TableJob,
+    mask: u32,
+    sample: usize,
+) -> anyhow::Result<TableReport> {
+    let begin = |side: &'static str| {
+        move |e: sqlx::Error| {
+            anyhow::anyhow!(
+                "table {}: starting a snapshot on the {side}: {}",
+                job.name,
+                crate::error::describe_db_error(&e)
+            )
+        }
+    };
+    let (source_tx, target_tx) =
+        tokio::join!(source.begin_with(SNAPSHOT), target.begin_with(SNAPSHOT));
+    let mut source_tx = source_tx.map_err(begin("source"))?;
+    let mut target_tx = target_tx.map_err(begin("target"))?;
+    let report = compare_in_snapshots(&mut source_tx, &mut target_tx, job, mask, sample).await?;
+    // Read-only: ending the snapshots cannot lose anything.
+    let _ = tokio::join!(source_tx.commit(), target_tx.commit());
+    Ok(report)
+}
+
+async fn compare_in_snapshots(
     source: &mut PgConnection,
     target: &mut PgConnection,
     job: &TableJob,

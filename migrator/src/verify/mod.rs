@@ -7,6 +7,7 @@
 //! only a sample of the changed rows is read column by column to name the differing columns.
 
 pub mod compare;
+pub mod job;
 pub mod report;
 pub mod sql;
 
@@ -16,10 +17,9 @@ use anyhow::{bail, Context};
 use sqlx::Row;
 
 use crate::db;
-use crate::plan::{Plan, ResolvedTable, Source};
-use compare::TableJob;
+use crate::plan::Plan;
+use crate::redact::SecretUrl;
 pub use report::VerifyReport;
-use sql::Projection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -34,11 +34,11 @@ pub enum OutputFormat {
 pub struct VerifySharedArgs {
     /// Source database URL (the legacy database). Never printed with its password.
     #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
-    pub source_url: Option<String>,
+    pub source_url: Option<SecretUrl>,
 
     /// Target database URL (the new system's database). Never printed with its password.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub target_url: Option<String>,
+    pub target_url: Option<SecretUrl>,
 
     /// Plan file (TOML); default: the plan shipped in the binary (migrations/plan.toml).
     #[arg(long, value_name = "FILE")]
@@ -92,7 +92,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
 /// Prints the error (secrets scrubbed) and returns 2: verify and cutover-verify map every error to 2
 /// so that pipelines can tell "differences" (1) from "could not check" (2).
 pub fn error_exit(err: &anyhow::Error) -> u8 {
-    eprintln!("error: {}", db::scrub_secrets(&format!("{err:#}")));
+    eprintln!("error: {}", crate::error::render(err));
     2
 }
 
@@ -101,7 +101,7 @@ pub async fn run_for_cutover(args: &VerifySharedArgs) -> anyhow::Result<VerifyRe
     verify(args).await.context("--verify")
 }
 
-fn required<'a>(value: &'a Option<String>, what: &str) -> anyhow::Result<&'a str> {
+fn required<'a>(value: &'a Option<SecretUrl>, what: &str) -> anyhow::Result<&'a str> {
     match value.as_deref() {
         Some(v) if !v.trim().is_empty() => Ok(v),
         _ => bail!("{what} is required"),
@@ -119,7 +119,7 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
     );
     let (mut source, mut target) = (source?, target?);
     let resolved = crate::plan::resolve(&mut source, &mut target, &tables).await?;
-    let jobs = build_jobs(&resolved, &args.ignore_columns)?;
+    let jobs = job::build_jobs(&resolved, &args.ignore_columns)?;
 
     let mut reports = Vec::with_capacity(jobs.len());
     for job in &jobs {
@@ -137,66 +137,4 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
     db::close(source).await;
     db::close(target).await;
     Ok(VerifyReport::new(reports))
-}
-
-fn build_jobs(resolved: &[ResolvedTable], ignore: &[String]) -> anyhow::Result<Vec<TableJob>> {
-    let mut ignored: Vec<(String, String)> = Vec::new();
-    for spec in ignore {
-        let Some((table, column)) = spec.rsplit_once('.') else {
-            bail!("--ignore-column {spec:?}: expected TABLE.COLUMN, e.g. users.updated_at");
-        };
-        let Some(t) = resolved
-            .iter()
-            .find(|t| t.name() == table || t.plan.target.to_string() == table)
-        else {
-            let known: Vec<&str> = resolved.iter().map(|t| t.name()).collect();
-            bail!(
-                "--ignore-column {spec:?}: no table {table} among the verified tables ({})",
-                known.join(", ")
-            );
-        };
-        if !t.columns.iter().any(|c| c.name == column) {
-            bail!(
-                "--ignore-column {spec:?}: table {} has no compared column {column}",
-                t.name()
-            );
-        }
-        if t.key().name == column {
-            bail!("--ignore-column {spec:?}: {column} is the key of table {}; the key cannot be ignored", t.name());
-        }
-        ignored.push((t.name().to_string(), column.to_string()));
-    }
-    Ok(resolved
-        .iter()
-        .map(|t| {
-            let ignored_here: Vec<String> = ignored
-                .iter()
-                .filter(|(tn, _)| tn == t.name())
-                .map(|(_, c)| c.clone())
-                .collect();
-            let projection = Projection {
-                key: t.key().name.clone(),
-                key_type: t.key().sql_type.clone(),
-                columns: t
-                    .columns
-                    .iter()
-                    .filter(|c| !ignored_here.contains(&c.name))
-                    .map(|c| (c.name.clone(), c.sql_type.clone()))
-                    .collect(),
-            };
-            TableJob {
-                name: t.name().to_string(),
-                source_label: match &t.plan.source {
-                    Source::Table(name) => name.to_string(),
-                    Source::Query(q) => q.clone(),
-                },
-                target: t.plan.target.to_string(),
-                target_sql: t.plan.target.sql(),
-                source_from: sql::from_clause(&t.source_projection_sql(), true),
-                target_from: sql::from_clause(&t.plan.target.sql(), false),
-                projection,
-                ignored_columns: ignored_here,
-            }
-        })
-        .collect())
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::compare::TableJob;
+use super::job::TableJob;
 
 /// `migrator verify --format json`. Stable schema, documented in docs/migrator.md.
 #[derive(Debug, Clone, Serialize)]

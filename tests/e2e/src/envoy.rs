@@ -62,7 +62,12 @@ pub struct EnvoyBuilder {
     filter_enabled: bool,
     log_level: String,
     wasm: Option<PathBuf>,
+    request_time_header: Option<String>,
 }
+
+/// Envoy's substitution format for the request-time header: the downstream request's start,
+/// RFC 3339 UTC with microseconds (PostgreSQL's precision).
+pub const REQUEST_TIME_FORMAT: &str = "%START_TIME(%Y-%m-%dT%H:%M:%E6SZ)%";
 
 /// Why [`EnvoyBuilder::try_boot`] failed.
 #[derive(Debug)]
@@ -137,6 +142,14 @@ impl EnvoyBuilder {
     /// Load this `.wasm` instead of [`filter_wasm`] (benchmark baselines).
     pub fn wasm(mut self, path: &Path) -> Self {
         self.wasm = Some(path.to_path_buf());
+        self
+    }
+
+    /// Stamp every request with `header: <request start time>` ([`REQUEST_TIME_FORMAT`]) by an
+    /// `envoy.filters.http.header_mutation` filter placed before the cutover filter, so the value
+    /// (also one a client sent, which it overwrites) is among the headers the shadow copies.
+    pub fn request_time_header(mut self, header: &str) -> Self {
+        self.request_time_header = Some(header.to_string());
         self
     }
 
@@ -270,6 +283,9 @@ impl EnvoyBuilder {
             })),
         }
         let mut http_filters = Vec::new();
+        if let Some(header) = &self.request_time_header {
+            http_filters.push(request_time_filter(header));
+        }
         if self.filter_enabled {
             if self.ecds {
                 http_filters.push(json!({
@@ -328,6 +344,20 @@ impl EnvoyBuilder {
             }
         })
     }
+}
+
+/// The header_mutation filter that sets `header` to the request's start time, replacing any value.
+pub fn request_time_filter(header: &str) -> Value {
+    json!({
+        "name": "request_time",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"append": {
+                "header": {"key": header, "value": REQUEST_TIME_FORMAT},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+            }}]}
+        }
+    })
 }
 
 /// The `envoy.extensions.filters.http.wasm.v3.Wasm` typed config for the filter with this
@@ -396,6 +426,7 @@ impl Envoy {
             filter_enabled: true,
             log_level: "info".to_string(),
             wasm: None,
+            request_time_header: None,
         }
     }
 
@@ -778,10 +809,11 @@ impl Drop for Envoy {
     }
 }
 
-/// Asks the kernel to SIGKILL Envoy when the thread that spawns it exits, so a test process that
-/// is killed (or aborts) does not leave Envoy running on its ports.
+/// Asks the kernel to SIGKILL the child (Envoy, Prometheus) when the thread that spawns it exits, so
+/// a test process that
+/// is killed (or aborts) leaves nothing running on its ports.
 #[cfg(target_os = "linux")]
-fn kill_with_parent(command: &mut Command) {
+pub fn kill_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: getpid before the fork, prctl and getppid after it are async-signal-safe calls
     // that touch no memory of the parent.
@@ -794,7 +826,7 @@ fn kill_with_parent(command: &mut Command) {
             // The parent may have exited before prctl took effect.
             if libc::getppid() != parent {
                 return Err(io::Error::other(
-                    "the test process exited while starting Envoy",
+                    "the test process exited while starting a child process",
                 ));
             }
             Ok(())
@@ -803,7 +835,7 @@ fn kill_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kill_with_parent(_command: &mut Command) {}
+pub fn kill_with_parent(_command: &mut Command) {}
 
 /// Counters of the filter's ECDS subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -17,20 +17,24 @@
 //! Binaries: `ENVOY_BIN` (else `scripts/ensure-envoy`), `CUTOVER_WASM` (else the workspace's
 //! release build, rebuilt when older than `filter/src`). See [`envoy_bin`] and [`filter_wasm`].
 
+pub mod app;
 pub mod client;
 pub mod config;
 pub mod envoy;
 mod http;
 pub mod load;
 pub mod paths;
+pub mod traffic;
 pub mod upstream;
 
+pub use app::App;
 pub use client::{HttpClient, Response};
 pub use envoy::{
     cutover_stat, validate_config, write_atomically, EcdsStats, Envoy, EnvoyBuilder, FailurePolicy,
 };
 pub use http::Header;
-pub use paths::{envoy_bin, filter_wasm, workspace_root};
+pub use paths::{app_bin, envoy_bin, filter_wasm, migrator_bin, workspace_root};
+pub use traffic::{Ledger, Traffic, TrafficConfig};
 pub use upstream::{Behaviour, RecordedRequest, Upstream, SERVED_BY_HEADER};
 
 use std::time::{Duration, Instant};

@@ -117,3 +117,70 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     }
     newest
 }
+
+/// The service binary of the whole-system tests (`cutover-app` of `tests/apps`): `CUTOVER_APP_BIN`
+/// if set, else built by [`build_workspace_bins`].
+pub fn app_bin() -> PathBuf {
+    bin_from_env("CUTOVER_APP_BIN").unwrap_or_else(|| build_workspace_bins().join("cutover-app"))
+}
+
+/// The `migrator` binary: `MIGRATOR_BIN` if set, else built by [`build_workspace_bins`].
+pub fn migrator_bin() -> PathBuf {
+    bin_from_env("MIGRATOR_BIN").unwrap_or_else(|| build_workspace_bins().join("migrator"))
+}
+
+fn bin_from_env(name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(name).filter(|v| !v.is_empty())?);
+    assert!(
+        path.is_file(),
+        "{name}={} does not exist; unset it to build the binary",
+        path.display()
+    );
+    Some(path)
+}
+
+/// Runs `cargo build -p cutover-apps -p migrator --bins` once per test process (a no-op when
+/// they are up to date; cargo does not hold its lock while tests run) and returns the directory
+/// of the binaries (`$CARGO_TARGET_DIR` or `<workspace>/target`, then `debug`).
+pub fn build_workspace_bins() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace_root();
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = Command::new(cargo);
+        // The variables cargo sets for this test process describe the e2e package; build scripts
+        // that watch one of them (ring watches CARGO_MANIFEST_DIR) would otherwise be rebuilt
+        // here and again by the next `cargo test`, back and forth.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let status = command
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .args(["build", "-p", "cutover-apps", "-p", "migrator", "--bins"])
+            .status()
+            .expect("run cargo to build cutover-app and migrator");
+        assert!(
+            status.success(),
+            "building cutover-app and migrator failed ({status}); see the cargo output above"
+        );
+        target_dir.join("debug")
+    })
+    .clone()
+}

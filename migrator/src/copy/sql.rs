@@ -1,0 +1,269 @@
+//! The SQL `copy` writes the target with (staging table, COPY, the upsert and its dry-run count)
+//! and the queries of the rejected-row diagnosis: pure string builders over a
+//! [`ResolvedTable`], unit-tested below. The source side's SQL lives with the plan
+//! ([`crate::plan::ResolvedTable`]'s `source_*_sql`).
+
+use super::format::CopyFormat;
+use crate::db::{quote_ident, quote_literal};
+use crate::plan::ResolvedTable;
+
+/// The name of a table's staging table (a temporary table in the target session).
+pub fn staging_name(table: &ResolvedTable) -> String {
+    format!(
+        "cutover_staging_{}",
+        table
+            .name()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+}
+
+/// (Re)creates the staging table: the target table's copied columns, emptied at every commit.
+pub fn create_staging(table: &ResolvedTable, staging: &str) -> String {
+    format!(
+        "DROP TABLE IF EXISTS pg_temp.{s}; CREATE TEMP TABLE {s} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {t} WITH NO DATA",
+        s = quote_ident(staging),
+        cols = table.target_column_list(),
+        t = table.plan.target.sql()
+    )
+}
+
+pub fn drop_staging(staging: &str) -> String {
+    format!("DROP TABLE IF EXISTS pg_temp.{}", quote_ident(staging))
+}
+
+/// Total and non-NULL-key row counts of the source (a NULL key falls outside every key window).
+pub fn source_row_counts(table: &ResolvedTable) -> String {
+    format!(
+        "SELECT count(*), count({}) FROM {}",
+        table.source_key_sql(),
+        table.source_from_sql()
+    )
+}
+
+/// `COPY (select) TO STDOUT` in `format`.
+pub fn copy_out(select: &str, format: CopyFormat) -> String {
+    format!("COPY ({select}) TO STDOUT{}", format.option())
+}
+
+/// `COPY` straight into the target table (a window the target has no rows in).
+pub fn copy_into_target(table: &ResolvedTable, format: CopyFormat) -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN{}",
+        table.plan.target.sql(),
+        table.target_column_list(),
+        format.option()
+    )
+}
+
+/// `COPY` into the staging table.
+pub fn copy_into_staging(table: &ResolvedTable, staging: &str, format: CopyFormat) -> String {
+    format!(
+        "COPY pg_temp.{} ({}) FROM STDIN{}",
+        quote_ident(staging),
+        table.target_column_list(),
+        format.option()
+    )
+}
+
+fn non_key_columns(table: &ResolvedTable) -> Vec<String> {
+    table.columns[1..]
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect()
+}
+
+/// `(cur.a, cur.b) IS DISTINCT FROM (s.a, s.b)` over the non-key columns; `None` when there are none.
+fn rows_differ(left: &str, right: &str, rest: &[String]) -> Option<String> {
+    (!rest.is_empty()).then(|| {
+        format!(
+            "{} IS DISTINCT FROM {}",
+            row_of(left, rest),
+            row_of(right, rest)
+        )
+    })
+}
+
+fn row_of(alias: &str, cols: &[String]) -> String {
+    format!(
+        "({})",
+        cols.iter()
+            .map(|c| format!("{alias}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Counts what an upsert of the staged rows would insert and update.
+pub fn dry_run_counts(table: &ResolvedTable, staging: &str) -> String {
+    let key = quote_ident(&table.key().name);
+    let rest = non_key_columns(table);
+    let changed = rows_differ("cur", "s", &rest).unwrap_or_else(|| "false".into());
+    format!(
+        "SELECT count(*) FILTER (WHERE cur.{key} IS NULL), count(*) FILTER (WHERE cur.{key} IS NOT NULL AND {changed}) \
+         FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key}",
+        staging = quote_ident(staging),
+        target = table.plan.target.sql()
+    )
+}
+
+/// Inserts the staged rows that are missing, updates those that differ, and returns
+/// (inserted, updated). `up_to`: only staged keys up to this one (used to find a rejected row).
+pub fn upsert(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> String {
+    let key = quote_ident(&table.key().name);
+    let rest = non_key_columns(table);
+    let all: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let target = table.plan.target.sql();
+    let staging = quote_ident(staging);
+    let limit = up_to
+        .map(|k| {
+            format!(
+                " AND s.{key} <= CAST({} AS {})",
+                quote_literal(k),
+                table.key().sql_type
+            )
+        })
+        .unwrap_or_default();
+    let select_cols = all
+        .iter()
+        .map(|c| format!("s.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (filter, conflict) = match rows_differ("cur", "s", &rest) {
+        None => (format!("cur.{key} IS NULL"), "DO NOTHING".to_string()),
+        Some(changed) => (
+            format!("(cur.{key} IS NULL OR {changed})"),
+            format!(
+                "DO UPDATE SET {} WHERE {}",
+                rest.iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                rows_differ("t", "excluded", &rest).unwrap_or_default()
+            ),
+        ),
+    };
+    format!(
+        "WITH upserted AS ( \
+           INSERT INTO {target} AS t ({cols}) \
+           SELECT {select_cols} FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key} \
+           WHERE {filter}{limit} \
+           ON CONFLICT ({key}) {conflict} \
+           RETURNING (t.xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted",
+        cols = all.join(", ")
+    )
+}
+
+/// The first staged key that occurs more than once, as text.
+pub fn repeated_staged_key(table: &ResolvedTable, staging: &str) -> String {
+    let key = quote_ident(&table.key().name);
+    format!(
+        "SELECT s.{key}::text FROM pg_temp.{} AS s GROUP BY s.{key} HAVING count(*) > 1 ORDER BY s.{key} LIMIT 1",
+        quote_ident(staging)
+    )
+}
+
+/// The staged keys as text, in key order.
+pub fn staged_keys(table: &ResolvedTable, staging: &str) -> String {
+    let key = quote_ident(&table.key().name);
+    format!(
+        "SELECT s.{key}::text FROM pg_temp.{} AS s ORDER BY s.{key}",
+        quote_ident(staging)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Plan, ResolvedColumn};
+
+    fn table(columns: &[&str]) -> ResolvedTable {
+        let cols: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{{ name = \"{c}\" }}"))
+            .collect();
+        let text = format!(
+            "[[table]]\nname = \"my-users\"\nsource = \"legacy.users\"\ntarget = \"auth.users\"\nkey = \"id\"\ncolumns = [{}]\n",
+            cols.join(", ")
+        );
+        let plan = Plan::parse(&text, "test.toml").unwrap();
+        let t = plan.tables[0].clone();
+        ResolvedTable {
+            columns: t
+                .columns
+                .iter()
+                .map(|c| ResolvedColumn {
+                    name: c.name.clone(),
+                    sql_type: if c.name == "id" { "uuid" } else { "text" }.into(),
+                    binary_portable: true,
+                    from: c.from.clone(),
+                    default: c.default.clone(),
+                })
+                .collect(),
+            plan: t,
+        }
+    }
+
+    #[test]
+    fn staging_is_named_after_the_table_and_quoted() {
+        let t = table(&["id", "email"]);
+        let staging = staging_name(&t);
+        assert_eq!(staging, "cutover_staging_my_users");
+        assert_eq!(
+            create_staging(&t, &staging),
+            r#"DROP TABLE IF EXISTS pg_temp."cutover_staging_my_users"; CREATE TEMP TABLE "cutover_staging_my_users" ON COMMIT DELETE ROWS AS SELECT "id", "email" FROM "auth"."users" WITH NO DATA"#
+        );
+        assert_eq!(
+            copy_into_staging(&t, &staging, CopyFormat::Binary),
+            r#"COPY pg_temp."cutover_staging_my_users" ("id", "email") FROM STDIN (FORMAT binary)"#
+        );
+        assert_eq!(
+            copy_into_target(&t, CopyFormat::Text),
+            r#"COPY "auth"."users" ("id", "email") FROM STDIN"#
+        );
+    }
+
+    #[test]
+    fn upsert_updates_only_rows_that_differ_and_limits_by_key() {
+        let t = table(&["id", "email", "name"]);
+        let sql = upsert(&t, "st", None);
+        assert!(
+            sql.contains(r#"WHERE (cur."id" IS NULL OR (cur."email", cur."name") IS DISTINCT FROM (s."email", s."name"))"#),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(r#"ON CONFLICT ("id") DO UPDATE SET "email" = excluded."email", "name" = excluded."name" WHERE (t."email", t."name") IS DISTINCT FROM (excluded."email", excluded."name")"#),
+            "{sql}"
+        );
+        let limited = upsert(&t, "st", Some("k'1"));
+        assert!(
+            limited.contains(r#" AND s."id" <= CAST('k''1' AS uuid)"#),
+            "{limited}"
+        );
+    }
+
+    #[test]
+    fn a_key_only_table_inserts_missing_rows_and_updates_nothing() {
+        let t = table(&["id"]);
+        let sql = upsert(&t, "st", None);
+        assert!(
+            sql.contains(r#"WHERE cur."id" IS NULL ON CONFLICT ("id") DO NOTHING"#),
+            "{sql}"
+        );
+        assert!(dry_run_counts(&t, "st").contains("IS NOT NULL AND false"));
+    }
+
+    #[test]
+    fn diagnosis_queries_read_the_staged_keys_in_order() {
+        let t = table(&["id", "email"]);
+        assert_eq!(
+            staged_keys(&t, "st"),
+            r#"SELECT s."id"::text FROM pg_temp."st" AS s ORDER BY s."id""#
+        );
+        assert!(repeated_staged_key(&t, "st").contains(r#"GROUP BY s."id" HAVING count(*) > 1"#));
+        assert_eq!(
+            copy_out("SELECT 1", CopyFormat::Binary),
+            "COPY (SELECT 1) TO STDOUT (FORMAT binary)"
+        );
+    }
+}
