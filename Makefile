@@ -43,6 +43,12 @@ bench-filter-vm: wasm
 bench-filter: wasm
 	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-filter
 
+# Instructions per request under callgrind: no filter / route config / Lua / no-op Wasm / cutover
+# (2 and 20 services, matched and unmatched paths), side by side (docs/benchmarks.md).
+.PHONY: bench-filter-instructions
+bench-filter-instructions: wasm
+	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-filter-instructions
+
 # Client latency of writes with dual-write off / on (instant shadow) / on (500 ms shadow).
 bench-dual-write: wasm
 	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-dual-write

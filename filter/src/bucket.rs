@@ -1,53 +1,21 @@
-//! Unleash-compatible bucketing: `murmur3_x86_32("{group}:{key}", 0) % 100 + 1`.
+//! Unleash-compatible bucketing: `murmur3_x86_32("{group}:{key}", 0) % 100 + 1`, with the
+//! `murmur3` crate.
+
+use std::io::Read;
 
 /// MurmurHash3, x86 32-bit variant, over raw bytes.
-pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
-    const C1: u32 = 0xcc9e_2d51;
-    const C2: u32 = 0x1b87_3593;
-
-    let mut h = seed;
-    let mut blocks = data.chunks_exact(4);
-    for block in &mut blocks {
-        // `chunks_exact(4)` yields 4-byte blocks; the fallback is unreachable.
-        let word: [u8; 4] = block.try_into().unwrap_or([0; 4]);
-        let k = u32::from_le_bytes(word)
-            .wrapping_mul(C1)
-            .rotate_left(15)
-            .wrapping_mul(C2);
-        h ^= k;
-        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
-    }
-
-    let tail = blocks.remainder();
-    if !tail.is_empty() {
-        let mut k: u32 = 0;
-        for (i, b) in tail.iter().enumerate() {
-            k |= u32::from(*b) << (8 * i);
-        }
-        h ^= k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    }
-
-    // The length is mixed in modulo 2^32, as in the reference implementation.
-    h ^= data.len() as u32;
-    fmix32(h)
-}
-
-fn fmix32(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^= h >> 16;
-    h
+pub fn murmur3_32(mut data: &[u8], seed: u32) -> u32 {
+    // Reading from a byte slice cannot fail.
+    murmur3::murmur3_32(&mut data, seed).unwrap_or(0)
 }
 
 /// The bucket 1..=100 of `key` in stickiness group `group`.
 pub fn bucket(group: &str, key: &[u8]) -> u8 {
-    let mut input = Vec::with_capacity(group.len() + 1 + key.len());
-    input.extend_from_slice(group.as_bytes());
-    input.push(b':');
-    input.extend_from_slice(key);
-    (murmur3_32(&input, 0) % 100 + 1) as u8
+    // Chained slice readers: no per-request buffer for "{group}:{key}".
+    let mut input = group.as_bytes().chain(&b":"[..]).chain(key);
+    // Reading from byte slices cannot fail.
+    let hash = murmur3::murmur3_32(&mut input, 0).unwrap_or(0);
+    (hash % 100 + 1) as u8
 }
 
 #[cfg(test)]
@@ -97,5 +65,22 @@ mod tests {
             let s = format!("chat:{key}");
             (murmur3_32(s.as_bytes(), 0) % 100 + 1) as u8
         });
+    }
+
+    #[test]
+    fn the_chained_input_hashes_like_the_concatenation() {
+        // Every alignment of the group / ':' / key boundaries against murmur3's 4-byte blocks.
+        for group_len in 0..6 {
+            for key_len in 0..10 {
+                let group = "g".repeat(group_len);
+                let key: Vec<u8> = (0..key_len).map(|i| b'a' + i as u8).collect();
+                let whole = [group.as_bytes(), b":", &key].concat();
+                assert_eq!(
+                    u32::from(bucket(&group, &key)),
+                    murmur3_32(&whole, 0) % 100 + 1,
+                    "group {group:?} key {key:?}"
+                );
+            }
+        }
     }
 }

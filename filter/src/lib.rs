@@ -5,9 +5,11 @@
 //! With `shadow_reads` and `compare` it also mirrors a sample of reads and compares the other
 //! side's answers with the primary's (`reads`, `compare`): a dark launch.
 //!
-//! The pure core (`config`, `bucket`, `routing`, `mirror`, `outcome`, `shadow`, `reads`,
-//! `compare`, `metrics`) has no proxy-wasm dependency and is unit-tested natively; `glue` wires
-//! it into the proxy-wasm ABI and only exists in the `.wasm`.
+//! The pure core has no proxy-wasm dependency and is unit-tested natively: `config`, `bucket`,
+//! `routing`, `mirror`, `outcome`, `metrics`, `reads`, `compare`, and the state machines `stream`
+//! (one HTTP stream) and `root` (the shadows of one VM across its root contexts, with `shadow`'s
+//! tracker). `glue` is the adapter to the proxy-wasm ABI: it reads what Envoy hands over, calls
+//! the core and applies the effects; it only exists in the `.wasm`.
 #![cfg_attr(
     not(test),
     deny(
@@ -29,8 +31,10 @@ pub mod metrics;
 pub mod mirror;
 pub mod outcome;
 pub mod reads;
+pub mod root;
 pub mod routing;
 pub mod shadow;
+pub mod stream;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -15,6 +15,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome counters: each shadow counted in `shadow_sent` ends in exactly one of them.
+    pub const COUNTERS: [Counter; 6] = [
+        Counter::ShadowSucceeded,
+        Counter::ShadowFailed3xx,
+        Counter::ShadowFailed4xx,
+        Counter::ShadowFailed5xx,
+        Counter::ShadowFailedReset,
+        Counter::ShadowTimedOut,
+    ];
+
     pub fn is_success(self) -> bool {
         matches!(self, Outcome::Succeeded(_))
     }
@@ -207,6 +217,16 @@ mod tests {
         assert_eq!(Outcome::Failed5xx(500).counter(), Counter::ShadowFailed5xx);
         assert_eq!(Outcome::FailedReset.counter(), Counter::ShadowFailedReset);
         assert_eq!(Outcome::TimedOut.counter(), Counter::ShadowTimedOut);
+        for outcome in [
+            Outcome::Succeeded(200),
+            Outcome::Failed3xx(302),
+            Outcome::Failed4xx(404),
+            Outcome::Failed5xx(500),
+            Outcome::FailedReset,
+            Outcome::TimedOut,
+        ] {
+            assert!(Outcome::COUNTERS.contains(&outcome.counter()));
+        }
         assert_eq!(Outcome::Failed4xx(404).describe(), "404");
         assert_eq!(Outcome::FailedReset.describe(), "reset");
         assert_eq!(Outcome::TimedOut.describe(), "timeout");

@@ -1,14 +1,16 @@
-//! Bookkeeping for shadow requests, shared by a root context and the HTTP contexts it creates.
+//! Bookkeeping for shadow requests, one tracker per VM (shared by every root context and HTTP
+//! context of that VM; see [`crate::root`]).
 //!
-//! An HTTP context prepares a shadow and hands it over with [`Tracker::submit`]; the root
-//! context takes the queue on its tick ([`Tracker::take_queue`]), dispatches each shadow and
-//! reports the outcome ([`Tracker::shadow_outcome`]). The HTTP context reports the primary's
-//! status ([`Tracker::primary_status`]). Whichever arrives second settles the entry: a
-//! [`Settled`] says whether the two disagree. Entries never outlive their deadline
-//! ([`Tracker::expire`]) and their number is bounded.
+//! An HTTP context prepares a shadow and hands it over with [`Tracker::submit`]; a root context
+//! takes it from its queue on its tick, dispatches it and reports the outcome
+//! ([`Tracker::shadow_outcome`]). The HTTP context reports the primary's status
+//! ([`Tracker::primary_status`]). Whichever arrives second settles the entry: a [`Settled`] says
+//! whether the two disagree. Entries never outlive their deadline ([`Tracker::expire`]) and
+//! their number is bounded. `S` is what the glue counts a shadow's outcome under (its service's
+//! metric ids); the tracker only carries it.
 
 use crate::outcome::Outcome;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// What a log line about a shadow needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +44,11 @@ pub enum Primary {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
+struct Entry<S> {
     info: ShadowInfo,
+    service: S,
+    /// The root context that dispatches (or dispatched) this shadow.
+    owner: u32,
     primary: Primary,
     shadow: Option<Outcome>,
     deadline_ms: u64,
@@ -51,8 +56,11 @@ struct Entry {
 
 /// A shadow whose outcome and primary status are both known (or that expired).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settled {
+pub struct Settled<S> {
     pub info: ShadowInfo,
+    pub service: S,
+    /// The root context that dispatched it.
+    pub owner: u32,
     /// `None`: the client stream ended without a response, or the entry expired first.
     pub primary_status: Option<u16>,
     /// `None` only for an entry that expired without an outcome (a lost callback).
@@ -61,7 +69,7 @@ pub struct Settled {
     pub mismatch: bool,
 }
 
-impl Settled {
+impl<S> Settled<S> {
     /// Failures and mismatches are logged at warn.
     pub fn is_noteworthy(&self) -> bool {
         self.mismatch || !matches!(self.shadow, Some(Outcome::Succeeded(_)))
@@ -69,13 +77,12 @@ impl Settled {
 }
 
 #[derive(Debug)]
-pub struct Tracker {
+pub struct Tracker<S> {
     next_id: u64,
     max_entries: usize,
     /// Extra time after the shadow timeout before an unsettled entry is dropped.
     grace_ms: u64,
-    queue: VecDeque<ShadowRequest>,
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<u64, Entry<S>>,
     /// Dispatch token → shadow id and the dispatch time.
     tokens: HashMap<u32, Dispatched>,
 }
@@ -95,24 +102,25 @@ pub enum SubmitError {
     Full,
 }
 
-impl Tracker {
+impl<S> Tracker<S> {
     pub fn new(max_entries: usize, grace_ms: u64) -> Self {
         Self {
             next_id: 1,
             max_entries,
             grace_ms,
-            queue: VecDeque::new(),
             entries: HashMap::new(),
             tokens: HashMap::new(),
         }
     }
 
-    /// Queues a shadow (its `id` is assigned here) and starts tracking it. Returns the id the
-    /// HTTP context reports the primary status under.
+    /// Starts tracking a shadow that root context `owner` will dispatch (its `id` is assigned
+    /// here). Returns the id the HTTP context reports the primary status under.
     pub fn submit(
         &mut self,
-        mut request: ShadowRequest,
+        request: &mut ShadowRequest,
         info: ShadowInfo,
+        service: S,
+        owner: u32,
         now_ms: u64,
     ) -> Result<u64, SubmitError> {
         if self.entries.len() >= self.max_entries {
@@ -124,11 +132,12 @@ impl Tracker {
         let deadline_ms = now_ms
             .saturating_add(request.timeout_ms)
             .saturating_add(self.grace_ms);
-        self.queue.push_back(request);
         self.entries.insert(
             id,
             Entry {
                 info,
+                service,
+                owner,
                 primary: Primary::Waiting,
                 shadow: None,
                 deadline_ms,
@@ -137,17 +146,19 @@ impl Tracker {
         Ok(id)
     }
 
-    pub fn take_queue(&mut self) -> Vec<ShadowRequest> {
-        self.queue.drain(..).collect()
+    /// The root context that dispatches shadow `id`, while it is tracked.
+    pub fn owner_of(&self, id: u64) -> Option<u32> {
+        self.entries.get(&id).map(|e| e.owner)
     }
 
-    pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+    /// Forgets `token` (its call answered); the shadow it belonged to, if any.
+    pub fn take_token(&mut self, token: u32) -> Option<Dispatched> {
+        self.tokens.remove(&token)
     }
 
-    /// The service of shadow `id`, while it is tracked.
-    pub fn service_of(&self, id: u64) -> Option<String> {
-        self.entries.get(&id).map(|e| e.info.service.clone())
+    /// The service handle of shadow `id`, while it is tracked.
+    pub fn service_of(&self, id: u64) -> Option<&S> {
+        self.entries.get(&id).map(|e| &e.service)
     }
 
     /// Shadows submitted and not yet settled.
@@ -178,13 +189,13 @@ impl Tracker {
     }
 
     /// The outcome of the shadow dispatched under `token`.
-    pub fn token_outcome(&mut self, token: u32, outcome: Outcome) -> Option<Settled> {
+    pub fn token_outcome(&mut self, token: u32, outcome: Outcome) -> Option<Settled<S>> {
         let dispatched = self.tokens.remove(&token)?;
         self.shadow_outcome(dispatched.id, outcome)
     }
 
     /// The outcome of shadow `id` (also for shadows that could not be dispatched).
-    pub fn shadow_outcome(&mut self, id: u64, outcome: Outcome) -> Option<Settled> {
+    pub fn shadow_outcome(&mut self, id: u64, outcome: Outcome) -> Option<Settled<S>> {
         let entry = self.entries.get_mut(&id)?;
         entry.shadow = Some(outcome);
         self.settle_if_complete(id)
@@ -192,7 +203,7 @@ impl Tracker {
 
     /// The primary's status for shadow `id`; `None` when the stream ended without a response.
     /// A second report for the same id is ignored.
-    pub fn primary_status(&mut self, id: u64, status: Option<u16>) -> Option<Settled> {
+    pub fn primary_status(&mut self, id: u64, status: Option<u16>) -> Option<Settled<S>> {
         let entry = self.entries.get_mut(&id)?;
         if entry.primary != Primary::Waiting {
             return None;
@@ -205,14 +216,14 @@ impl Tracker {
     }
 
     /// Drops entries past their deadline; returns them settled with what is known.
-    pub fn expire(&mut self, now_ms: u64) -> Vec<Settled> {
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Settled<S>> {
         let expired: Vec<u64> = self
             .entries
             .iter()
             .filter(|(_, e)| e.deadline_ms <= now_ms)
             .map(|(id, _)| *id)
             .collect();
-        let mut settled: Vec<Settled> = expired
+        let mut settled: Vec<Settled<S>> = expired
             .into_iter()
             .filter_map(|id| self.entries.remove(&id).map(|e| (id, e)))
             .map(|(id, e)| {
@@ -224,7 +235,7 @@ impl Tracker {
         settled
     }
 
-    fn settle_if_complete(&mut self, id: u64) -> Option<Settled> {
+    fn settle_if_complete(&mut self, id: u64) -> Option<Settled<S>> {
         let entry = self.entries.get(&id)?;
         if entry.shadow.is_none() || entry.primary == Primary::Waiting {
             return None;
@@ -232,7 +243,7 @@ impl Tracker {
         self.entries.remove(&id).map(Self::settled)
     }
 
-    fn settled(entry: Entry) -> Settled {
+    fn settled(entry: Entry<S>) -> Settled<S> {
         let primary_status = match entry.primary {
             Primary::Status(s) => Some(s),
             Primary::Waiting | Primary::NoResponse => None,
@@ -243,6 +254,8 @@ impl Tracker {
         };
         Settled {
             info: entry.info,
+            service: entry.service,
+            owner: entry.owner,
             primary_status,
             shadow: entry.shadow,
             mismatch,
@@ -277,24 +290,33 @@ mod tests {
         }
     }
 
+    /// Submits a shadow of service "chat" dispatched by root 1.
+    fn submit(
+        t: &mut Tracker<&'static str>,
+        timeout_ms: u64,
+        path: &str,
+        now_ms: u64,
+    ) -> Result<u64, SubmitError> {
+        let mut r = request(timeout_ms);
+        let id = t.submit(&mut r, info(path), "chat", 1, now_ms)?;
+        assert_eq!(r.id, id);
+        Ok(id)
+    }
+
     #[test]
-    fn submit_queues_and_assigns_ids() {
+    fn submit_assigns_ids() {
         let mut t = Tracker::new(10, 1000);
-        let a = t.submit(request(100), info("/a"), 0).unwrap();
-        let b = t.submit(request(100), info("/b"), 0).unwrap();
+        let a = submit(&mut t, 100, "/a", 0).unwrap();
+        let b = submit(&mut t, 100, "/b", 0).unwrap();
         assert_ne!(a, b);
-        assert!(t.has_queued());
-        let queued = t.take_queue();
-        assert_eq!(queued.iter().map(|r| r.id).collect::<Vec<_>>(), [a, b]);
-        assert!(!t.has_queued());
         assert_eq!(t.in_flight(), 2);
+        assert_eq!(t.service_of(a), Some(&"chat"));
     }
 
     #[test]
     fn settles_when_the_shadow_answers_after_the_primary() {
         let mut t = Tracker::new(10, 1000);
-        let id = t.submit(request(100), info("/a"), 0).unwrap();
-        t.take_queue();
+        let id = submit(&mut t, 100, "/a", 0).unwrap();
         t.dispatched(id, 7, 0, 100);
         assert_eq!(t.primary_status(id, Some(201)), None);
         let settled = t.token_outcome(7, Outcome::Failed5xx(500)).unwrap();
@@ -309,7 +331,7 @@ mod tests {
     #[test]
     fn settles_when_the_primary_answers_after_the_shadow() {
         let mut t = Tracker::new(10, 1000);
-        let id = t.submit(request(100), info("/a"), 0).unwrap();
+        let id = submit(&mut t, 100, "/a", 0).unwrap();
         t.dispatched(id, 3, 0, 100);
         assert_eq!(t.token_outcome(3, Outcome::Succeeded(200)), None);
         let settled = t.primary_status(id, Some(200)).unwrap();
@@ -333,7 +355,7 @@ mod tests {
         ];
         for (primary, shadow, mismatch) in cases {
             let mut t = Tracker::new(10, 1000);
-            let id = t.submit(request(100), info("/a"), 0).unwrap();
+            let id = submit(&mut t, 100, "/a", 0).unwrap();
             t.shadow_outcome(id, shadow);
             let settled = t.primary_status(id, Some(primary)).unwrap();
             assert_eq!(settled.mismatch, mismatch, "{primary} vs {shadow:?}");
@@ -343,7 +365,7 @@ mod tests {
     #[test]
     fn a_stream_without_response_settles_without_mismatch() {
         let mut t = Tracker::new(10, 1000);
-        let id = t.submit(request(100), info("/a"), 0).unwrap();
+        let id = submit(&mut t, 100, "/a", 0).unwrap();
         t.primary_status(id, None);
         let settled = t.shadow_outcome(id, Outcome::Succeeded(200)).unwrap();
         assert_eq!(settled.primary_status, None);
@@ -353,7 +375,7 @@ mod tests {
     #[test]
     fn the_first_primary_report_wins() {
         let mut t = Tracker::new(10, 1000);
-        let id = t.submit(request(100), info("/a"), 0).unwrap();
+        let id = submit(&mut t, 100, "/a", 0).unwrap();
         t.primary_status(id, Some(200));
         t.primary_status(id, None);
         let settled = t.shadow_outcome(id, Outcome::Succeeded(200)).unwrap();
@@ -362,7 +384,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_and_tokens_are_ignored() {
-        let mut t = Tracker::new(10, 1000);
+        let mut t: Tracker<&str> = Tracker::new(10, 1000);
         assert_eq!(t.primary_status(99, Some(200)), None);
         assert_eq!(t.token_outcome(99, Outcome::Succeeded(200)), None);
         assert_eq!(t.shadow_outcome(99, Outcome::Succeeded(200)), None);
@@ -371,7 +393,7 @@ mod tests {
     #[test]
     fn entries_expire_after_timeout_plus_grace() {
         let mut t = Tracker::new(10, 1000);
-        let id = t.submit(request(500), info("/a"), 10_000).unwrap();
+        let id = submit(&mut t, 500, "/a", 10_000).unwrap();
         t.dispatched(id, 1, 10_000, 500);
         assert_eq!(
             t.dispatched_as(1),
@@ -381,7 +403,7 @@ mod tests {
                 timeout_ms: 500
             })
         );
-        let other = t.submit(request(5000), info("/b"), 10_000).unwrap();
+        let other = submit(&mut t, 5000, "/b", 10_000).unwrap();
         assert!(t.expire(11_499).is_empty());
         let expired = t.expire(11_500);
         assert_eq!(expired.len(), 1);
@@ -398,14 +420,11 @@ mod tests {
     #[test]
     fn the_number_of_entries_is_bounded() {
         let mut t = Tracker::new(2, 1000);
-        t.submit(request(100), info("/a"), 0).unwrap();
-        let b = t.submit(request(100), info("/b"), 0).unwrap();
-        assert_eq!(
-            t.submit(request(100), info("/c"), 0),
-            Err(SubmitError::Full)
-        );
+        submit(&mut t, 100, "/a", 0).unwrap();
+        let b = submit(&mut t, 100, "/b", 0).unwrap();
+        assert_eq!(submit(&mut t, 100, "/c", 0), Err(SubmitError::Full));
         t.shadow_outcome(b, Outcome::Succeeded(200));
         t.primary_status(b, Some(200));
-        assert!(t.submit(request(100), info("/c"), 0).is_ok());
+        assert!(submit(&mut t, 100, "/c", 0).is_ok());
     }
 }

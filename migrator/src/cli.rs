@@ -15,7 +15,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply the embedded migrations (migrations/NNN_*.sql) to the target database.
+    /// Apply the embedded migrations (migrations/NNN_*.sql), or those of --migrations DIR, to the
+    /// target database.
     Schema(SchemaArgs),
     /// Show applied and pending migrations and the copy checkpoints of the target database.
     Status(StatusArgs),
@@ -74,10 +75,21 @@ pub struct TablesArgs {
     pub tables: Vec<String>,
 }
 
+/// `--migrations DIR`: whose migrations `schema` applies and `status` reports.
+#[derive(Debug, Clone, Args)]
+pub struct MigrationsArgs {
+    /// A directory of sqlx-style migrations (NNN_name.sql) to use instead of the embedded ones
+    /// (this repository's migrations/).
+    #[arg(long, env = "MIGRATIONS_DIR", value_name = "DIR")]
+    pub migrations: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub migrations: MigrationsArgs,
     /// List the migrations that would be applied; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -87,6 +99,8 @@ pub struct SchemaArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub migrations: MigrationsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +119,15 @@ pub struct CopyArgs {
     /// Fail (exit 6) instead of waiting when another copy into the same target holds the lock.
     #[arg(long)]
     pub no_wait: bool,
+    /// After copying, delete target rows whose key is no longer in the source (batched,
+    /// checkpointed, each key recorded). Needs --no-target-writes (not for --dry-run); refused when
+    /// the plan says target_has_taken_over = true.
+    #[arg(long)]
+    pub prune: bool,
+    /// Confirms, for --prune, that nothing but copy and dual-write shadows has written the target
+    /// (it has not served any request as primary). Logged and recorded with the prune.
+    #[arg(long, requires = "prune")]
+    pub no_target_writes: bool,
 }
 
 /// Both databases and the plan tables to work on: `plan`'s options, which `copy` shares.

@@ -73,8 +73,13 @@ pub enum MigratorError {
     #[error("migration {version} ({description}) was changed after it was applied: its checksum differs from the one recorded in the target; refusing to continue")]
     MigrationChanged { version: i64, description: String },
 
-    #[error("the target has migration {version} applied, which this migrator does not know; refusing to continue")]
-    MigrationUnknown { version: i64 },
+    /// `origin`: where the known migrations come from ("the embedded migrations", a directory).
+    #[error("the target has migration {version} ({description}) applied, which {origin} does not have; refusing to continue")]
+    MigrationUnknown {
+        version: i64,
+        description: String,
+        origin: String,
+    },
 
     #[error("invalid plan: {0}")]
     PlanInvalid(String),

@@ -16,6 +16,7 @@
 //! - [`plan`]: the plan file, [`plan::resolve`] against both databases, and the SQL of the source
 //!   projection / target select ([`plan::ResolvedTable`]).
 //! - [`schema::check_migrated`]: "is the target at the embedded schema version?" (exit 4 if not).
+//! - [`migrations_dir`]: the migrations of `schema`/`status`: embedded, or `--migrations DIR`.
 
 // As in the filter: no unwrap/expect/panic outside tests; errors are values with exit codes.
 #![cfg_attr(
@@ -36,6 +37,7 @@ pub mod db;
 pub mod error;
 pub mod fixture;
 pub mod lock;
+pub mod migrations_dir;
 pub mod plan;
 mod plan_cmd;
 mod progress;

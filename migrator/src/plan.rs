@@ -31,6 +31,10 @@ pub const SHIPPED_PLAN: &str = include_str!("../../migrations/plan.toml");
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanDto {
+    /// The target has served requests as primary (the cutover happened): rows only in the target
+    /// may be its own writes, so `copy --prune` is refused.
+    #[serde(default)]
+    target_has_taken_over: bool,
     #[serde(default)]
     table: Vec<TableDto>,
 }
@@ -125,6 +129,8 @@ pub struct Plan {
     pub tables: Vec<TablePlan>,
     /// Stable hash of the plan text: a resumed copy must use the plan it started with.
     pub fingerprint: String,
+    /// `target_has_taken_over = true`: the target has served as primary; `copy --prune` refuses.
+    pub target_has_taken_over: bool,
 }
 
 fn invalid(msg: impl Into<String>) -> MigratorError {
@@ -241,7 +247,14 @@ impl Plan {
         Ok(Plan {
             tables,
             fingerprint: fnv1a_hex(text),
+            target_has_taken_over: dto.target_has_taken_over,
         })
+    }
+
+    /// Whether this is the plan shipped in the binary (given or not with `--plan`): the one plan
+    /// whose target schema is this repository's migrations.
+    pub fn is_shipped(&self) -> bool {
+        self.fingerprint == fnv1a_hex(SHIPPED_PLAN)
     }
 
     /// The tables named in `--tables` (all when empty), in plan order.

@@ -1,4 +1,5 @@
-//! `migrator schema`: applies the migrations embedded from `migrations/` at build time.
+//! `migrator schema`: applies the migrations embedded from `migrations/` at build time, or those
+//! of `--migrations DIR` ([`crate::migrations_dir`]), with the same checks either way.
 //!
 //! Locking ([`crate::lock`]): a session advisory lock on the connection that applies the
 //! migrations, closed at the end in every case (closing a connection releases its advisory locks,
@@ -18,6 +19,7 @@ use crate::db;
 use crate::error::MigratorError;
 use crate::lock::AdvisoryLock;
 pub use crate::lock::SCHEMA_LOCK_KEY;
+use crate::migrations_dir::Migrations;
 
 /// The migrations of `migrations/` (files `NNN_name.sql`), embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -65,12 +67,19 @@ pub async fn applied(conn: &mut PgConnection) -> sqlx::Result<Vec<AppliedMigrati
         .collect()
 }
 
-/// Compares the target's record with the embedded migrations: refuses a changed, unknown or
-/// failed migration, and returns the pending ones.
-pub fn pending(applied: &[AppliedMigration]) -> Result<Vec<&'static Migration>, MigratorError> {
+/// Compares the target's record with `migrations`: refuses a changed, unknown or failed
+/// migration, and returns the pending ones.
+pub fn pending<'m>(
+    applied: &[AppliedMigration],
+    migrations: &'m Migrations,
+) -> Result<Vec<&'m Migration>, MigratorError> {
     for a in applied {
-        let Some(m) = embedded().find(|m| m.version == a.version) else {
-            return Err(MigratorError::MigrationUnknown { version: a.version });
+        let Some(m) = migrations.find(a) else {
+            return Err(MigratorError::MigrationUnknown {
+                version: a.version,
+                description: a.description.clone(),
+                origin: migrations.origin.clone(),
+            });
         };
         if !a.success {
             return Err(MigratorError::NotMigrated {
@@ -87,7 +96,9 @@ pub fn pending(applied: &[AppliedMigration]) -> Result<Vec<&'static Migration>, 
             });
         }
     }
-    Ok(embedded()
+    Ok(migrations
+        .list
+        .iter()
         .filter(|m| !applied.iter().any(|a| a.version == m.version))
         .collect())
 }
@@ -95,7 +106,8 @@ pub fn pending(applied: &[AppliedMigration]) -> Result<Vec<&'static Migration>, 
 /// Fails with exit code 4 unless every embedded migration is applied unchanged.
 pub async fn check_migrated(target: &mut PgConnection) -> anyhow::Result<()> {
     let applied = applied(target).await?;
-    let pending = pending(&applied)?;
+    let embedded = Migrations::embedded();
+    let pending = pending(&applied, &embedded)?;
     if !pending.is_empty() {
         let names: Vec<String> = pending
             .iter()
@@ -109,16 +121,35 @@ pub async fn check_migrated(target: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `copy` requires of the target's schema: the shipped plan targets this repository's schema,
+/// so it needs the embedded migrations applied (exit 4 otherwise); any other plan targets a schema
+/// made by anyone, which [`crate::plan::resolve`] checks table by table and column by column.
+pub async fn check_for_plan(
+    target: &mut PgConnection,
+    plan: &crate::plan::Plan,
+) -> anyhow::Result<()> {
+    if plan.is_shipped() {
+        check_migrated(target).await?;
+    }
+    Ok(())
+}
+
 pub async fn run(args: SchemaArgs) -> anyhow::Result<u8> {
+    let migrations = Migrations::load(args.migrations.migrations.as_deref())?;
     let url = &args.target.target_url;
     let mut conn = db::connect("target", url).await?;
-    let result = apply(&mut conn, url, args.dry_run).await;
+    let result = apply(&mut conn, url, &migrations, args.dry_run).await;
     // Closing the connection releases the advisory lock whatever happened above.
     db::close(conn).await;
     result
 }
 
-async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Result<u8> {
+async fn apply(
+    conn: &mut PgConnection,
+    url: &str,
+    migrations: &Migrations,
+    dry_run: bool,
+) -> anyhow::Result<u8> {
     let name = db::database_name(url).unwrap_or_else(|| "the target database".into());
     let lock = if dry_run {
         None
@@ -126,7 +157,7 @@ async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Res
         Some(AdvisoryLock::acquire(conn, SCHEMA_LOCK_KEY, "schema", &name, false).await?)
     };
     let applied = applied(conn).await?;
-    let pending = pending(&applied)?;
+    let pending = pending(&applied, migrations)?;
     if pending.is_empty() {
         println!(
             "schema: nothing to apply; {} migrations already applied to {name}",
@@ -146,7 +177,7 @@ async fn apply(conn: &mut PgConnection, url: &str, dry_run: bool) -> anyhow::Res
     }
     // Our own lock (above) replaces sqlx's, which is not released when a migration fails.
     let migrator = Migrator {
-        migrations: MIGRATOR.migrations.clone(),
+        migrations: std::borrow::Cow::Owned(migrations.list.clone()),
         locking: false,
         ..Migrator::DEFAULT
     };

@@ -6,23 +6,25 @@ use crate::cli::StatusArgs;
 use crate::copy::runs::{self, RunRecord};
 use crate::db;
 use crate::error::MigratorError;
+use crate::migrations_dir::Migrations;
 use crate::schema;
 
 /// How many recent copy runs are listed.
 const RUNS_SHOWN: i64 = 5;
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<u8> {
+    let migrations = Migrations::load(args.migrations.migrations.as_deref())?;
     let mut target = db::connect("target", &args.target.target_url).await?;
-    let result = report(&mut target).await;
+    let result = report(&mut target, &migrations).await;
     db::close(target).await;
     result
 }
 
-async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
+async fn report(target: &mut PgConnection, migrations: &Migrations) -> anyhow::Result<u8> {
     let applied = schema::applied(target).await?;
-    println!("migrations:");
-    for m in schema::embedded() {
-        match applied.iter().find(|a| a.version == m.version) {
+    println!("migrations ({}):", migrations.origin);
+    for m in &migrations.list {
+        match Migrations::applied_as(m, &applied) {
             Some(a) if a.checksum != *m.checksum => {
                 println!(
                     "  {:03}_{:<20} CHANGED after it was applied on {}",
@@ -40,10 +42,7 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
             None => println!("  {:03}_{:<20} pending", m.version, m.description),
         }
     }
-    for a in applied
-        .iter()
-        .filter(|a| !schema::embedded().any(|m| m.version == a.version))
-    {
+    for a in applied.iter().filter(|a| migrations.find(a).is_none()) {
         println!(
             "  {:03}_{:<20} applied, but unknown to this migrator",
             a.version, a.description
@@ -63,7 +62,7 @@ async fn report(target: &mut PgConnection) -> anyhow::Result<u8> {
     // Status is informational, but a changed migration is worth a non-zero exit for scripts.
     if let Err(
         e @ (MigratorError::MigrationChanged { .. } | MigratorError::MigrationUnknown { .. }),
-    ) = schema::pending(&applied)
+    ) = schema::pending(&applied, migrations)
     {
         return Err(e.into());
     }
@@ -104,6 +103,12 @@ async fn print_run(target: &mut PgConnection, run: &RunRecord) -> anyhow::Result
             ),
             None => println!("    {table:<20} not started"),
         }
+    }
+    for (table, deleted, done) in crate::copy::prune::recorded(target, run.run_id).await? {
+        println!(
+            "    {table:<20} prune: {deleted} deleted{}",
+            if done { ", done" } else { ", not done" }
+        );
     }
     Ok(())
 }

@@ -31,6 +31,8 @@
 //! the next commit fail, so a copy whose lock is gone stops (exit 8) before writing anything more.
 
 //!
+//! `--prune` ([`prune`]) then deletes target rows whose key left the source, when it is safe.
+//!
 //! Modules: [`runs`] (bookkeeping tables, runs, checkpoints), [`pipeline`] (the readers),
 //! [`format`] (COPY formats, the binary row counter), [`apply`] (writing a batch), [`sql`] (the
 //! target-side SQL), [`diagnose`] (naming a rejected row), [`report`] (counts and the summary).
@@ -40,6 +42,7 @@ pub mod apply;
 pub mod diagnose;
 pub mod format;
 pub mod pipeline;
+pub mod prune;
 pub mod report;
 pub mod runs;
 pub mod sql;
@@ -71,17 +74,19 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let selection = &args.selection;
     let plan = Plan::load(selection.plan.plan.as_deref())?;
     let selected = plan.select(&selection.tables.tables)?;
+    prune::check_allowed(&args, &plan)?;
     let target_url = &selection.target.target_url;
     let source_url = &selection.source.source_url;
     let mut target = db::connect("target", target_url).await?;
     let mut source = db::connect("source", source_url).await?;
-    schema::check_migrated(&mut target).await?;
+    schema::check_for_plan(&mut target, &plan).await?;
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
     let mut sources = Sources::connect(source, source_url, target_url).await?;
 
     if args.dry_run {
-        let summaries = copy_tables(
+        let prune = prune::Prune::start_if(args.prune, &mut target, Mode::DryRun).await?;
+        let mut summaries = copy_tables(
             &mut sources,
             &mut target,
             &tables,
@@ -90,6 +95,8 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
             batch_size,
         )
         .await?;
+        let deleting = (&mut sources.keys, &mut target, &tables[..], Mode::DryRun);
+        prune::run_if(prune, deleting, &mut summaries, batch_size).await?;
         report::print_summary(&summaries, true);
         return Ok(0);
     }
@@ -109,6 +116,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
         &tables,
         batch_size,
         args.restart,
+        args.prune,
     )
     .await;
     // Closing the connection releases the lock, whatever happened.
@@ -134,6 +142,7 @@ async fn copy_locked(
     tables: &[ResolvedTable],
     batch_size: u64,
     restart: bool,
+    prune: bool,
 ) -> anyhow::Result<u8> {
     runs::ensure_bookkeeping(target, destination.database).await?;
     // Batch commits need not wait for the WAL flush: a batch and its checkpoint commit together,
@@ -144,14 +153,21 @@ async fn copy_locked(
         .await?;
     let names: Vec<String> = tables.iter().map(|t| t.name().to_string()).collect();
     let run = runs::begin(target, &plan.fingerprint, &names, restart).await?;
-    let copied = copy_tables(
-        sources,
-        target,
-        tables,
-        Mode::Write { run_id: run.id },
-        run.checkpoints,
-        batch_size,
-    )
+    let mode = Mode::Write { run_id: run.id };
+    let copied = async {
+        // The prune's snapshot is taken before any table is copied: see [`prune`].
+        let prune = prune::Prune::start_if(prune, target, mode).await?;
+        let mut summaries =
+            copy_tables(sources, target, tables, mode, run.checkpoints, batch_size).await?;
+        prune::run_if(
+            prune,
+            (&mut sources.keys, target, tables, mode),
+            &mut summaries,
+            batch_size,
+        )
+        .await?;
+        anyhow::Ok(summaries)
+    }
     .await;
     let summaries = match copied {
         Ok(summaries) => summaries,
@@ -201,6 +217,7 @@ async fn copy_table(
         return Ok(TableSummary {
             name,
             counts: checkpoint.counts,
+            deleted: 0,
             elapsed: started.elapsed(),
         });
     }
@@ -288,6 +305,7 @@ async fn copy_table(
     Ok(TableSummary {
         name,
         counts,
+        deleted: 0,
         elapsed: started.elapsed(),
     })
 }

@@ -25,6 +25,8 @@ impl Counts {
 pub struct TableSummary {
     pub name: String,
     pub counts: Counts,
+    /// Rows deleted by `--prune` (0 without it).
+    pub deleted: u64,
     pub elapsed: Duration,
 }
 
@@ -34,22 +36,23 @@ pub fn print_summary(summaries: &[TableSummary], dry_run: bool) {
 }
 
 fn render_summary(summaries: &[TableSummary], dry_run: bool) -> String {
-    let (ins, upd) = if dry_run {
-        ("would insert", "would update")
+    let (ins, upd, del) = if dry_run {
+        ("would insert", "would update", "would delete")
     } else {
-        ("inserted", "updated")
+        ("inserted", "updated", "deleted")
     };
     let mut out = format!(
-        "{:<20} {:>12} {:>12} {:>12} {:>10}\n",
-        "table", ins, upd, "unchanged", "elapsed"
+        "{:<20} {:>12} {:>12} {:>12} {:>12} {:>10}\n",
+        "table", ins, upd, "unchanged", del, "elapsed"
     );
     for s in summaries {
         out.push_str(&format!(
-            "{:<20} {:>12} {:>12} {:>12} {:>9.2}s\n",
+            "{:<20} {:>12} {:>12} {:>12} {:>12} {:>9.2}s\n",
             s.name,
             s.counts.inserted,
             s.counts.updated,
             s.counts.unchanged,
+            s.deleted,
             s.elapsed.as_secs_f64()
         ));
     }
@@ -73,11 +76,15 @@ mod tests {
                 updated: 1,
                 unchanged: 1,
             },
+            deleted: 2,
             elapsed: Duration::from_millis(1500),
         };
         let dry = render_summary(std::slice::from_ref(&s), true);
         assert!(dry.contains("would insert") && dry.ends_with("dry run: nothing was written\n"));
+        assert!(dry.contains("would delete"), "{dry}");
         let real = render_summary(&[s], false);
         assert!(!real.contains("would") && real.contains("1.50s"), "{real}");
+        let figures: Vec<&str> = real.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(figures[1..5], ["1", "1", "1", "2"], "{real}");
     }
 }

@@ -8,6 +8,7 @@ mod cutover_verify_support;
 mod verify_support;
 
 // Behaviours, one module each.
+mod any_system;
 mod bad_input_constraint_violation;
 mod bad_input_missing_database;
 mod bad_input_not_migrated;

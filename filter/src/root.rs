@@ -1,0 +1,634 @@
+//! The shadows of one VM (one Envoy worker): which root context dispatches each shadow, when each
+//! root context ticks, when a replaced root context may finish, and how outcomes are counted.
+//!
+//! Envoy creates one root context per plugin configuration. When an ECDS update replaces a
+//! configuration, the old root context is asked to finish (`on_done`); answering "not yet" keeps
+//! it, and the calls it dispatched, alive until it calls `done()`. Envoy (proxy-wasm-cpp-host)
+//! keeps such a draining root context in a map keyed by the plugin key — which contains the
+//! configuration text — so a second draining root context of the same text *replaces* the first
+//! one, and the first one's calls are cancelled without a callback. That happens as soon as a
+//! configuration text comes back while shadows of its previous root context are in flight
+//! (A → B → A → B). So a root context never dispatches a shadow itself while a draining root context
+//! of the same configuration text exists: it hands the shadow to that one, which stays until its
+//! last call answered. At most one root context per configuration text ever holds calls, and a
+//! root context without calls finishes at once.
+//!
+//! The tracker is shared by all root contexts of the VM, so a primary's status and a shadow's
+//! outcome meet whichever root context dispatched it. Ticks: a root context with queued shadows
+//! ticks fast ([`FAST_TICK_MS`]) to dispatch them; one with calls in flight ticks slowly
+//! ([`SLOW_TICK_MS`]) to expire lost ones; otherwise it does not tick.
+
+use crate::metrics::Counter;
+use crate::outcome::{classify, needs_body, CallResponse, Outcome, BODY_PREFIX_LEN};
+use crate::shadow::{Dispatched, Settled, ShadowInfo, ShadowRequest, SubmitError, Tracker};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Tick period while shadows wait to be dispatched.
+pub const FAST_TICK_MS: u64 = 2;
+/// Tick period while shadows are in flight and none is queued: how often expiry looks.
+pub const SLOW_TICK_MS: u64 = 1_000;
+/// Shadows tracked per VM; beyond this a shadow is not sent and counted as failed.
+pub const MAX_SHADOWS_IN_FLIGHT: usize = 10_000;
+/// How long after its timeout an unsettled shadow is forgotten (counted as lost).
+pub const SETTLE_GRACE_MS: u64 = 30_000;
+
+/// What the root core asks the glue to do besides its return values.
+pub trait RootEffects<S> {
+    fn count(&mut self, service: &S, counter: Counter);
+    fn warn(&mut self, line: fmt::Arguments<'_>);
+}
+
+#[derive(Debug)]
+struct Root {
+    /// Identifies the configuration text (see the module docs).
+    config_key: u64,
+    /// Envoy asked it to finish; it stays while it holds calls.
+    draining: bool,
+    queue: Vec<ShadowRequest>,
+    /// Shadows it queued or dispatched whose call has not answered.
+    calls: usize,
+    /// The tick period last applied through the glue.
+    applied_tick_ms: u64,
+}
+
+impl Root {
+    fn wanted_tick_ms(&self) -> u64 {
+        if !self.queue.is_empty() || (self.draining && self.calls == 0) {
+            // Queued shadows go out now; a drained root context finishes on its next tick.
+            FAST_TICK_MS
+        } else if self.calls > 0 {
+            SLOW_TICK_MS
+        } else {
+            0
+        }
+    }
+}
+
+/// All shadow state of one VM; `S` is the glue's handle for a service's counters.
+#[derive(Debug)]
+pub struct Shadows<S> {
+    tracker: Tracker<S>,
+    roots: BTreeMap<u32, Root>,
+    next_expiry_ms: u64,
+}
+
+impl<S: Clone> Shadows<S> {
+    pub fn new(max_in_flight: usize, grace_ms: u64) -> Self {
+        Self {
+            tracker: Tracker::new(max_in_flight, grace_ms),
+            roots: BTreeMap::new(),
+            next_expiry_ms: 0,
+        }
+    }
+
+    /// Root context `root` accepted the configuration identified by `config_key`.
+    pub fn configure(&mut self, root: u32, config_key: u64) {
+        let entry = self.roots.entry(root).or_insert(Root {
+            config_key,
+            draining: false,
+            queue: Vec::new(),
+            calls: 0,
+            applied_tick_ms: 0,
+        });
+        entry.config_key = config_key;
+    }
+
+    /// Whether root context `root` is known (configured and not finished).
+    pub fn is_live(&self, root: u32) -> bool {
+        self.roots.contains_key(&root)
+    }
+
+    /// The root context that dispatches shadows submitted under `root`.
+    fn dispatcher_for(&self, root: u32) -> u32 {
+        let Some(own) = self.roots.get(&root) else {
+            return root;
+        };
+        if own.draining {
+            return root;
+        }
+        self.roots
+            .iter()
+            .find(|(id, r)| **id != root && r.draining && r.config_key == own.config_key)
+            .map_or(root, |(id, _)| *id)
+    }
+
+    /// Queues a shadow prepared by an HTTP context of root context `root`. Returns its id, or
+    /// counts it as sent and failed (logged) when too many are in flight.
+    pub fn submit(
+        &mut self,
+        root: u32,
+        mut request: ShadowRequest,
+        info: ShadowInfo,
+        service: S,
+        now_ms: u64,
+        fx: &mut impl RootEffects<S>,
+    ) -> Option<u64> {
+        let dispatcher = self.dispatcher_for(root);
+        let Some(owner) = self.roots.get_mut(&dispatcher) else {
+            fx.count(&service, Counter::ShadowSent);
+            fx.count(&service, Counter::ShadowFailedReset);
+            fx.warn(format_args!(
+                "cutover: shadow failed: service={} method={} path={} correlation_id={} primary_status=pending shadow_status=not-sent (no configured root context)",
+                info.service, info.method, info.path, info.correlation_id
+            ));
+            return None;
+        };
+        match self.tracker.submit(
+            &mut request,
+            info.clone(),
+            service.clone(),
+            dispatcher,
+            now_ms,
+        ) {
+            Ok(id) => {
+                owner.queue.push(request);
+                owner.calls = owner.calls.saturating_add(1);
+                Some(id)
+            }
+            Err(SubmitError::Full) => {
+                fx.count(&service, Counter::ShadowSent);
+                fx.count(&service, Counter::ShadowFailedReset);
+                fx.warn(format_args!(
+                    "cutover: shadow failed: service={} method={} path={} correlation_id={} primary_status=pending shadow_status=not-sent ({MAX_SHADOWS_IN_FLIGHT} shadows in flight)",
+                    info.service, info.method, info.path, info.correlation_id
+                ));
+                None
+            }
+        }
+    }
+
+    /// On `root`'s tick: the shadows it must dispatch now; expires lost shadows when due.
+    pub fn tick(
+        &mut self,
+        root: u32,
+        now_ms: u64,
+        fx: &mut impl RootEffects<S>,
+    ) -> Vec<ShadowRequest> {
+        if now_ms >= self.next_expiry_ms {
+            self.next_expiry_ms = now_ms.saturating_add(SLOW_TICK_MS);
+            for settled in self.tracker.expire(now_ms) {
+                if settled.shadow.is_none() {
+                    self.call_ended(settled.owner);
+                    // Expired without a callback: still one outcome per shadow sent.
+                    fx.count(&settled.service, Counter::ShadowFailedReset);
+                }
+                report(&settled, fx);
+            }
+        }
+        self.roots
+            .get_mut(&root)
+            .map(|r| std::mem::take(&mut r.queue))
+            .unwrap_or_default()
+    }
+
+    /// Shadow `id` went out under `token` at `now_ms`.
+    pub fn dispatched(
+        &mut self,
+        id: u64,
+        token: u32,
+        timeout_ms: u64,
+        now_ms: u64,
+        fx: &mut impl RootEffects<S>,
+    ) {
+        if let Some(service) = self.tracker.service_of(id) {
+            fx.count(service, Counter::ShadowSent);
+        }
+        self.tracker.dispatched(id, token, now_ms, timeout_ms);
+    }
+
+    /// Shadow `id` could not be dispatched (e.g. an unknown cluster).
+    pub fn dispatch_failed(&mut self, id: u64, fx: &mut impl RootEffects<S>) {
+        if let Some(service) = self.tracker.service_of(id) {
+            fx.count(service, Counter::ShadowSent);
+        }
+        self.outcome_of(id, Outcome::FailedReset, fx);
+    }
+
+    /// The shadow dispatched under `token`, if it is one of this VM's.
+    pub fn dispatched_as(&self, token: u32) -> Option<Dispatched> {
+        self.tracker.dispatched_as(token)
+    }
+
+    /// The call under `token` answered: `status` is its raw `:status` (`None` without headers),
+    /// `read_body(n)` reads the first `n` of its `body_size` body bytes (only for the statuses
+    /// whose body tells Envoy's own replies apart). Ignored for a token not of this VM.
+    pub fn call_response(
+        &mut self,
+        token: u32,
+        status: Option<&[u8]>,
+        body_size: usize,
+        read_body: impl FnOnce(usize) -> Vec<u8>,
+        now_ms: u64,
+        fx: &mut impl RootEffects<S>,
+    ) -> Option<Outcome> {
+        let dispatched = self.tracker.dispatched_as(token)?;
+        let body_prefix = if body_size > 0 && needs_body(status) {
+            read_body(BODY_PREFIX_LEN.min(body_size))
+        } else {
+            Vec::new()
+        };
+        let outcome = classify(&CallResponse {
+            status,
+            body_prefix: &body_prefix,
+            elapsed_ms: now_ms.saturating_sub(dispatched.at_ms),
+            timeout_ms: dispatched.timeout_ms,
+        });
+        self.call_answered(token, outcome, fx);
+        Some(outcome)
+    }
+
+    /// The call under `token` answered with `outcome`.
+    pub fn call_answered(&mut self, token: u32, outcome: Outcome, fx: &mut impl RootEffects<S>) {
+        if let Some(dispatched) = self.tracker.take_token(token) {
+            self.outcome_of(dispatched.id, outcome, fx);
+        }
+    }
+
+    fn outcome_of(&mut self, id: u64, outcome: Outcome, fx: &mut impl RootEffects<S>) {
+        let Some(service) = self.tracker.service_of(id).cloned() else {
+            return;
+        };
+        fx.count(&service, outcome.counter());
+        let owner = self.tracker.owner_of(id);
+        let settled = self.tracker.shadow_outcome(id, outcome);
+        if let Some(owner) = owner {
+            self.call_ended(owner);
+        }
+        if let Some(settled) = settled {
+            report(&settled, fx);
+        }
+    }
+
+    fn call_ended(&mut self, owner: u32) {
+        if let Some(root) = self.roots.get_mut(&owner) {
+            root.calls = root.calls.saturating_sub(1);
+        }
+    }
+
+    /// The primary's status for shadow `id` (`None`: the stream ended without a response).
+    pub fn primary_status(&mut self, id: u64, status: Option<u16>, fx: &mut impl RootEffects<S>) {
+        if let Some(settled) = self.tracker.primary_status(id, status) {
+            report(&settled, fx);
+        }
+    }
+
+    /// Envoy asks `root` to finish (`on_done`): `true` if it may go now; otherwise it drains.
+    pub fn shutdown(&mut self, root: u32) -> bool {
+        match self.roots.get_mut(&root) {
+            Some(r) if r.calls > 0 => {
+                r.draining = true;
+                false
+            }
+            _ => {
+                self.roots.remove(&root);
+                true
+            }
+        }
+    }
+
+    /// Whether draining `root` holds no call any more; it is forgotten and must call `done()`.
+    pub fn finished(&mut self, root: u32) -> bool {
+        let done = self
+            .roots
+            .get(&root)
+            .is_some_and(|r| r.draining && r.calls == 0);
+        if done {
+            self.roots.remove(&root);
+        }
+        done
+    }
+
+    /// Root contexts whose tick period must change, with the new period (0: off); the changes
+    /// count as applied.
+    pub fn tick_changes(&mut self) -> Vec<(u32, u64)> {
+        let mut changes = Vec::new();
+        for (id, root) in &mut self.roots {
+            let wanted = root.wanted_tick_ms();
+            if wanted != root.applied_tick_ms {
+                root.applied_tick_ms = wanted;
+                changes.push((*id, wanted));
+            }
+        }
+        changes
+    }
+
+    /// Shadows tracked (submitted and not settled).
+    pub fn in_flight(&self) -> usize {
+        self.tracker.in_flight()
+    }
+}
+
+/// Mismatch counter and the warn line for a settled shadow.
+fn report<S>(settled: &Settled<S>, fx: &mut impl RootEffects<S>) {
+    if settled.mismatch {
+        fx.count(&settled.service, Counter::ShadowMismatch);
+    }
+    if settled.is_noteworthy() {
+        let primary = settled
+            .primary_status
+            .map_or_else(|| "none".to_string(), |s| s.to_string());
+        let shadow = settled
+            .shadow
+            .map_or_else(|| "lost".to_string(), Outcome::describe);
+        fx.warn(format_args!(
+            "cutover: shadow {}: service={} method={} path={} correlation_id={} primary_status={} shadow_status={}",
+            if settled.mismatch { "mismatch" } else { "failed" },
+            settled.info.service,
+            settled.info.method,
+            settled.info.path,
+            settled.info.correlation_id,
+            primary,
+            shadow
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the root core asked for.
+    #[derive(Default)]
+    struct Fx {
+        counts: Vec<(&'static str, Counter)>,
+        warnings: Vec<String>,
+    }
+
+    impl RootEffects<&'static str> for Fx {
+        fn count(&mut self, service: &&'static str, counter: Counter) {
+            self.counts.push((service, counter));
+        }
+        fn warn(&mut self, line: fmt::Arguments<'_>) {
+            self.warnings.push(line.to_string());
+        }
+    }
+
+    impl Fx {
+        fn count_of(&self, counter: Counter) -> usize {
+            self.counts.iter().filter(|(_, c)| *c == counter).count()
+        }
+        /// Outcome counters (one per shadow sent).
+        fn outcomes(&self) -> usize {
+            self.counts
+                .iter()
+                .filter(|(_, c)| Outcome::COUNTERS.contains(c))
+                .count()
+        }
+    }
+
+    fn info() -> ShadowInfo {
+        ShadowInfo {
+            service: "chat".into(),
+            method: "POST".into(),
+            path: "/api/chat/m".into(),
+            correlation_id: "c1".into(),
+        }
+    }
+
+    fn request() -> ShadowRequest {
+        ShadowRequest {
+            id: 0,
+            cluster: "chat_legacy".into(),
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+            timeout_ms: 500,
+        }
+    }
+
+    const A: u64 = 0xa;
+    const B: u64 = 0xb;
+
+    /// A VM with root contexts, their dispatched calls and Envoy's next token.
+    struct Vm {
+        shadows: Shadows<&'static str>,
+        fx: Fx,
+        next_token: u32,
+        /// Open calls: token and the root context that dispatched it.
+        calls: Vec<(u32, u32)>,
+    }
+
+    impl Vm {
+        fn new() -> Self {
+            Self {
+                shadows: Shadows::new(100, 1_000),
+                fx: Fx::default(),
+                next_token: 1,
+                calls: Vec::new(),
+            }
+        }
+
+        fn submit(&mut self, root: u32) -> u64 {
+            self.shadows
+                .submit(root, request(), info(), "chat", 0, &mut self.fx)
+                .unwrap()
+        }
+
+        /// `root`'s tick: dispatches what it was handed.
+        fn tick(&mut self, root: u32, now_ms: u64) {
+            for r in self.shadows.tick(root, now_ms, &mut self.fx) {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.shadows
+                    .dispatched(r.id, token, r.timeout_ms, now_ms, &mut self.fx);
+                self.calls.push((token, root));
+            }
+        }
+
+        fn answer_all(&mut self) {
+            for (token, _) in std::mem::take(&mut self.calls) {
+                self.shadows
+                    .call_answered(token, Outcome::Succeeded(200), &mut self.fx);
+            }
+        }
+    }
+
+    #[test]
+    fn a_root_ticks_fast_only_while_shadows_are_queued() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        assert!(vm.shadows.tick_changes().is_empty(), "idle: no tick");
+        let id = vm.submit(1);
+        assert_eq!(vm.shadows.tick_changes(), [(1, FAST_TICK_MS)]);
+        vm.tick(1, 0);
+        // In flight, nothing queued: only expiry needs a tick.
+        assert_eq!(vm.shadows.tick_changes(), [(1, SLOW_TICK_MS)]);
+        vm.answer_all();
+        assert_eq!(vm.shadows.tick_changes(), [(1, 0)]);
+        vm.shadows.primary_status(id, Some(200), &mut vm.fx);
+        assert_eq!(vm.fx.count_of(Counter::ShadowSent), 1);
+        assert_eq!(vm.fx.count_of(Counter::ShadowSucceeded), 1);
+        assert_eq!(vm.shadows.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_replaced_root_without_calls_finishes_at_once() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        assert!(vm.shadows.shutdown(1));
+        assert!(!vm.shadows.is_live(1));
+    }
+
+    #[test]
+    fn a_replaced_root_drains_its_calls_then_finishes() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        vm.submit(1);
+        vm.tick(1, 0);
+        vm.shadows.tick_changes();
+        vm.shadows.configure(2, B);
+        assert!(!vm.shadows.shutdown(1), "a call is in flight");
+        assert!(!vm.shadows.finished(1));
+        // A new write under the new configuration goes out from the new root context.
+        vm.submit(2);
+        vm.tick(2, 1);
+        assert_eq!(vm.calls.iter().map(|c| c.1).collect::<Vec<_>>(), [1, 2]);
+        vm.answer_all();
+        // The drained root context gets a tick to finish on.
+        assert!(vm.shadows.tick_changes().contains(&(1, FAST_TICK_MS)));
+        assert!(vm.shadows.finished(1));
+        assert!(!vm.shadows.is_live(1));
+        assert_eq!(vm.fx.outcomes(), 2);
+    }
+
+    /// A → B → A → B with calls in flight: the second root context of text A must not hold calls
+    /// of its own while the first one drains, or Envoy replaces the first (and cancels its calls)
+    /// when the second one is replaced in turn.
+    #[test]
+    fn a_configuration_text_that_comes_back_hands_its_shadows_to_the_draining_root() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        vm.submit(1);
+        vm.tick(1, 0);
+        // → B
+        vm.shadows.configure(2, B);
+        assert!(!vm.shadows.shutdown(1));
+        vm.submit(2);
+        vm.tick(2, 0);
+        // → A again: root 3 has root 1's text.
+        vm.shadows.configure(3, A);
+        assert!(!vm.shadows.shutdown(2));
+        vm.submit(3);
+        vm.shadows.tick_changes();
+        vm.tick(3, 0);
+        vm.tick(1, 0);
+        // Root 1 dispatched root 3's shadow; root 3 holds nothing.
+        assert_eq!(vm.calls.iter().map(|c| c.1).collect::<Vec<_>>(), [1, 2, 1]);
+        // → B again: root 3 may go at once; root 4 hands its shadows to draining root 2.
+        vm.shadows.configure(4, B);
+        assert!(vm.shadows.shutdown(3), "root 3 holds no call");
+        vm.submit(4);
+        vm.tick(4, 0);
+        vm.tick(2, 0);
+        assert_eq!(
+            vm.calls.iter().map(|c| c.1).collect::<Vec<_>>(),
+            [1, 2, 1, 2]
+        );
+        vm.answer_all();
+        assert!(vm.shadows.finished(1));
+        assert!(vm.shadows.finished(2));
+        assert!(vm.shadows.is_live(4));
+        assert_eq!(vm.fx.count_of(Counter::ShadowSent), 4);
+        assert_eq!(vm.fx.outcomes(), 4);
+    }
+
+    #[test]
+    fn a_draining_root_dispatches_what_its_own_streams_still_submit() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        vm.submit(1);
+        vm.tick(1, 0);
+        vm.shadows.configure(2, B);
+        assert!(!vm.shadows.shutdown(1));
+        // A stream that started under root 1 completes its body now.
+        vm.submit(1);
+        vm.tick(1, 0);
+        assert_eq!(vm.calls.iter().map(|c| c.1).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn lost_calls_expire_and_count_once() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        let id = vm.submit(1);
+        vm.tick(1, 0);
+        assert_eq!(vm.shadows.tick_changes(), [(1, SLOW_TICK_MS)]);
+        vm.shadows.primary_status(id, Some(201), &mut vm.fx);
+        // timeout 500 + grace 1000; expiry runs at most once per SLOW_TICK_MS.
+        vm.tick(1, 1_000);
+        assert_eq!(vm.fx.outcomes(), 0);
+        vm.tick(1, 2_000);
+        assert_eq!(vm.fx.count_of(Counter::ShadowFailedReset), 1);
+        // Without a shadow status there is nothing to compare.
+        assert_eq!(vm.fx.count_of(Counter::ShadowMismatch), 0);
+        assert!(vm
+            .fx
+            .warnings
+            .iter()
+            .any(|w| w.contains("primary_status=201 shadow_status=lost")));
+        // The late callback changes nothing.
+        vm.answer_all();
+        assert_eq!(vm.fx.outcomes(), 1);
+        assert_eq!(vm.shadows.tick_changes(), [(1, 0)]);
+    }
+
+    #[test]
+    fn call_responses_are_classified_reading_the_body_only_when_needed() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        for _ in 0..3 {
+            vm.submit(1);
+        }
+        vm.tick(1, 0);
+        let tokens: Vec<u32> = vm.calls.iter().map(|c| c.0).collect();
+        let never = |_| -> Vec<u8> { panic!("the body of a 201 is not read") };
+        let outcome = vm
+            .shadows
+            .call_response(tokens[0], Some(b"201"), 10, never, 5, &mut vm.fx);
+        assert_eq!(outcome, Some(Outcome::Succeeded(201)));
+        let timeout = |n: usize| b"upstream request timeout"[..n.min(24)].to_vec();
+        let outcome =
+            vm.shadows
+                .call_response(tokens[1], Some(b"504"), 24, timeout, 500, &mut vm.fx);
+        assert_eq!(outcome, Some(Outcome::TimedOut));
+        let outcome = vm
+            .shadows
+            .call_response(tokens[2], None, 0, never, 5, &mut vm.fx);
+        assert_eq!(outcome, Some(Outcome::FailedReset));
+        // Unknown (or already answered) tokens are ignored.
+        assert_eq!(
+            vm.shadows
+                .call_response(tokens[0], Some(b"200"), 0, never, 5, &mut vm.fx),
+            None
+        );
+        assert_eq!(vm.fx.outcomes(), 3);
+    }
+
+    #[test]
+    fn a_failed_dispatch_is_sent_and_failed() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        let id = vm.submit(1);
+        let queued = vm.shadows.tick(1, 0, &mut vm.fx);
+        assert_eq!(queued.len(), 1);
+        vm.shadows.dispatch_failed(id, &mut vm.fx);
+        assert_eq!(vm.fx.count_of(Counter::ShadowSent), 1);
+        assert_eq!(vm.fx.count_of(Counter::ShadowFailedReset), 1);
+        assert!(vm.shadows.shutdown(1));
+    }
+
+    #[test]
+    fn too_many_shadows_are_sent_and_failed_without_a_call() {
+        let mut vm = Vm::new();
+        vm.shadows = Shadows::new(1, 1_000);
+        vm.shadows.configure(1, A);
+        vm.submit(1);
+        let second = vm
+            .shadows
+            .submit(1, request(), info(), "chat", 0, &mut vm.fx);
+        assert_eq!(second, None);
+        assert_eq!(vm.fx.count_of(Counter::ShadowSent), 1);
+        assert_eq!(vm.fx.count_of(Counter::ShadowFailedReset), 1);
+        assert!(vm.fx.warnings.iter().any(|w| w.contains("not-sent")));
+    }
+}

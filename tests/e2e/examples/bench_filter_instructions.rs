@@ -1,0 +1,498 @@
+//! Benchmark (not a test): instructions Envoy executes per request, counted by valgrind's
+//! callgrind, for the same routing work done several ways, side by side in one run
+//! (docs/benchmarks.md, `make bench-filter-instructions`).
+//!
+//! Each side is its own Envoy 1.40 (`--concurrency 1`) under `valgrind --tool=callgrind`, with
+//! one listener, the same routes and clusters, and an upstream that is a second, plain Envoy
+//! answering every request with a `direct_response`. One keep-alive client sends `BENCH_WARMUP`
+//! requests, the counters are zeroed (`callgrind_control -z`), then `BENCH_REQUESTS` routed
+//! `GET /api/chat/rooms/1/messages` with distinct `x-correlation-id`s; the dump's total divided
+//! by the requests is the figure.
+//!
+//! Env: `ENVOY_BIN`, `CUTOVER_WASM`, `BENCH_NOOP_WASM` (tests/e2e/noop-filter), `BENCH_REQUESTS`
+//! (3000), `BENCH_WARMUP` (300), `BENCH_SIDES` (comma-separated subset of the side names below).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cutover_e2e::envoy::{free_port, kill_with_parent, new_workdir, wasm_typed_config};
+use cutover_e2e::load::env_or;
+use cutover_e2e::{envoy_bin, filter_wasm, HttpClient};
+use cutover_filter::bucket::bucket;
+use serde_json::{json, Value};
+
+const PATH: &str = "/api/chat/rooms/1/messages";
+const UNMATCHED_PATH: &str = "/static/app.js";
+const CLUSTER_HEADER: &str = "x-cutover-cluster";
+/// Under valgrind Envoy needs ~40 s to become ready on an idle machine, minutes on a loaded one.
+const READY_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The Lua peer: the same decision as the filter (murmur3 x86 32 in LuaJIT's `bit` library,
+/// Unleash bucket of "chat:<key>", 50 %), the same request and response headers.
+const LUA: &str = r#"
+local bit = require("bit")
+local band, bxor, rshift, lshift, rol, tobit = bit.band, bit.bxor, bit.rshift, bit.lshift, bit.rol, bit.tobit
+local function mul(a, b)
+  return tobit(band(a, 0xffff) * b + lshift(tobit(rshift(a, 16) * b), 16))
+end
+local C1, C2 = tobit(0xcc9e2d51), tobit(0x1b873593)
+local function murmur3(s)
+  local h, len = 0, #s
+  local blocks = len - len % 4
+  for i = 1, blocks, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    local k = bit.bor(a, lshift(b, 8), lshift(c, 16), lshift(d, 24))
+    k = mul(rol(mul(k, C1), 15), C2)
+    h = tobit(mul(rol(bxor(h, k), 13), 5) + tobit(0xe6546b64))
+  end
+  local k, rest = 0, len - blocks
+  if rest >= 3 then k = bxor(k, lshift(s:byte(blocks + 3), 16)) end
+  if rest >= 2 then k = bxor(k, lshift(s:byte(blocks + 2), 8)) end
+  if rest >= 1 then
+    k = bxor(k, s:byte(blocks + 1))
+    h = bxor(h, mul(rol(mul(k, C1), 15), C2))
+  end
+  h = bxor(h, len)
+  h = mul(bxor(h, rshift(h, 16)), tobit(0x85ebca6b))
+  h = mul(bxor(h, rshift(h, 13)), tobit(0xc2b2ae35))
+  h = bxor(h, rshift(h, 16))
+  return h < 0 and h + 4294967296 or h
+end
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  headers:remove("x-cutover-shadow")
+  local path = headers:get(":path") or ""
+  if path:sub(1, 9) ~= "/api/chat" then
+    headers:remove("x-cutover-cluster")
+    headers:remove("x-routed-to")
+    return
+  end
+  local key = headers:get("x-correlation-id") or headers:get("x-request-id") or ""
+  local side = (murmur3("chat:" .. key) % 100 + 1 <= 50) and "new" or "legacy"
+  headers:replace("x-cutover-cluster", "chat_" .. side)
+  headers:replace("x-routed-to", side)
+  handle:clearRouteCache()
+  handle:streamInfo():dynamicMetadata():set("cutover", "side", side)
+end
+function envoy_on_response(handle)
+  local meta = handle:streamInfo():dynamicMetadata():get("cutover")
+  local headers = handle:headers()
+  if meta then
+    headers:replace("x-routed-to", meta["side"])
+    headers:replace("x-traffic-percentage", "50")
+  end
+  headers:replace("x-chat-legacy", "false")
+end
+"#;
+
+/// The cutover filter's configuration: `chat` at 50 % plus `extra` services with a feature header
+/// each (the first one on its kill switch), as in the issue's measurement.
+fn cutover_config(services: usize) -> Value {
+    let mut list = vec![json!({
+        "name": "chat", "path_prefixes": ["/api/chat"], "legacy_cluster": "chat_legacy",
+        "new_cluster": "chat_new", "new_percentage": 50, "feature_header": "x-chat-legacy"
+    })];
+    for i in 1..services {
+        list.push(json!({
+            "name": format!("svc{i}"), "path_prefixes": [format!("/api/svc{i}")],
+            "legacy_cluster": "chat_legacy", "new_cluster": "chat_new",
+            "new_percentage": 0, "use_legacy": i == 1, "feature_header": format!("x-svc{i}-legacy")
+        }));
+    }
+    json!({
+        "cluster_header": CLUSTER_HEADER,
+        "stickiness_headers": ["x-correlation-id", "x-request-id"],
+        "emit_feature_headers": true,
+        "services": list
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    None,
+    RouteConfig,
+    Lua,
+    Noop,
+    Cutover { services: usize },
+}
+
+struct Side {
+    name: &'static str,
+    filter: Filter,
+    path: &'static str,
+    /// Keep the filter off the unmatched route (`typed_per_filter_config` disabled).
+    disable_on_unmatched: bool,
+}
+
+const SIDES: [Side; 8] = [
+    Side {
+        name: "none",
+        filter: Filter::None,
+        path: PATH,
+        disable_on_unmatched: false,
+    },
+    Side {
+        name: "route-config",
+        filter: Filter::RouteConfig,
+        path: PATH,
+        disable_on_unmatched: false,
+    },
+    Side {
+        name: "lua",
+        filter: Filter::Lua,
+        path: PATH,
+        disable_on_unmatched: false,
+    },
+    Side {
+        name: "noop-wasm",
+        filter: Filter::Noop,
+        path: PATH,
+        disable_on_unmatched: false,
+    },
+    Side {
+        name: "cutover-2",
+        filter: Filter::Cutover { services: 2 },
+        path: PATH,
+        disable_on_unmatched: false,
+    },
+    Side {
+        name: "cutover-20",
+        filter: Filter::Cutover { services: 20 },
+        path: PATH,
+        disable_on_unmatched: false,
+    },
+    Side {
+        name: "cutover-2-unmatched",
+        filter: Filter::Cutover { services: 2 },
+        path: UNMATCHED_PATH,
+        disable_on_unmatched: false,
+    },
+    Side {
+        name: "cutover-2-unmatched-disabled",
+        filter: Filter::Cutover { services: 2 },
+        path: UNMATCHED_PATH,
+        disable_on_unmatched: true,
+    },
+];
+
+fn bootstrap(side: &Side, noop: &Path, listener: u16, admin: u16, upstream: u16) -> Value {
+    let cluster = |name: &str| {
+        json!({
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}
+        })
+    };
+    let mut unmatched =
+        json!({"name": "unmatched", "match": {"prefix": "/"}, "route": {"cluster": "chat_legacy"}});
+    if side.disable_on_unmatched {
+        unmatched["typed_per_filter_config"] = json!({"cutover": {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
+    }
+    let routes = if side.filter == Filter::RouteConfig {
+        vec![
+            json!({
+                "name": "chat", "match": {"prefix": "/api/chat"}, "route": {"cluster": "chat_new"},
+                "request_headers_to_add": [
+                    {"header": {"key": "x-routed-to", "value": "new"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+                "request_headers_to_remove": ["x-cutover-shadow", CLUSTER_HEADER],
+                "response_headers_to_add": [
+                    {"header": {"key": "x-routed-to", "value": "new"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                    {"header": {"key": "x-traffic-percentage", "value": "50"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                    {"header": {"key": "x-chat-legacy", "value": "false"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+            }),
+            unmatched,
+        ]
+    } else {
+        vec![
+            json!({"name": "by_cluster_header",
+                "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": true}]},
+                "route": {"cluster_header": CLUSTER_HEADER}}),
+            unmatched,
+        ]
+    };
+    let mut filters = Vec::new();
+    match side.filter {
+        Filter::None | Filter::RouteConfig => {}
+        Filter::Lua => filters.push(json!({"name": "cutover", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA}}})),
+        Filter::Noop => filters.push(json!({"name": "cutover",
+            "typed_config": wasm_typed_config(noop, &json!({}), None)})),
+        Filter::Cutover { services } => filters.push(json!({"name": "cutover",
+            "typed_config": wasm_typed_config(&filter_wasm(), &cutover_config(services), None)})),
+    }
+    filters.push(
+        json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
+    );
+    json!({
+        "node": {"id": "bench", "cluster": "bench"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [listener_json(listener, json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}), filters)],
+            "clusters": [cluster("chat_legacy"), cluster("chat_new")]
+        }
+    })
+}
+
+fn listener_json(port: u16, route_config: Value, filters: Vec<Value>) -> Value {
+    json!({
+        "name": format!("l{port}"),
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "bench", "route_config": route_config, "http_filters": filters
+            }
+        }]}]
+    })
+}
+
+/// An Envoy child process, killed and reaped on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(program: &Path, args: &[&str], dir: &Path, log: &str) -> Process {
+    let log = fs::File::create(dir.join(log)).expect("create a log file");
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log);
+    kill_with_parent(&mut command);
+    Process(
+        command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display())),
+    )
+}
+
+fn wait_ready(admin: u16, process: &mut Process, dir: &Path) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut client =
+        HttpClient::new(&format!("http://127.0.0.1:{admin}")).with_timeout(Duration::from_secs(5));
+    loop {
+        if let Ok(Some(status)) = process.0.try_wait() {
+            panic!("Envoy exited ({status}); logs in {}", dir.display());
+        }
+        if client
+            .try_send("GET", "/ready", &[], b"")
+            .is_ok_and(|r| r.status == 200)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy not ready within {READY_TIMEOUT:?}; logs in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn write_json(path: &Path, value: &Value) {
+    fs::write(path, serde_json::to_vec_pretty(value).expect("serialize"))
+        .expect("write a bootstrap");
+}
+
+fn key(i: usize) -> String {
+    format!("user-{i:06}")
+}
+
+/// Instructions per request of one side.
+fn measure(side: &Side, noop: &Path, upstream: u16, requests: usize, warmup: usize) -> f64 {
+    let dir = new_workdir();
+    let (listener, admin) = (free_port(), free_port());
+    write_json(
+        &dir.join("bootstrap.json"),
+        &bootstrap(side, noop, listener, admin, upstream),
+    );
+    let envoy = envoy_bin();
+    let envoy = envoy.to_str().expect("Envoy path is UTF-8");
+    let mut process = spawn(
+        Path::new("valgrind"),
+        &[
+            "--tool=callgrind",
+            "--smc-check=all-non-file",
+            "--callgrind-out-file=callgrind.out.%p",
+            envoy,
+            "-c",
+            "bootstrap.json",
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+        ],
+        &dir,
+        "envoy.log",
+    );
+    wait_ready(admin, &mut process, &dir);
+    let pid = process.0.id().to_string();
+    // The first request through a Wasm filter compiles it in V8, which takes minutes under valgrind.
+    let mut client =
+        HttpClient::new(&format!("http://127.0.0.1:{listener}")).with_timeout(READY_TIMEOUT);
+    let mut send = |i: usize| {
+        let key = key(i);
+        let response = client.get_with(side.path, &[("x-correlation-id", key.as_bytes())]);
+        assert_eq!(response.status, 200, "{}: status of request {i}", side.name);
+        response
+    };
+    for i in 0..warmup {
+        let response = send(i);
+        // The decision is the same on every side that routes by bucket.
+        if matches!(side.filter, Filter::Lua | Filter::Cutover { .. }) && side.path == PATH {
+            let expected = if bucket("chat", key(i).as_bytes()) <= 50 {
+                "new"
+            } else {
+                "legacy"
+            };
+            assert_eq!(
+                response.header("x-routed-to").as_deref(),
+                Some(expected),
+                "{}: side of {}",
+                side.name,
+                key(i)
+            );
+        }
+    }
+    callgrind_control(&["-z", &pid]);
+    for i in warmup..warmup + requests {
+        send(i);
+    }
+    callgrind_control(&["-d", &pid]);
+    let total = dumped_total(&dir, &pid);
+    drop(process);
+    let _ = fs::remove_dir_all(&dir);
+    total as f64 / requests as f64
+}
+
+fn callgrind_control(args: &[&str]) {
+    let status = Command::new("callgrind_control")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run callgrind_control");
+    assert!(status.success(), "callgrind_control {args:?} failed");
+}
+
+/// The instruction total of the dump `callgrind_control -d` wrote (`callgrind.out.<pid>.<n>`).
+fn dumped_total(dir: &Path, pid: &str) -> u64 {
+    let prefix = format!("callgrind.out.{pid}.");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dump: Option<PathBuf> = fs::read_dir(dir)
+            .expect("read the work dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+            });
+        if let Some(total) = dump
+            .and_then(|p| fs::read_to_string(p).ok())
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| {
+                        l.strip_prefix("totals:")
+                            .or_else(|| l.strip_prefix("summary:"))
+                    })
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+        {
+            return total;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no callgrind dump in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn main() {
+    let requests = env_or("BENCH_REQUESTS", 3000) as usize;
+    let warmup = env_or("BENCH_WARMUP", 300) as usize;
+    let noop =
+        PathBuf::from(std::env::var_os("BENCH_NOOP_WASM").expect(
+            "BENCH_NOOP_WASM: the no-op filter (scripts/bench-filter-instructions builds it)",
+        ));
+    let wanted: Option<Vec<String>> = std::env::var("BENCH_SIDES")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split(',').map(str::to_string).collect());
+    if let Some(wanted) = &wanted {
+        for name in wanted {
+            assert!(
+                SIDES.iter().any(|s| s.name == name),
+                "BENCH_SIDES: unknown side {name:?}"
+            );
+        }
+    }
+
+    // The upstream: a plain Envoy answering 200 to everything (not counted).
+    let upstream_dir = new_workdir();
+    let (upstream, upstream_admin) = (free_port(), free_port());
+    write_json(
+        &upstream_dir.join("bootstrap.json"),
+        &json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_admin}}},
+            "static_resources": {"listeners": [listener_json(upstream,
+                json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": "{\"messages\":[]}"}}}]}]}),
+                vec![json!({"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})])]}
+        }),
+    );
+    let mut upstream_process = spawn(
+        &envoy_bin(),
+        &[
+            "-c",
+            "bootstrap.json",
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--base-id",
+            "7",
+        ],
+        &upstream_dir,
+        "envoy.log",
+    );
+    wait_ready(upstream_admin, &mut upstream_process, &upstream_dir);
+
+    println!(
+        "{requests} requests per side after {warmup} warm-up, instructions per request (callgrind)"
+    );
+    println!("| side | path | instructions / request |");
+    println!("|---|---|---|");
+    for side in SIDES.iter().filter(|s| {
+        wanted
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|n| n == s.name))
+    }) {
+        let per_request = measure(side, &noop, upstream, requests, warmup);
+        println!(
+            "| {} | `{}` | {:.1}k |",
+            side.name,
+            side.path,
+            per_request / 1000.0
+        );
+    }
+    drop(upstream_process);
+    let _ = fs::remove_dir_all(&upstream_dir);
+}
