@@ -228,8 +228,8 @@ impl<S> Comparisons<S> {
 
     /// The rules comparison `id` started with (for the root context deciding whether to read
     /// the shadow's body).
-    pub fn rules(&self, id: u64) -> Option<&CompareConfig> {
-        self.entries.get(&id).map(|e| e.rules.as_ref())
+    pub fn rules(&self, id: u64) -> Option<Arc<CompareConfig>> {
+        self.entries.get(&id).map(|e| Arc::clone(&e.rules))
     }
 
     /// Ends every comparison past its deadline: a half that never came is a skip
