@@ -2,11 +2,13 @@
 //! request path uses. Parsing and validation happen once, in `on_configure`; every error names
 //! the offending field (`services[1].new_percentage: must be between 0 and 100, got 150`).
 
+use crate::compare::path::JsonPath;
 use crate::mirror::SHADOW_HEADER;
 use crate::routing::{cookie, Side, ROUTED_TO_HEADER};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-cutover-cluster";
 pub const DEFAULT_STICKINESS_HEADERS: [&str; 2] = ["x-correlation-id", "x-request-id"];
@@ -25,6 +27,18 @@ pub const MAX_OVERRIDES: usize = 32;
 pub const MAX_STICKINESS_COOKIES: usize = 16;
 /// Methods a shadow may be configured for.
 pub const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+/// Methods `shadow_reads` may mirror: the safe methods (RFC 9110 §9.2.1), which change nothing
+/// on the other side. Writes are mirrored by `dual_write`.
+pub const READ_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+pub const DEFAULT_SHADOW_READ_METHODS: [&str; 1] = ["GET"];
+/// Upper bound for each of `compare.ignore` and `compare.unordered`: every rule is followed
+/// through every compared document.
+pub const MAX_NOISE_RULES: usize = 32;
+/// Upper bound for `compare.headers`.
+pub const MAX_COMPARED_HEADERS: usize = 16;
+/// What `shadow_reads` sampling hashes the request id with, after the stickiness group
+/// (`<group>.shadow_reads:<x-request-id>`), so that the sample is independent of routing.
+pub const SHADOW_READS_GROUP_SUFFIX: &str = ".shadow_reads";
 
 /// A configuration error: the JSON path of the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +107,41 @@ pub struct RawService {
     pub dual_write: Option<RawDualWrite>,
     #[serde(default)]
     pub overrides: Vec<RawOverride>,
+    #[serde(default)]
+    pub shadow_reads: Option<RawShadowReads>,
+    #[serde(default)]
+    pub compare: Option<RawCompare>,
+}
+
+/// `{percentage, methods, timeout_ms}`: a sample of matched reads is mirrored to the other side.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadowReads {
+    /// A JSON number so that out-of-range and fractional values get our message, not serde's.
+    pub percentage: serde_json::Number,
+    #[serde(default = "default_read_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `{ignore, unordered, headers, writes, max_body_bytes, log_bodies}`: compare the responses
+/// of mirrored requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    #[serde(default)]
+    pub unordered: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub writes: bool,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default)]
+    pub log_bodies: bool,
 }
 
 /// `{header | cookie, value, side}`: a request whose header (or cookie) equals `value` goes to
@@ -143,6 +192,12 @@ fn default_methods() -> Vec<String> {
         .map(|m| m.to_string())
         .collect()
 }
+fn default_read_methods() -> Vec<String> {
+    DEFAULT_SHADOW_READ_METHODS
+        .iter()
+        .map(|m| m.to_string())
+        .collect()
+}
 fn default_timeout_ms() -> u64 {
     DEFAULT_DUAL_WRITE_TIMEOUT_MS
 }
@@ -182,6 +237,52 @@ pub struct ServiceConfig {
     pub dual_write: DualWriteConfig,
     /// Checked in order before bucketing; the first rule that matches decides. Empty: off.
     pub overrides: Vec<Override>,
+    /// `None`: reads are not mirrored.
+    pub shadow_reads: Option<ShadowReadsConfig>,
+    /// `None`: responses are not compared. Shared with the comparisons in flight, which keep
+    /// the rules they started with across configuration updates.
+    pub compare: Option<Arc<CompareConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowReadsConfig {
+    /// 0..=100: the share of matched reads mirrored.
+    pub percentage: u8,
+    /// Upper-case names out of [`READ_METHODS`].
+    pub methods: Vec<String>,
+    pub timeout_ms: u64,
+    /// `<stickiness_group>.shadow_reads`: the sampling hash's group.
+    pub sampling_group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareConfig {
+    /// Locations left out of the comparison (on both sides).
+    pub ignore: Vec<JsonPath>,
+    /// Arrays compared as multisets.
+    pub unordered: Vec<JsonPath>,
+    /// Lower-cased response headers compared too (every value, in order).
+    pub headers: Vec<String>,
+    /// Also compare mirrored writes (reads are always compared).
+    pub writes: bool,
+    /// Bodies longer than this (either side) are not compared.
+    pub max_body_bytes: u64,
+    /// Debug: put both whole bodies (up to `max_body_bytes`) in each mismatch log line.
+    pub log_bodies: bool,
+}
+
+impl CompareConfig {
+    /// No rules: bodies compared exactly (structurally for JSON).
+    pub fn plain() -> Self {
+        Self {
+            ignore: Vec::new(),
+            unordered: Vec::new(),
+            headers: Vec::new(),
+            writes: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            log_bodies: false,
+        }
+    }
 }
 
 /// A validated override rule.
@@ -412,24 +513,7 @@ impl TryFrom<RawConfig> for FilterConfig {
                 ));
             }
 
-            let new_percentage = match (s.new_percentage.as_u64(), s.new_percentage.as_i64()) {
-                (Some(p), _) if p <= 100 => p as u8,
-                (Some(_), _) | (None, Some(_)) => {
-                    return Err(ConfigError::new(
-                        at("new_percentage"),
-                        format!("must be between 0 and 100, got {}", s.new_percentage),
-                    ))
-                }
-                (None, None) => {
-                    return Err(ConfigError::new(
-                        at("new_percentage"),
-                        format!(
-                            "must be an integer between 0 and 100, got {}",
-                            s.new_percentage
-                        ),
-                    ))
-                }
-            };
+            let new_percentage = percentage(&at("new_percentage"), &s.new_percentage)?;
 
             let feature_header = match &s.feature_header {
                 Some(h) => {
@@ -447,6 +531,7 @@ impl TryFrom<RawConfig> for FilterConfig {
                 None => s.name.clone(),
             };
 
+            let dual_write_configured = s.dual_write.is_some();
             let dual_write = match s.dual_write {
                 None => DualWriteConfig::disabled(),
                 Some(d) => validate_dual_write(&at("dual_write"), d)?,
@@ -467,6 +552,25 @@ impl TryFrom<RawConfig> for FilterConfig {
                 )?);
             }
 
+            let shadow_reads = match s.shadow_reads {
+                None => None,
+                Some(r) => Some(validate_shadow_reads(
+                    &at("shadow_reads"),
+                    r,
+                    dual_write_configured.then_some(&dual_write),
+                    &stickiness_group,
+                )?),
+            };
+            let compare = match s.compare {
+                None => None,
+                Some(c) => Some(Arc::new(validate_compare(
+                    &at("compare"),
+                    c,
+                    shadow_reads.is_some(),
+                    dual_write_configured,
+                )?)),
+            };
+
             services.push(ServiceConfig {
                 name: s.name,
                 path_prefixes: s.path_prefixes,
@@ -478,6 +582,8 @@ impl TryFrom<RawConfig> for FilterConfig {
                 stickiness_group,
                 dual_write,
                 overrides,
+                shadow_reads,
+                compare,
             });
         }
 
@@ -585,46 +691,230 @@ fn validate_dual_write(at: &str, d: RawDualWrite) -> Result<DualWriteConfig, Con
             "must not be empty when dual_write is enabled",
         ));
     }
-    let mut methods: Vec<String> = Vec::with_capacity(d.methods.len());
-    for (k, m) in d.methods.iter().enumerate() {
-        let upper = m.to_ascii_uppercase();
-        if !KNOWN_METHODS.contains(&upper.as_str()) {
-            return Err(ConfigError::new(
-                format!("{at}.methods[{k}]"),
-                format!(
-                    "unknown HTTP method {m:?} (expected one of {})",
-                    KNOWN_METHODS.join(", ")
-                ),
-            ));
-        }
-        if !methods.contains(&upper) {
-            methods.push(upper);
-        }
-    }
-    if d.timeout_ms == 0 || d.timeout_ms > MAX_DUAL_WRITE_TIMEOUT_MS {
-        return Err(ConfigError::new(
-            format!("{at}.timeout_ms"),
-            format!(
-                "must be between 1 and {MAX_DUAL_WRITE_TIMEOUT_MS}, got {}",
-                d.timeout_ms
-            ),
-        ));
-    }
-    if d.max_body_bytes > MAX_BODY_BYTES_LIMIT {
-        return Err(ConfigError::new(
-            format!("{at}.max_body_bytes"),
-            format!(
-                "must be at most {MAX_BODY_BYTES_LIMIT}, got {}",
-                d.max_body_bytes
-            ),
-        ));
-    }
+    let methods = methods_out_of(
+        &format!("{at}.methods"),
+        &d.methods,
+        &KNOWN_METHODS,
+        "unknown HTTP method",
+    )?;
+    shadow_timeout(&format!("{at}.timeout_ms"), d.timeout_ms)?;
+    body_cap(&format!("{at}.max_body_bytes"), d.max_body_bytes)?;
     Ok(DualWriteConfig {
         enabled: d.enabled,
         methods,
         timeout_ms: d.timeout_ms,
         max_body_bytes: d.max_body_bytes,
     })
+}
+
+/// A percentage 0..=100, given as a JSON number.
+fn percentage(field: &str, value: &serde_json::Number) -> Result<u8, ConfigError> {
+    match (value.as_u64(), value.as_i64()) {
+        (Some(p), _) if p <= 100 => Ok(p as u8),
+        (Some(_), _) | (None, Some(_)) => Err(ConfigError::new(
+            field,
+            format!("must be between 0 and 100, got {value}"),
+        )),
+        (None, None) => Err(ConfigError::new(
+            field,
+            format!("must be an integer between 0 and 100, got {value}"),
+        )),
+    }
+}
+
+/// A shadow's `timeout_ms`: 1..=[`MAX_DUAL_WRITE_TIMEOUT_MS`].
+fn shadow_timeout(field: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 || value > MAX_DUAL_WRITE_TIMEOUT_MS {
+        return Err(ConfigError::new(
+            field,
+            format!("must be between 1 and {MAX_DUAL_WRITE_TIMEOUT_MS}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A `max_body_bytes`: at most [`MAX_BODY_BYTES_LIMIT`].
+fn body_cap(field: &str, value: u64) -> Result<(), ConfigError> {
+    if value > MAX_BODY_BYTES_LIMIT {
+        return Err(ConfigError::new(
+            field,
+            format!("must be at most {MAX_BODY_BYTES_LIMIT}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Upper-cases and de-duplicates `methods`, each of which must be in `allowed`.
+fn methods_out_of(
+    at: &str,
+    methods: &[String],
+    allowed: &[&str],
+    why: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let mut validated: Vec<String> = Vec::with_capacity(methods.len());
+    for (k, m) in methods.iter().enumerate() {
+        let upper = m.to_ascii_uppercase();
+        if !allowed.contains(&upper.as_str()) {
+            return Err(ConfigError::new(
+                format!("{at}[{k}]"),
+                format!("{why} {m:?} (expected one of {})", allowed.join(", ")),
+            ));
+        }
+        if !validated.contains(&upper) {
+            validated.push(upper);
+        }
+    }
+    Ok(validated)
+}
+
+fn validate_shadow_reads(
+    at: &str,
+    r: RawShadowReads,
+    dual_write: Option<&DualWriteConfig>,
+    stickiness_group: &str,
+) -> Result<ShadowReadsConfig, ConfigError> {
+    let percentage = percentage(&format!("{at}.percentage"), &r.percentage)?;
+    let methods_at = format!("{at}.methods");
+    if r.methods.is_empty() {
+        return Err(ConfigError::new(methods_at, "must not be empty"));
+    }
+    for (k, m) in r.methods.iter().enumerate() {
+        let upper = m.to_ascii_uppercase();
+        if KNOWN_METHODS.contains(&upper.as_str()) && !READ_METHODS.contains(&upper.as_str()) {
+            return Err(ConfigError::new(
+                format!("{methods_at}[{k}]"),
+                format!(
+                    "{m:?} is not a read: a shadow of it would change the other side (mirror writes with dual_write); expected one of {}",
+                    READ_METHODS.join(", ")
+                ),
+            ));
+        }
+    }
+    let methods = methods_out_of(
+        &methods_at,
+        &r.methods,
+        &READ_METHODS,
+        "unknown read method",
+    )?;
+    if let Some(dual_write) = dual_write {
+        if let Some((k, m)) = r
+            .methods
+            .iter()
+            .enumerate()
+            .find(|(_, m)| dual_write.methods.contains(&m.to_ascii_uppercase()))
+        {
+            return Err(ConfigError::new(
+                format!("{methods_at}[{k}]"),
+                format!(
+                    "{m:?} is already mirrored by dual_write (every such request, not a sample)"
+                ),
+            ));
+        }
+    }
+    shadow_timeout(&format!("{at}.timeout_ms"), r.timeout_ms)?;
+    Ok(ShadowReadsConfig {
+        percentage,
+        methods,
+        timeout_ms: r.timeout_ms,
+        sampling_group: format!("{stickiness_group}{SHADOW_READS_GROUP_SUFFIX}"),
+    })
+}
+
+/// A list of noise-rule paths, each parsed; `$` alone is refused (it would ignore, or reorder,
+/// the whole body).
+fn noise_rules(at: &str, paths: &[String]) -> Result<Vec<JsonPath>, ConfigError> {
+    if paths.len() > MAX_NOISE_RULES {
+        return Err(ConfigError::new(
+            at,
+            format!("at most {MAX_NOISE_RULES} paths, got {}", paths.len()),
+        ));
+    }
+    let mut rules: Vec<JsonPath> = Vec::with_capacity(paths.len());
+    for (k, text) in paths.iter().enumerate() {
+        let field = format!("{at}[{k}]");
+        let path = JsonPath::parse(text).map_err(|err| {
+            ConfigError::new(&field, format!("invalid JSON path {text:?}: {err}"))
+        })?;
+        if text == "$" {
+            return Err(ConfigError::new(
+                field,
+                "\"$\" is the whole body; name the members or elements instead",
+            ));
+        }
+        if !rules.contains(&path) {
+            rules.push(path);
+        }
+    }
+    Ok(rules)
+}
+
+fn validate_compare(
+    at: &str,
+    c: RawCompare,
+    shadow_reads: bool,
+    dual_write: bool,
+) -> Result<CompareConfig, ConfigError> {
+    let ignore = noise_rules(&format!("{at}.ignore"), &c.ignore)?;
+    let unordered = noise_rules(&format!("{at}.unordered"), &c.unordered)?;
+    if c.headers.len() > MAX_COMPARED_HEADERS {
+        return Err(ConfigError::new(
+            format!("{at}.headers"),
+            format!(
+                "at most {MAX_COMPARED_HEADERS} headers, got {}",
+                c.headers.len()
+            ),
+        ));
+    }
+    let mut headers: Vec<String> = Vec::with_capacity(c.headers.len());
+    for (k, h) in c.headers.iter().enumerate() {
+        let name = header_name(&format!("{at}.headers[{k}]"), h)?;
+        if !headers.contains(&name) {
+            headers.push(name);
+        }
+    }
+    if c.writes && !dual_write {
+        return Err(ConfigError::new(
+            format!("{at}.writes"),
+            "is true but the service has no dual_write: there are no mirrored writes to compare",
+        ));
+    }
+    if !shadow_reads && !c.writes {
+        // Name the rule the operator expects to take effect, if any.
+        let field = if !c.ignore.is_empty() {
+            format!("{at}.ignore")
+        } else if !c.unordered.is_empty() {
+            format!("{at}.unordered")
+        } else {
+            at.to_string()
+        };
+        return Err(ConfigError::new(
+            field,
+            "the service compares no responses: add shadow_reads, or dual_write with compare.writes: true",
+        ));
+    }
+    body_cap(&format!("{at}.max_body_bytes"), c.max_body_bytes)?;
+    Ok(CompareConfig {
+        ignore,
+        unordered,
+        headers,
+        writes: c.writes,
+        max_body_bytes: c.max_body_bytes,
+        log_bodies: c.log_bodies,
+    })
+}
+
+/// Test helper for the core modules: the one service of a configuration with `fields` spliced
+/// into a minimal `chat` service (`/api/chat`, `chat_legacy`, `chat_new`).
+#[cfg(test)]
+pub(crate) fn test_service(fields: &str) -> ServiceConfig {
+    let json = format!(
+        r#"{{"services":[{{"name":"chat","path_prefixes":["/api/chat"],
+            "legacy_cluster":"chat_legacy","new_cluster":"chat_new"{fields}}}]}}"#
+    );
+    match FilterConfig::from_json(json.as_bytes()) {
+        Ok(mut config) => config.services.remove(0),
+        Err(err) => panic!("{json}: {err}"),
+    }
 }
 
 #[cfg(test)]
@@ -1166,6 +1456,209 @@ mod tests {
             c.owned_request_headers(),
             ["x-pick", "x-routed-to", "x-cutover-shadow"]
         );
+    }
+
+    #[test]
+    fn shadow_reads_and_compare_are_off_by_default() {
+        let c = FilterConfig::from_json(one_service("").as_bytes()).unwrap();
+        assert_eq!(c.services[0].shadow_reads, None);
+        assert_eq!(c.services[0].compare, None);
+    }
+
+    #[test]
+    fn shadow_reads_and_compare_are_validated() {
+        let c = FilterConfig::from_json(
+            one_service(
+                r#","stickiness_group":"g","dual_write":{},
+                "shadow_reads":{"percentage":10,"methods":["get","HEAD","GET"],"timeout_ms":800},
+                "compare":{"ignore":["$.updated_at","$.items[*].id","$..etag","$.updated_at"],
+                           "unordered":["$.tags"],"headers":["ETag","etag"],"writes":true,
+                           "max_body_bytes":4096,"log_bodies":true}"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let s = &c.services[0];
+        assert_eq!(
+            s.shadow_reads,
+            Some(ShadowReadsConfig {
+                percentage: 10,
+                methods: vec!["GET".into(), "HEAD".into()],
+                timeout_ms: 800,
+                sampling_group: "g.shadow_reads".into(),
+            })
+        );
+        let compare = s.compare.as_ref().unwrap();
+        let texts: Vec<&str> = compare.ignore.iter().map(JsonPath::as_str).collect();
+        assert_eq!(texts, ["$.updated_at", "$.items[*].id", "$..etag"]);
+        assert_eq!(compare.unordered[0].as_str(), "$.tags");
+        assert_eq!(compare.headers, ["etag"]);
+        assert!(compare.writes);
+        assert_eq!(compare.max_body_bytes, 4096);
+        assert!(compare.log_bodies);
+
+        let c = FilterConfig::from_json(
+            one_service(r#","shadow_reads":{"percentage":0},"compare":{}"#).as_bytes(),
+        )
+        .unwrap();
+        let s = &c.services[0];
+        let reads = s.shadow_reads.as_ref().unwrap();
+        assert_eq!(reads.methods, ["GET"]);
+        assert_eq!(reads.timeout_ms, DEFAULT_DUAL_WRITE_TIMEOUT_MS);
+        assert_eq!(reads.sampling_group, "chat.shadow_reads");
+        let mut plain = CompareConfig::plain();
+        assert_eq!(s.compare.as_deref(), Some(&plain));
+        plain.writes = true;
+        assert_ne!(s.compare.as_deref(), Some(&plain));
+    }
+
+    #[test]
+    fn rejects_bad_shadow_reads() {
+        let reads = |fields: &str| one_service(&format!(r#","shadow_reads":{{{fields}}}"#));
+        let err = reject(&reads(r#""percentage":101"#));
+        assert_eq!(
+            err.to_string(),
+            "services[0].shadow_reads.percentage: must be between 0 and 100, got 101"
+        );
+        assert_rejected(
+            &reads(r#""percentage":-3"#),
+            "services[0].shadow_reads.percentage",
+            "got -3",
+        );
+        assert_rejected(
+            &reads(r#""percentage":2.5"#),
+            "services[0].shadow_reads.percentage",
+            "must be an integer",
+        );
+        assert_rejected(
+            &reads(""),
+            "services[0].shadow_reads",
+            "missing field `percentage`",
+        );
+        assert_rejected(
+            &reads(r#""percentage":5,"sample":5"#),
+            "services[0].shadow_reads.sample",
+            "unknown field `sample`",
+        );
+        assert_rejected(
+            &reads(r#""percentage":5,"methods":[]"#),
+            "services[0].shadow_reads.methods",
+            "must not be empty",
+        );
+        assert_rejected(
+            &reads(r#""percentage":5,"methods":["GET","POST"]"#),
+            "services[0].shadow_reads.methods[1]",
+            "\"POST\" is not a read",
+        );
+        assert_rejected(
+            &reads(r#""percentage":5,"methods":["FETCH"]"#),
+            "services[0].shadow_reads.methods[0]",
+            "unknown read method \"FETCH\" (expected one of GET, HEAD, OPTIONS)",
+        );
+        assert_rejected(
+            &reads(r#""percentage":5,"timeout_ms":0"#),
+            "services[0].shadow_reads.timeout_ms",
+            "must be between 1 and 600000, got 0",
+        );
+        // A method dual_write already mirrors, whole, cannot be sampled as well.
+        assert_rejected(
+            &one_service(
+                r#","dual_write":{"enabled":false,"methods":["POST","GET"]},"shadow_reads":{"percentage":5,"methods":["HEAD","get"]}"#,
+            ),
+            "services[0].shadow_reads.methods[1]",
+            "already mirrored by dual_write",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_compare_rules_naming_the_rule() {
+        let compare = |fields: &str| {
+            one_service(&format!(
+                r#","shadow_reads":{{"percentage":5}},"compare":{{{fields}}}"#
+            ))
+        };
+        let err = reject(&compare(r#""ignore":["$.ok","updated_at"]"#));
+        assert_eq!(
+            err.to_string(),
+            r#"services[0].compare.ignore[1]: invalid JSON path "updated_at": must start with '$' (at byte 0)"#
+        );
+        assert_rejected(
+            &compare(r#""unordered":["$.items[*"]"#),
+            "services[0].compare.unordered[0]",
+            "expected ']'",
+        );
+        assert_rejected(
+            &compare(r#""ignore":["$"]"#),
+            "services[0].compare.ignore[0]",
+            "the whole body",
+        );
+        assert_rejected(
+            &compare(r#""ignore":"$.a""#),
+            "services[0].compare.ignore",
+            "invalid type",
+        );
+        let many = format!(
+            r#""ignore":[{}]"#,
+            (0..=MAX_NOISE_RULES)
+                .map(|i| format!(r#""$.f{i}""#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_rejected(
+            &compare(&many),
+            "services[0].compare.ignore",
+            "at most 32 paths, got 33",
+        );
+        assert_rejected(
+            &compare(r#""headers":["etag","x y"]"#),
+            "services[0].compare.headers[1]",
+            "valid HTTP header name",
+        );
+        assert_rejected(
+            &compare(r#""headers":[":status"]"#),
+            "services[0].compare.headers[0]",
+            "valid HTTP header name",
+        );
+        assert_rejected(
+            &compare(r#""max_body_bytes":67108865"#),
+            "services[0].compare.max_body_bytes",
+            "must be at most 67108864",
+        );
+        assert_rejected(
+            &compare(r#""ignored":["$.a"]"#),
+            "services[0].compare.ignored",
+            "unknown field `ignored`",
+        );
+    }
+
+    #[test]
+    fn rejects_compare_rules_on_a_service_that_compares_nothing() {
+        let err = reject(&one_service(r#","compare":{"ignore":["$.updated_at"]}"#));
+        assert_eq!(
+            err.to_string(),
+            "services[0].compare.ignore: the service compares no responses: add shadow_reads, or dual_write with compare.writes: true"
+        );
+        assert_rejected(
+            &one_service(r#","compare":{"unordered":["$.a"]}"#),
+            "services[0].compare.unordered",
+            "compares no responses",
+        );
+        // Mirrored writes alone are not compared unless asked.
+        assert_rejected(
+            &one_service(r#","dual_write":{},"compare":{}"#),
+            "services[0].compare",
+            "compares no responses",
+        );
+        assert_rejected(
+            &one_service(r#","shadow_reads":{"percentage":5},"compare":{"writes":true}"#),
+            "services[0].compare.writes",
+            "no dual_write",
+        );
+        // A service whose comparison is configured but momentarily off is fine.
+        assert!(FilterConfig::from_json(
+            one_service(r#","dual_write":{"enabled":false},"compare":{"writes":true}"#).as_bytes()
+        )
+        .is_ok());
     }
 
     #[test]

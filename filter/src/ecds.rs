@@ -62,7 +62,11 @@ const CONFIG_PATH: &str = "resources[0].typed_config.config";
 const VALUE_PATH: &str = "resources[0].typed_config.config.configuration.value";
 
 /// The Wasm filter config (`typed_config`) for a `.wasm` file and a filter configuration JSON.
-pub fn wasm_typed_config(wasm_path: &str, filter_config_json: &str, failure_policy: Option<&str>) -> Value {
+pub fn wasm_typed_config(
+    wasm_path: &str,
+    filter_config_json: &str,
+    failure_policy: Option<&str>,
+) -> Value {
     let mut plugin = json!({
         "name": FILTER_NAME,
         "vm_config": {
@@ -99,8 +103,8 @@ impl EcdsDocument {
     /// Parses an ECDS file body. Checks the shape only; the filter configuration inside is
     /// validated with [`crate::config::FilterConfig::from_json`].
     pub fn parse(bytes: &[u8]) -> Result<EcdsDocument, EcdsError> {
-        let document: Value = serde_json::from_slice(bytes)
-            .map_err(|e| error("", format!("not JSON: {e}")))?;
+        let document: Value =
+            serde_json::from_slice(bytes).map_err(|e| error("", format!("not JSON: {e}")))?;
         let filter_config = Self::locate(&document)?.to_string();
         Ok(EcdsDocument {
             document,
@@ -126,7 +130,9 @@ impl EcdsDocument {
             if name != FILTER_NAME {
                 return Err(error(
                     "resources[0].name",
-                    format!("expected {FILTER_NAME:?}, got {name:?} (an ECDS file of another filter)"),
+                    format!(
+                        "expected {FILTER_NAME:?}, got {name:?} (an ECDS file of another filter)"
+                    ),
                 ));
             }
         }
@@ -150,7 +156,9 @@ impl EcdsDocument {
             if name != FILTER_NAME {
                 return Err(error(
                     "resources[0].typed_config.config.name",
-                    format!("expected {FILTER_NAME:?}, got {name:?} (a Wasm plugin of another filter)"),
+                    format!(
+                        "expected {FILTER_NAME:?}, got {name:?} (a Wasm plugin of another filter)"
+                    ),
                 ));
             }
         }
@@ -158,7 +166,12 @@ impl EcdsDocument {
             .get("configuration")
             .and_then(|c| c.get("value"))
             .and_then(Value::as_str)
-            .ok_or_else(|| error(VALUE_PATH, "missing (expected the filter configuration as a JSON string)"))
+            .ok_or_else(|| {
+                error(
+                    VALUE_PATH,
+                    "missing (expected the filter configuration as a JSON string)",
+                )
+            })
     }
 
     /// The filter configuration JSON (what the plugin's `on_configure` receives).
@@ -220,13 +233,16 @@ mod tests {
         let err = EcdsDocument::parse(b"{}").unwrap_err();
         assert_eq!(err.field, "resources");
         let mut other = ecds_document(wasm_typed_config("/f.wasm", FILTER, None));
-        other["resources"][0]["typed_config"]["@type"] = json!("type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua");
+        other["resources"][0]["typed_config"]["@type"] =
+            json!("type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua");
         let err = EcdsDocument::parse(other.to_string().as_bytes()).unwrap_err();
         assert_eq!(err.field, "resources[0].typed_config.@type");
         let mut renamed = ecds_document(wasm_typed_config("/f.wasm", FILTER, None));
         renamed["resources"][0]["name"] = json!("ratelimit");
         assert_eq!(
-            EcdsDocument::parse(renamed.to_string().as_bytes()).unwrap_err().field,
+            EcdsDocument::parse(renamed.to_string().as_bytes())
+                .unwrap_err()
+                .field,
             "resources[0].name"
         );
         assert!(EcdsDocument::parse(b"not json").is_err());

@@ -1,7 +1,8 @@
 //! The proxy-wasm adapter: reads what Envoy hands over, calls the core ([`crate::stream`] per
 //! HTTP stream, [`crate::root`] for the VM's shadows) and applies the effects it answers with.
 
-use crate::config::FilterConfig;
+use crate::compare::pending::Half;
+use crate::config::{CompareConfig, FilterConfig};
 use crate::metrics::{metric_name, Counter, Gauge};
 use crate::root::{RootEffects, Shadows, MAX_SHADOWS_IN_FLIGHT, SETTLE_GRACE_MS};
 use crate::shadow::{ShadowInfo, ShadowRequest};
@@ -14,6 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
@@ -199,12 +201,14 @@ impl Context for CutoverRoot {
             .then(|| self.get_http_call_response_header_bytes(":status"))
             .flatten();
         let read_body = |n| self.get_http_call_response_body(0, n).unwrap_or_default();
+        let read_headers = || self.get_http_call_response_headers_bytes();
         let outcome = shadows(|s| {
             s.call_response(
                 token,
                 status.as_deref(),
                 body_size,
                 read_body,
+                read_headers,
                 now_ms(),
                 &mut RootFx,
             )
@@ -306,10 +310,29 @@ impl StreamEffects for StreamFx<'_> {
             m.increment(counter);
         }
     }
-    fn submit(&mut self, service: usize, request: ShadowRequest, info: ShadowInfo) -> Option<u64> {
+    fn submit(
+        &mut self,
+        service: usize,
+        request: ShadowRequest,
+        info: ShadowInfo,
+        compare: Option<Arc<CompareConfig>>,
+    ) -> Option<u64> {
         let metrics = Rc::clone(self.runtime.metrics.get(service)?);
         self.submitted = true;
-        shadows(|s| s.submit(self.root, request, info, metrics, now_ms(), &mut RootFx))
+        shadows(|s| {
+            s.submit(
+                self.root,
+                request,
+                info,
+                metrics,
+                compare,
+                now_ms(),
+                &mut RootFx,
+            )
+        })
+    }
+    fn primary_response(&mut self, id: u64, half: Half) {
+        shadows(|s| s.primary_response(id, half, &mut RootFx));
     }
     fn primary_status(&mut self, id: u64, status: Option<u16>) {
         shadows(|s| s.primary_status(id, status, &mut RootFx));
@@ -380,14 +403,43 @@ impl HttpContext for CutoverHttp {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // The primary's status matters only to a shadow of this request (mismatch counting).
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // The primary's status matters only to a shadow of this request (mismatch counting), its
+        // headers only to a comparison.
         let status = self
             .stream
             .wants_primary_status()
             .then(|| self.get_http_response_header_bytes(":status"))
             .flatten();
-        self.step(|stream, settings, fx| stream.response_headers(settings, status.as_deref(), fx));
+        let headers = if self.stream.wants_response_headers() {
+            self.get_http_response_headers_bytes()
+        } else {
+            Vec::new()
+        };
+        self.step(|stream, settings, fx| {
+            stream.response_headers(settings, status.as_deref(), &headers, end_of_stream, fx)
+        });
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // A copy for the comparison; the body goes on to the client at once, unchanged.
+        if self.stream.wants_response_body() {
+            let read = |size| {
+                hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            self.step(|stream, _, fx| stream.response_body(body_size, end_of_stream, read, fx));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.stream.wants_response_body() {
+            self.step(|stream, _, fx| stream.response_trailers(fx));
+        }
         Action::Continue
     }
 

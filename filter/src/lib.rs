@@ -2,11 +2,14 @@
 //! deterministically between its legacy and its new deployment (Unleash-compatible bucketing)
 //! and, optionally, mirrors writes to the other side ("dual-write").
 //!
+//! With `shadow_reads` and `compare` it also mirrors a sample of reads and compares the other
+//! side's answers with the primary's (`reads`, `compare`): a dark launch.
+//!
 //! The pure core has no proxy-wasm dependency and is unit-tested natively: `config`, `bucket`,
-//! `routing`, `mirror`, `outcome`, `metrics`, and the state machines `stream` (one HTTP stream)
-//! and `root` (the shadows of one VM across its root contexts, with `shadow`'s tracker). `glue`
-//! is the adapter to the proxy-wasm ABI: it reads what Envoy hands over, calls the core and
-//! applies the effects; it only exists in the `.wasm`.
+//! `routing`, `mirror`, `outcome`, `metrics`, `reads`, `compare`, and the state machines `stream`
+//! (one HTTP stream) and `root` (the shadows of one VM across its root contexts, with `shadow`'s
+//! tracker). `glue` is the adapter to the proxy-wasm ABI: it reads what Envoy hands over, calls
+//! the core and applies the effects; it only exists in the `.wasm`.
 #![cfg_attr(
     not(test),
     deny(
@@ -21,11 +24,13 @@
 )]
 
 pub mod bucket;
+pub mod compare;
 pub mod config;
 pub mod ecds;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
+pub mod reads;
 pub mod root;
 pub mod routing;
 pub mod shadow;

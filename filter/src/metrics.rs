@@ -17,10 +17,20 @@ pub enum Counter {
     ShadowTimedOut,
     ShadowSkippedBodyTooLarge,
     ShadowMismatch,
+    ShadowReadsSent,
+    CompareTotal,
+    CompareEqual,
+    CompareStatusMismatch,
+    CompareBodyMismatch,
+    CompareHeaderMismatch,
+    CompareSkippedBodyTooLarge,
+    CompareSkippedShadowFailed,
+    CompareSkippedNoPrimaryResponse,
+    CompareSkippedInFlightLimit,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 24] = [
         Counter::RoutedLegacy,
         Counter::RoutedNew,
         Counter::RoutedOverrideLegacy,
@@ -35,6 +45,28 @@ impl Counter {
         Counter::ShadowTimedOut,
         Counter::ShadowSkippedBodyTooLarge,
         Counter::ShadowMismatch,
+        Counter::ShadowReadsSent,
+        Counter::CompareTotal,
+        Counter::CompareEqual,
+        Counter::CompareStatusMismatch,
+        Counter::CompareBodyMismatch,
+        Counter::CompareHeaderMismatch,
+        Counter::CompareSkippedBodyTooLarge,
+        Counter::CompareSkippedShadowFailed,
+        Counter::CompareSkippedNoPrimaryResponse,
+        Counter::CompareSkippedInFlightLimit,
+    ];
+
+    /// Every comparison counted in `compare_total` ends in exactly one of these.
+    pub const COMPARE_OUTCOMES: [Counter; 8] = [
+        Counter::CompareEqual,
+        Counter::CompareStatusMismatch,
+        Counter::CompareBodyMismatch,
+        Counter::CompareHeaderMismatch,
+        Counter::CompareSkippedBodyTooLarge,
+        Counter::CompareSkippedShadowFailed,
+        Counter::CompareSkippedNoPrimaryResponse,
+        Counter::CompareSkippedInFlightLimit,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -53,6 +85,16 @@ impl Counter {
             Counter::ShadowTimedOut => "shadow_timed_out",
             Counter::ShadowSkippedBodyTooLarge => "shadow_skipped_body_too_large",
             Counter::ShadowMismatch => "shadow_mismatch",
+            Counter::ShadowReadsSent => "shadow_reads_sent",
+            Counter::CompareTotal => "compare_total",
+            Counter::CompareEqual => "compare_equal",
+            Counter::CompareStatusMismatch => "compare_status_mismatch",
+            Counter::CompareBodyMismatch => "compare_body_mismatch",
+            Counter::CompareHeaderMismatch => "compare_header_mismatch",
+            Counter::CompareSkippedBodyTooLarge => "compare_skipped_body_too_large",
+            Counter::CompareSkippedShadowFailed => "compare_skipped_shadow_failed",
+            Counter::CompareSkippedNoPrimaryResponse => "compare_skipped_no_primary_response",
+            Counter::CompareSkippedInFlightLimit => "compare_skipped_in_flight_limit",
         }
     }
 
@@ -120,6 +162,16 @@ mod tests {
                 "cutover.chat.shadow_timed_out",
                 "cutover.chat.shadow_skipped_body_too_large",
                 "cutover.chat.shadow_mismatch",
+                "cutover.chat.shadow_reads_sent",
+                "cutover.chat.compare_total",
+                "cutover.chat.compare_equal",
+                "cutover.chat.compare_status_mismatch",
+                "cutover.chat.compare_body_mismatch",
+                "cutover.chat.compare_header_mismatch",
+                "cutover.chat.compare_skipped_body_too_large",
+                "cutover.chat.compare_skipped_shadow_failed",
+                "cutover.chat.compare_skipped_no_primary_response",
+                "cutover.chat.compare_skipped_in_flight_limit",
             ]
         );
         let gauges: Vec<String> = Gauge::ALL
@@ -134,6 +186,16 @@ mod tests {
                 "cutover.chat.dual_write_enabled"
             ]
         );
+    }
+
+    #[test]
+    fn compare_outcomes_are_the_compare_counters_but_the_total() {
+        let compare: Vec<Counter> = Counter::ALL
+            .iter()
+            .copied()
+            .filter(|c| c.suffix().starts_with("compare_") && *c != Counter::CompareTotal)
+            .collect();
+        assert_eq!(compare, Counter::COMPARE_OUTCOMES);
     }
 
     #[test]

@@ -18,11 +18,15 @@
 //! ticks fast ([`FAST_TICK_MS`]) to dispatch them; one with calls in flight ticks slowly
 //! ([`SLOW_TICK_MS`]) to expire lost ones; otherwise it does not tick.
 
+use crate::compare::pending::{reads_shadow_body, shadow_half, Comparisons, Completed, Half};
+use crate::compare::Skip;
+use crate::config::CompareConfig;
 use crate::metrics::Counter;
 use crate::outcome::{classify, needs_body, CallResponse, Outcome, BODY_PREFIX_LEN};
 use crate::shadow::{Dispatched, Settled, ShadowInfo, ShadowRequest, SubmitError, Tracker};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Tick period while shadows wait to be dispatched.
 pub const FAST_TICK_MS: u64 = 2;
@@ -69,6 +73,9 @@ impl Root {
 #[derive(Debug)]
 pub struct Shadows<S> {
     tracker: Tracker<S>,
+    /// Responses of mirrored requests being compared, by shadow id.
+    comparisons: Comparisons<S>,
+    grace_ms: u64,
     roots: BTreeMap<u32, Root>,
     next_expiry_ms: u64,
 }
@@ -77,6 +84,8 @@ impl<S: Clone> Shadows<S> {
     pub fn new(max_in_flight: usize, grace_ms: u64) -> Self {
         Self {
             tracker: Tracker::new(max_in_flight, grace_ms),
+            comparisons: Comparisons::new(max_in_flight),
+            grace_ms,
             roots: BTreeMap::new(),
             next_expiry_ms: 0,
         }
@@ -114,8 +123,42 @@ impl<S: Clone> Shadows<S> {
     }
 
     /// Queues a shadow prepared by an HTTP context of root context `root`. Returns its id, or
-    /// counts it as sent and failed (logged) when too many are in flight.
+    /// counts it as sent and failed (logged) when too many are in flight. With `compare`, its
+    /// response is compared with the primary's (`compare_total` counted here, and the skip
+    /// when the shadow is not sent).
+    #[allow(clippy::too_many_arguments)]
     pub fn submit(
+        &mut self,
+        root: u32,
+        request: ShadowRequest,
+        info: ShadowInfo,
+        service: S,
+        compare: Option<Arc<CompareConfig>>,
+        now_ms: u64,
+        fx: &mut impl RootEffects<S>,
+    ) -> Option<u64> {
+        let deadline_ms = now_ms
+            .saturating_add(request.timeout_ms)
+            .saturating_add(self.grace_ms);
+        if compare.is_some() {
+            fx.count(&service, Counter::CompareTotal);
+        }
+        let id = self.submit_shadow(root, request, info.clone(), service.clone(), now_ms, fx);
+        if let Some(rules) = compare {
+            let begun = match id {
+                Some(id) => self
+                    .comparisons
+                    .begin(id, service.clone(), info, rules, deadline_ms),
+                None => Err(Skip::InFlightLimit),
+            };
+            if let Err(skip) = begun {
+                fx.count(&service, skip.counter());
+            }
+        }
+        id
+    }
+
+    fn submit_shadow(
         &mut self,
         root: u32,
         mut request: ShadowRequest,
@@ -175,6 +218,9 @@ impl<S: Clone> Shadows<S> {
                 }
                 report(&settled, fx);
             }
+            for done in self.comparisons.expire(now_ms) {
+                report_comparison(done, fx);
+            }
         }
         self.roots
             .get_mut(&root)
@@ -211,31 +257,72 @@ impl<S: Clone> Shadows<S> {
     }
 
     /// The call under `token` answered: `status` is its raw `:status` (`None` without headers),
-    /// `read_body(n)` reads the first `n` of its `body_size` body bytes (only for the statuses
-    /// whose body tells Envoy's own replies apart). Ignored for a token not of this VM.
+    /// `read_body(n)` reads the first `n` of its `body_size` body bytes: all of them when the
+    /// response is compared (and within `compare.max_body_bytes`), else only for the statuses
+    /// whose body tells Envoy's own replies apart. `read_headers` reads the response headers (only
+    /// when compared). Ignored for a token not of this VM.
+    #[allow(clippy::too_many_arguments)]
     pub fn call_response(
         &mut self,
         token: u32,
         status: Option<&[u8]>,
         body_size: usize,
         read_body: impl FnOnce(usize) -> Vec<u8>,
+        read_headers: impl FnOnce() -> Vec<(String, Vec<u8>)>,
         now_ms: u64,
         fx: &mut impl RootEffects<S>,
     ) -> Option<Outcome> {
         let dispatched = self.tracker.dispatched_as(token)?;
-        let body_prefix = if body_size > 0 && needs_body(status) {
+        let rules = self.comparisons.rules(dispatched.id);
+        let whole_body = rules
+            .as_ref()
+            .is_some_and(|r| status.is_some() && reads_shadow_body(r, body_size));
+        let body = if body_size == 0 {
+            Vec::new()
+        } else if whole_body {
+            read_body(body_size)
+        } else if needs_body(status) {
             read_body(BODY_PREFIX_LEN.min(body_size))
         } else {
             Vec::new()
         };
         let outcome = classify(&CallResponse {
             status,
-            body_prefix: &body_prefix,
+            body_prefix: body
+                .get(..BODY_PREFIX_LEN.min(body.len()))
+                .unwrap_or_default(),
             elapsed_ms: now_ms.saturating_sub(dispatched.at_ms),
             timeout_ms: dispatched.timeout_ms,
         });
+        if let Some(rules) = rules {
+            let headers = if status.is_some() {
+                read_headers()
+            } else {
+                Vec::new()
+            };
+            let half = shadow_half(
+                &rules,
+                outcome,
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                whole_body.then_some(body),
+            );
+            self.shadow_half(dispatched.id, half, fx);
+        }
         self.call_answered(token, outcome, fx);
         Some(outcome)
+    }
+
+    fn shadow_half(&mut self, id: u64, half: Half, fx: &mut impl RootEffects<S>) {
+        if let Some(done) = self.comparisons.shadow(id, half) {
+            report_comparison(done, fx);
+        }
+    }
+
+    /// The primary's response (captured as it streamed to the client) for shadow `id`.
+    pub fn primary_response(&mut self, id: u64, half: Half, fx: &mut impl RootEffects<S>) {
+        if let Some(done) = self.comparisons.primary(id, half) {
+            report_comparison(done, fx);
+        }
     }
 
     /// The call under `token` answered with `outcome`.
@@ -250,6 +337,10 @@ impl<S: Clone> Shadows<S> {
             return;
         };
         fx.count(&service, outcome.counter());
+        if matches!(outcome, Outcome::FailedReset | Outcome::TimedOut) {
+            // Not the shadow backend's answer: nothing to compare (a no-op if its half came).
+            self.shadow_half(id, Half::Skipped(Skip::ShadowFailed), fx);
+        }
         let owner = self.tracker.owner_of(id);
         let settled = self.tracker.shadow_outcome(id, outcome);
         if let Some(owner) = owner {
@@ -316,6 +407,14 @@ impl<S: Clone> Shadows<S> {
     /// Shadows tracked (submitted and not settled).
     pub fn in_flight(&self) -> usize {
         self.tracker.in_flight()
+    }
+}
+
+/// The outcome counter of a finished comparison and the warn line of a mismatch.
+fn report_comparison<S>(done: Completed<S>, fx: &mut impl RootEffects<S>) {
+    fx.count(&done.service, done.outcome.counter());
+    if let Some(line) = done.warn_line {
+        fx.warn(format_args!("{line}"));
     }
 }
 
@@ -420,7 +519,7 @@ mod tests {
 
         fn submit(&mut self, root: u32) -> u64 {
             self.shadows
-                .submit(root, request(), info(), "chat", 0, &mut self.fx)
+                .submit(root, request(), info(), "chat", None, 0, &mut self.fx)
                 .unwrap()
         }
 
@@ -582,23 +681,29 @@ mod tests {
         vm.tick(1, 0);
         let tokens: Vec<u32> = vm.calls.iter().map(|c| c.0).collect();
         let never = |_| -> Vec<u8> { panic!("the body of a 201 is not read") };
-        let outcome = vm
-            .shadows
-            .call_response(tokens[0], Some(b"201"), 10, never, 5, &mut vm.fx);
-        assert_eq!(outcome, Some(Outcome::Succeeded(201)));
-        let timeout = |n: usize| b"upstream request timeout"[..n.min(24)].to_vec();
         let outcome =
             vm.shadows
-                .call_response(tokens[1], Some(b"504"), 24, timeout, 500, &mut vm.fx);
+                .call_response(tokens[0], Some(b"201"), 10, never, Vec::new, 5, &mut vm.fx);
+        assert_eq!(outcome, Some(Outcome::Succeeded(201)));
+        let timeout = |n: usize| b"upstream request timeout"[..n.min(24)].to_vec();
+        let outcome = vm.shadows.call_response(
+            tokens[1],
+            Some(b"504"),
+            24,
+            timeout,
+            Vec::new,
+            500,
+            &mut vm.fx,
+        );
         assert_eq!(outcome, Some(Outcome::TimedOut));
         let outcome = vm
             .shadows
-            .call_response(tokens[2], None, 0, never, 5, &mut vm.fx);
+            .call_response(tokens[2], None, 0, never, Vec::new, 5, &mut vm.fx);
         assert_eq!(outcome, Some(Outcome::FailedReset));
         // Unknown (or already answered) tokens are ignored.
         assert_eq!(
             vm.shadows
-                .call_response(tokens[0], Some(b"200"), 0, never, 5, &mut vm.fx),
+                .call_response(tokens[0], Some(b"200"), 0, never, Vec::new, 5, &mut vm.fx),
             None
         );
         assert_eq!(vm.fx.outcomes(), 3);
@@ -625,10 +730,163 @@ mod tests {
         vm.submit(1);
         let second = vm
             .shadows
-            .submit(1, request(), info(), "chat", 0, &mut vm.fx);
+            .submit(1, request(), info(), "chat", None, 0, &mut vm.fx);
         assert_eq!(second, None);
         assert_eq!(vm.fx.count_of(Counter::ShadowSent), 1);
         assert_eq!(vm.fx.count_of(Counter::ShadowFailedReset), 1);
         assert!(vm.fx.warnings.iter().any(|w| w.contains("not-sent")));
+    }
+
+    fn rules(fields: &str) -> Arc<CompareConfig> {
+        crate::config::test_service(&format!(
+            r#","shadow_reads":{{"percentage":10}},"compare":{{{fields}}}"#
+        ))
+        .compare
+        .unwrap()
+    }
+
+    fn json_response() -> Vec<(String, Vec<u8>)> {
+        vec![
+            (":status".into(), b"200".to_vec()),
+            ("content-type".into(), b"application/json".to_vec()),
+        ]
+    }
+
+    fn primary(body: &str) -> Half {
+        Half::Response(crate::compare::CapturedResponse {
+            status: 200,
+            content_type: Some(b"application/json".to_vec()),
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    impl Vm {
+        fn submit_compared(&mut self, root: u32, rules: &Arc<CompareConfig>) -> Option<u64> {
+            self.shadows.submit(
+                root,
+                request(),
+                info(),
+                "chat",
+                Some(Arc::clone(rules)),
+                0,
+                &mut self.fx,
+            )
+        }
+
+        fn answer(&mut self, token: u32, status: &'static [u8], body: &'static str) {
+            let read = |n: usize| body.as_bytes()[..n].to_vec();
+            self.shadows.call_response(
+                token,
+                Some(status),
+                body.len(),
+                read,
+                json_response,
+                5,
+                &mut self.fx,
+            );
+        }
+    }
+
+    #[test]
+    fn a_compared_shadow_meets_its_primary_in_either_order() {
+        let r = rules(r#""ignore":["$.t"]"#);
+        for shadow_first in [true, false] {
+            let mut vm = Vm::new();
+            vm.shadows.configure(1, A);
+            let id = vm.submit_compared(1, &r).unwrap();
+            assert_eq!(vm.fx.count_of(Counter::CompareTotal), 1);
+            vm.tick(1, 0);
+            let token = vm.calls[0].0;
+            if shadow_first {
+                vm.answer(token, b"200", r#"{"t":2,"a":1}"#);
+                assert_eq!(vm.fx.count_of(Counter::CompareEqual), 0);
+                vm.shadows
+                    .primary_response(id, primary(r#"{"a":1,"t":1}"#), &mut vm.fx);
+            } else {
+                vm.shadows
+                    .primary_response(id, primary(r#"{"a":1,"t":1}"#), &mut vm.fx);
+                vm.answer(token, b"200", r#"{"t":2,"a":1}"#);
+            }
+            assert_eq!(vm.fx.count_of(Counter::CompareEqual), 1, "{shadow_first}");
+            assert!(vm.fx.warnings.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_mismatch_is_counted_once_and_logged_with_its_path() {
+        let r = rules("");
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        let id = vm.submit_compared(1, &r).unwrap();
+        vm.tick(1, 0);
+        vm.shadows
+            .primary_response(id, primary(r#"{"a":1}"#), &mut vm.fx);
+        vm.answer(vm.calls[0].0, b"200", r#"{"a":1,"beta":true}"#);
+        assert_eq!(vm.fx.count_of(Counter::CompareBodyMismatch), 1);
+        assert_eq!(
+            vm.fx.warnings,
+            ["cutover: response mismatch: service=chat method=POST path=/api/chat/m correlation_id=c1 kind=body at=$.beta primary=<absent> shadow=true"]
+        );
+        // The shadow outcome is counted as for any shadow.
+        assert_eq!(vm.fx.count_of(Counter::ShadowSucceeded), 1);
+    }
+
+    #[test]
+    fn a_failed_or_lost_shadow_skips_the_comparison() {
+        let r = rules("");
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        let timed_out = vm.submit_compared(1, &r).unwrap();
+        let lost = vm.submit_compared(1, &r).unwrap();
+        vm.tick(1, 0);
+        let token = vm.calls[0].0;
+        let body = |n: usize| b"upstream request timeout"[..n].to_vec();
+        vm.shadows.call_response(
+            token,
+            Some(b"504"),
+            24,
+            body,
+            json_response,
+            500,
+            &mut vm.fx,
+        );
+        vm.shadows
+            .primary_response(timed_out, primary("{}"), &mut vm.fx);
+        assert_eq!(vm.fx.count_of(Counter::CompareSkippedShadowFailed), 1);
+        // The second call never answers: expiry ends its comparison.
+        vm.shadows.primary_response(lost, primary("{}"), &mut vm.fx);
+        vm.tick(1, 500 + 1_000);
+        assert_eq!(vm.fx.count_of(Counter::CompareSkippedShadowFailed), 2);
+        assert_eq!(vm.fx.count_of(Counter::CompareTotal), 2);
+    }
+
+    #[test]
+    fn a_shadow_body_over_the_cap_is_not_read() {
+        let r = rules(r#""max_body_bytes":4"#);
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        let id = vm.submit_compared(1, &r).unwrap();
+        vm.tick(1, 0);
+        let never = |_| -> Vec<u8> { panic!("over the cap: not read") };
+        let token = vm.calls[0].0;
+        vm.shadows
+            .call_response(token, Some(b"200"), 5, never, json_response, 5, &mut vm.fx);
+        vm.shadows.primary_response(id, primary("{}"), &mut vm.fx);
+        assert_eq!(vm.fx.count_of(Counter::CompareSkippedBodyTooLarge), 1);
+    }
+
+    #[test]
+    fn beyond_the_in_flight_bound_a_comparison_is_skipped_and_counted() {
+        let r = rules("");
+        let mut vm = Vm {
+            shadows: Shadows::new(1, 1_000),
+            ..Vm::new()
+        };
+        vm.shadows.configure(1, A);
+        assert!(vm.submit_compared(1, &r).is_some());
+        assert!(vm.submit_compared(1, &r).is_none());
+        assert_eq!(vm.fx.count_of(Counter::CompareTotal), 2);
+        assert_eq!(vm.fx.count_of(Counter::CompareSkippedInFlightLimit), 1);
     }
 }

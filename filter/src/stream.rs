@@ -7,16 +7,20 @@
 //! → (the primary's status reported) `Off`. The primary may answer before the body is complete:
 //! its status is kept and reported right after the submission.
 
-use crate::config::{FilterConfig, OverrideSource, ServiceConfig};
+use crate::compare::pending::{Half, PrimaryCapture};
+use crate::compare::Skip;
+use crate::config::{CompareConfig, FilterConfig, OverrideSource, ServiceConfig};
 use crate::metrics::Counter;
 use crate::mirror::{
     body_too_large, declared_too_large, is_mirrored, shadow_headers, shadow_side, SHADOW_HEADER,
 };
 use crate::outcome::parse_status;
+use crate::reads::{is_compared, is_read_mirrored, Mirrored};
 use crate::routing::{
     match_service, route, Side, COOKIE_HEADER, REQUEST_ID_HEADER, ROUTED_TO_HEADER,
 };
 use crate::shadow::{ShadowInfo, ShadowRequest};
+use std::sync::Arc;
 
 pub const TRAFFIC_PERCENTAGE_HEADER: &str = "x-traffic-percentage";
 /// Logged paths and ids are cut to this many bytes.
@@ -36,9 +40,18 @@ pub trait StreamEffects {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn set_response_header(&mut self, name: &str, value: &str);
     fn count(&mut self, service: usize, counter: Counter);
-    /// Hands a complete shadow to the root context; its id, or `None` if it was not accepted
-    /// (already counted and logged there).
-    fn submit(&mut self, service: usize, request: ShadowRequest, info: ShadowInfo) -> Option<u64>;
+    /// Hands a complete shadow to the root context (with the rules its response is compared
+    /// by, if it is); its id, or `None` if it was not accepted (already counted and logged
+    /// there).
+    fn submit(
+        &mut self,
+        service: usize,
+        request: ShadowRequest,
+        info: ShadowInfo,
+        compare: Option<Arc<CompareConfig>>,
+    ) -> Option<u64>;
+    /// Reports the primary's captured response of a compared shadow.
+    fn primary_response(&mut self, id: u64, half: Half);
     /// Reports the primary's status of a submitted shadow (`None`: no response).
     fn primary_status(&mut self, id: u64, status: Option<u16>);
     fn debug(&mut self, line: &str);
@@ -110,6 +123,7 @@ struct PreparedShadow {
     headers: Vec<(String, Vec<u8>)>,
     info: ShadowInfo,
     timeout_ms: u64,
+    compare: Option<Arc<CompareConfig>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +148,27 @@ pub struct Stream {
     /// The primary's status once its response headers passed (`Some(None)`: no valid status,
     /// or the stream ended without a response).
     primary_status: Option<Option<u16>>,
+    compare: Compare,
+}
+
+/// The comparison of the primary's response with the shadow's: `Off` → (a compared shadow is
+/// prepared) `Due` → (response headers) `Capturing` → (end of the response) `Captured`; the
+/// capture is handed over once the shadow's id is known (a write's primary may answer before
+/// its body is complete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Compare {
+    Off,
+    Due {
+        rules: Arc<CompareConfig>,
+        id: Option<u64>,
+    },
+    Capturing {
+        capture: Box<PrimaryCapture>,
+        id: Option<u64>,
+    },
+    Captured {
+        half: Box<Half>,
+    },
 }
 
 impl Default for Stream {
@@ -157,10 +192,13 @@ fn routing_headers(
     service: &ServiceConfig,
     headers: &mut impl RequestHeaders,
 ) -> Vec<(String, Vec<u8>)> {
-    let override_headers = service.overrides.iter().filter_map(|rule| match &rule.source {
-        OverrideSource::Header(name) => Some(name),
-        OverrideSource::Cookie(_) => None,
-    });
+    let override_headers = service
+        .overrides
+        .iter()
+        .filter_map(|rule| match &rule.source {
+            OverrideSource::Header(name) => Some(name),
+            OverrideSource::Cookie(_) => None,
+        });
     let mut found: Vec<(String, Vec<u8>)> = Vec::new();
     let names = config
         .stickiness_headers
@@ -199,6 +237,7 @@ impl Stream {
             routed: None,
             mirror: Mirror::Off,
             primary_status: None,
+            compare: Compare::Off,
         }
     }
 
@@ -237,13 +276,26 @@ impl Stream {
         fx.set_request_header(ROUTED_TO_HEADER, Some(side.as_str()));
         self.routed = Some((index, side));
 
-        if !service.dual_write.enabled {
+        if !service.dual_write.enabled && service.shadow_reads.is_none() {
             return;
         }
         let method = headers.get(":method").unwrap_or_default();
-        if !is_mirrored(service, &method) {
-            return;
-        }
+        let request_id = routing
+            .iter()
+            .find(|(name, _)| name == REQUEST_ID_HEADER)
+            .map(|(_, value)| value.as_slice());
+        let (mirrored, timeout_ms) = if service.dual_write.enabled && is_mirrored(service, &method)
+        {
+            (Mirrored::Write, service.dual_write.timeout_ms)
+        } else {
+            match &service.shadow_reads {
+                Some(reads) if is_read_mirrored(service, &method, request_id) => {
+                    fx.count(index, Counter::ShadowReadsSent);
+                    (Mirrored::Read, reads.timeout_ms)
+                }
+                _ => return,
+            }
+        };
         let all = headers.all();
         let content_length = all
             .iter()
@@ -265,11 +317,22 @@ impl Stream {
                 path: for_log(&path),
                 correlation_id: for_log(key.bytes),
             },
-            timeout_ms: service.dual_write.timeout_ms,
+            timeout_ms,
+            compare: service
+                .compare
+                .clone()
+                .filter(|_| is_compared(service, mirrored)),
         };
         if end_of_stream {
             self.submit(shadow, Vec::new(), fx);
         } else {
+            // The primary may answer before the body is complete: capture it from the start.
+            if let Some(rules) = &shadow.compare {
+                self.compare = Compare::Due {
+                    rules: Arc::clone(rules),
+                    id: None,
+                };
+            }
             self.mirror = Mirror::Buffering {
                 shadow: Box::new(shadow),
                 copied: Vec::new(),
@@ -305,6 +368,7 @@ impl Stream {
             fx.count(service, Counter::ShadowSkippedBodyTooLarge);
             fx.debug("cutover: body over max_body_bytes, shadow skipped");
             self.mirror = Mirror::Off;
+            self.compare = Compare::Off;
             return;
         }
         // The body streams on to the primary untouched; the shadow gets a copy of each chunk.
@@ -323,19 +387,47 @@ impl Stream {
 
     /// Whether the glue must read the primary's `:status` for [`Stream::response_headers`].
     pub fn wants_primary_status(&self) -> bool {
-        !matches!(self.mirror, Mirror::Off)
+        !matches!(self.mirror, Mirror::Off) || self.wants_response_headers()
+    }
+
+    /// Whether the glue must pass every response header to [`Stream::response_headers`] (the
+    /// response is compared).
+    pub fn wants_response_headers(&self) -> bool {
+        matches!(self.compare, Compare::Due { .. })
+    }
+
+    /// Whether the glue must pass the response body chunks to [`Stream::response_body`].
+    pub fn wants_response_body(&self) -> bool {
+        matches!(self.compare, Compare::Capturing { .. })
     }
 
     /// The primary's response headers; `status` is its raw `:status` (read only when
-    /// [`Stream::wants_primary_status`]).
+    /// [`Stream::wants_primary_status`]), `headers` all of them (read only when
+    /// [`Stream::wants_response_headers`]).
     pub fn response_headers(
         &mut self,
         settings: &Settings,
         status: Option<&[u8]>,
+        headers: &[(String, Vec<u8>)],
+        end_of_stream: bool,
         fx: &mut impl StreamEffects,
     ) {
         if self.wants_primary_status() {
             self.report_primary(status.and_then(parse_status), fx);
+        }
+        if let Compare::Due { rules, id } = &self.compare {
+            let capture = PrimaryCapture::start(
+                rules,
+                status.and_then(parse_status),
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            );
+            self.compare = Compare::Capturing {
+                capture: Box::new(capture),
+                id: *id,
+            };
+            if end_of_stream {
+                self.response_complete(fx);
+            }
         }
         // Only the matched service's headers: the cost does not grow with the configuration.
         let Some((index, side)) = self.routed else {
@@ -350,9 +442,55 @@ impl Stream {
         }
     }
 
+    /// A response body chunk of `body_size` bytes passed on to the client (never held);
+    /// `read` fetches it from Envoy, only while the copy is within the cap.
+    pub fn response_body(
+        &mut self,
+        body_size: usize,
+        end_of_stream: bool,
+        read: impl FnOnce(usize) -> Vec<u8>,
+        fx: &mut impl StreamEffects,
+    ) {
+        if let Compare::Capturing { capture, .. } = &mut self.compare {
+            if body_size > 0 && capture.wants_body() {
+                capture.push(&read(body_size));
+            }
+        }
+        if end_of_stream {
+            self.response_complete(fx);
+        }
+    }
+
+    /// Trailers end the response body.
+    pub fn response_trailers(&mut self, fx: &mut impl StreamEffects) {
+        self.response_complete(fx);
+    }
+
+    fn response_complete(&mut self, fx: &mut impl StreamEffects) {
+        if let Compare::Capturing { capture, id } =
+            std::mem::replace(&mut self.compare, Compare::Off)
+        {
+            let half = Box::new(capture.finish());
+            self.compare = match id {
+                Some(id) => {
+                    fx.primary_response(id, *half);
+                    Compare::Off
+                }
+                None => Compare::Captured { half },
+            };
+        }
+    }
+
     /// The stream ended (logged, reset or done); a primary that never answered is reported.
     pub fn end(&mut self, fx: &mut impl StreamEffects) {
         self.report_primary(None, fx);
+        // A response that did not complete is not compared.
+        match std::mem::replace(&mut self.compare, Compare::Off) {
+            Compare::Due { id: Some(id), .. } | Compare::Capturing { id: Some(id), .. } => {
+                fx.primary_response(id, Half::Skipped(Skip::NoPrimaryResponse));
+            }
+            _ => {}
+        }
     }
 
     fn body_complete(&mut self, fx: &mut impl StreamEffects) {
@@ -371,10 +509,36 @@ impl Stream {
             body,
             timeout_ms: shadow.timeout_ms,
         };
-        self.mirror = match fx.submit(shadow.service, request, shadow.info) {
+        let compare = shadow.compare.clone();
+        let id = fx.submit(shadow.service, request, shadow.info, shadow.compare);
+        self.mirror = match id {
             Some(id) => Mirror::Submitted { id },
             None => Mirror::Off,
         };
+        let Some(id) = id else {
+            self.compare = Compare::Off;
+            return;
+        };
+        if let Some(rules) = compare {
+            self.compare = match std::mem::replace(&mut self.compare, Compare::Off) {
+                Compare::Off => Compare::Due {
+                    rules,
+                    id: Some(id),
+                },
+                Compare::Due { rules, .. } => Compare::Due {
+                    rules,
+                    id: Some(id),
+                },
+                Compare::Capturing { capture, .. } => Compare::Capturing {
+                    capture,
+                    id: Some(id),
+                },
+                Compare::Captured { half } => {
+                    fx.primary_response(id, *half);
+                    Compare::Off
+                }
+            };
+        }
         // The primary may have answered before the request body was complete.
         if let Some(status) = self.primary_status {
             self.report_primary(status, fx);
@@ -430,7 +594,10 @@ mod tests {
         Response(String, String),
         Count(usize, Counter),
         Submit(String, Vec<u8>),
+        /// A submission with comparison rules.
+        Compared(String),
         Primary(u64, Option<u16>),
+        PrimaryResponse(u64, Half),
     }
 
     #[derive(Default)]
@@ -451,9 +618,21 @@ mod tests {
         fn count(&mut self, service: usize, counter: Counter) {
             self.did.push(Did::Count(service, counter));
         }
-        fn submit(&mut self, _: usize, request: ShadowRequest, _: ShadowInfo) -> Option<u64> {
+        fn submit(
+            &mut self,
+            _: usize,
+            request: ShadowRequest,
+            _: ShadowInfo,
+            compare: Option<Arc<CompareConfig>>,
+        ) -> Option<u64> {
+            if compare.is_some() {
+                self.did.push(Did::Compared(request.cluster.clone()));
+            }
             self.did.push(Did::Submit(request.cluster, request.body));
             (!self.full).then_some(7)
+        }
+        fn primary_response(&mut self, id: u64, half: Half) {
+            self.did.push(Did::PrimaryResponse(id, half));
         }
         fn primary_status(&mut self, id: u64, status: Option<u16>) {
             self.did.push(Did::Primary(id, status));
@@ -511,7 +690,7 @@ mod tests {
             ]
         );
         assert!(!stream.wants_primary_status());
-        stream.response_headers(&s, None, &mut fx);
+        stream.response_headers(&s, None, &[], true, &mut fx);
         assert_eq!(
             fx.take(),
             [
@@ -536,7 +715,7 @@ mod tests {
                 req("x-routed-to", None),
             ]
         );
-        stream.response_headers(&s, None, &mut fx);
+        stream.response_headers(&s, None, &[], true, &mut fx);
         assert_eq!(fx.take(), [], "no routing or feature headers");
     }
 
@@ -560,7 +739,7 @@ mod tests {
         );
         fx.take();
         assert!(stream.wants_primary_status());
-        stream.response_headers(&s, Some(b"201"), &mut fx);
+        stream.response_headers(&s, Some(b"201"), &[], true, &mut fx);
         assert_eq!(fx.did.first(), Some(&Did::Primary(7, Some(201))));
         fx.take();
         stream.end(&mut fx);
@@ -593,7 +772,7 @@ mod tests {
         stream.request_headers(&s, &mut headers("POST", "/api/chat/m", &[]), false, &mut fx);
         stream.request_body(&s, 2, false, |_| b"ab".to_vec(), &mut fx);
         assert!(stream.wants_primary_status());
-        stream.response_headers(&s, Some(b"409"), &mut fx);
+        stream.response_headers(&s, Some(b"409"), &[], true, &mut fx);
         assert!(!fx.did.iter().any(|d| matches!(d, Did::Primary(..))));
         fx.take();
         stream.request_body(&s, 1, true, |_| b"c".to_vec(), &mut fx);
@@ -681,7 +860,167 @@ mod tests {
         assert_eq!(fx.submits().len(), 1);
         assert!(!stream.wants_primary_status());
         fx.take();
-        stream.response_headers(&s, Some(b"200"), &mut fx);
+        stream.response_headers(&s, Some(b"200"), &[], true, &mut fx);
         assert!(!fx.did.iter().any(|d| matches!(d, Did::Primary(..))));
+    }
+
+    fn compared(fields: &str) -> Settings {
+        settings(&format!(
+            r#","shadow_reads":{{"percentage":100}},"compare":{{"ignore":["$.t"]}}{fields}"#
+        ))
+    }
+
+    fn json_headers() -> Vec<(String, Vec<u8>)> {
+        vec![
+            (":status".into(), b"200".to_vec()),
+            ("content-type".into(), b"application/json".to_vec()),
+        ]
+    }
+
+    fn read(bytes: &'static [u8]) -> impl FnOnce(usize) -> Vec<u8> {
+        move |n| bytes.get(..n).unwrap_or(bytes).to_vec()
+    }
+
+    fn primary_responses(did: &[Did]) -> Vec<&Did> {
+        did.iter()
+            .filter(|d| matches!(d, Did::PrimaryResponse(..)))
+            .collect()
+    }
+
+    #[test]
+    fn a_sampled_read_is_mirrored_and_its_response_captured_as_it_streams() {
+        let s = compared("");
+        let mut fx = Fx::default();
+        let mut stream = Stream::new();
+        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        stream.request_headers(&s, &mut h, true, &mut fx);
+        let did = fx.take();
+        assert!(did.contains(&Did::Count(0, Counter::ShadowReadsSent)));
+        assert!(did.contains(&Did::Compared("chat_legacy".into())));
+        assert!(did.contains(&Did::Submit("chat_legacy".into(), Vec::new())));
+        assert!(stream.wants_response_headers());
+        stream.response_headers(&s, Some(b"200"), &json_headers(), false, &mut fx);
+        assert!(stream.wants_response_body());
+        stream.response_body(7, false, read(br#"{"a":1,"#), &mut fx);
+        assert_eq!(primary_responses(&fx.did), Vec::<&Did>::new());
+        stream.response_body(6, true, read(br#""t":2}"#), &mut fx);
+        match primary_responses(&fx.did).as_slice() {
+            [Did::PrimaryResponse(7, Half::Response(r))] => {
+                assert_eq!(r.status, 200);
+                assert_eq!(r.body, br#"{"a":1,"t":2}"#);
+                assert_eq!(r.content_type.as_deref(), Some(&b"application/json"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing more at the end of the stream.
+        fx.take();
+        stream.end(&mut fx);
+        assert_eq!(primary_responses(&fx.did), Vec::<&Did>::new());
+    }
+
+    #[test]
+    fn reads_outside_the_sample_or_methods_are_not_mirrored() {
+        let s = settings(r#","shadow_reads":{"percentage":0},"compare":{}"#);
+        let mut fx = Fx::default();
+        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        assert!(fx.submits().is_empty());
+        let s = compared("");
+        let mut h = headers("DELETE", "/api/chat/1", &[("x-request-id", "r-1")]);
+        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        assert!(fx.submits().is_empty());
+        // Without a request id there is no sample.
+        let mut h = headers("GET", "/api/chat/1", &[]);
+        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        assert!(fx.submits().is_empty());
+    }
+
+    #[test]
+    fn a_response_over_the_cap_is_reported_too_large_without_copying_on() {
+        let s = settings(r#","shadow_reads":{"percentage":100},"compare":{"max_body_bytes":4}"#);
+        let mut fx = Fx::default();
+        let mut stream = Stream::new();
+        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        stream.request_headers(&s, &mut h, true, &mut fx);
+        stream.response_headers(&s, Some(b"200"), &json_headers(), false, &mut fx);
+        stream.response_body(3, false, read(b"abc"), &mut fx);
+        stream.response_body(3, false, read(b"def"), &mut fx);
+        let never = |_| -> Vec<u8> { panic!("over the cap: not read") };
+        stream.response_body(3, true, never, &mut fx);
+        assert_eq!(
+            primary_responses(&fx.did),
+            [&Did::PrimaryResponse(7, Half::Skipped(Skip::BodyTooLarge))]
+        );
+    }
+
+    #[test]
+    fn a_stream_reset_mid_response_is_no_primary_response() {
+        let s = compared("");
+        for complete_headers in [false, true] {
+            let mut fx = Fx::default();
+            let mut stream = Stream::new();
+            let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+            stream.request_headers(&s, &mut h, true, &mut fx);
+            if complete_headers {
+                stream.response_headers(&s, Some(b"200"), &json_headers(), false, &mut fx);
+                stream.response_body(1, false, read(b"{"), &mut fx);
+            }
+            stream.end(&mut fx);
+            assert_eq!(
+                primary_responses(&fx.did),
+                [&Did::PrimaryResponse(
+                    7,
+                    Half::Skipped(Skip::NoPrimaryResponse)
+                )]
+            );
+            // Envoy may end a stream twice (on_log, on_done): reported once.
+            fx.take();
+            stream.end(&mut fx);
+            assert!(primary_responses(&fx.did).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_refused_shadow_is_not_compared() {
+        let s = compared("");
+        let mut fx = Fx {
+            full: true,
+            ..Fx::default()
+        };
+        let mut stream = Stream::new();
+        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        stream.request_headers(&s, &mut h, true, &mut fx);
+        assert!(!stream.wants_response_headers());
+        stream.response_headers(&s, Some(b"200"), &json_headers(), true, &mut fx);
+        stream.end(&mut fx);
+        assert!(primary_responses(&fx.did).is_empty());
+    }
+
+    #[test]
+    fn a_compared_write_answered_before_its_body_ends_is_handed_over_after_submission() {
+        let s = settings(r#","dual_write":{},"compare":{"writes":true}"#);
+        let mut fx = Fx::default();
+        let mut stream = Stream::new();
+        let mut h = headers("POST", "/api/chat/m", &[("x-correlation-id", "u1")]);
+        stream.request_headers(&s, &mut h, false, &mut fx);
+        stream.request_body(&s, 2, false, read(b"he"), &mut fx);
+        assert!(stream.wants_response_headers());
+        stream.response_headers(&s, Some(b"201"), &json_headers(), true, &mut fx);
+        assert!(primary_responses(&fx.did).is_empty(), "no id yet");
+        stream.request_body(&s, 3, true, read(b"llo"), &mut fx);
+        let did = fx.take();
+        assert!(did.contains(&Did::Compared("chat_legacy".into())));
+        match primary_responses(&did).as_slice() {
+            [Did::PrimaryResponse(7, Half::Response(r))] => assert_eq!(r.status, 201),
+            other => panic!("{other:?}"),
+        }
+        // Writes are compared only with compare.writes.
+        let s = settings(r#","dual_write":{},"shadow_reads":{"percentage":100},"compare":{}"#);
+        let mut h = headers("POST", "/api/chat/m", &[("x-request-id", "r-1")]);
+        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        let did = fx.take();
+        assert!(did.iter().any(|d| matches!(d, Did::Submit(..))));
+        assert!(!did.iter().any(|d| matches!(d, Did::Compared(..))));
+        assert!(!did.contains(&Did::Count(0, Counter::ShadowReadsSent)));
     }
 }

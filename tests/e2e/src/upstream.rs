@@ -22,6 +22,18 @@ pub struct Behaviour {
     pub fail_every: Option<u64>,
     /// Wait this long after reading the request, before answering (default none).
     pub delay: Duration,
+    /// Answers for particular paths (the target without its query), first match wins; other
+    /// paths get the default answer (`status`, `text/plain`, the upstream's name).
+    pub canned: Vec<Canned>,
+}
+
+/// A fixed answer for one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canned {
+    pub path: String,
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
 }
 
 impl Default for Behaviour {
@@ -30,6 +42,7 @@ impl Default for Behaviour {
             status: 200,
             fail_every: None,
             delay: Duration::ZERO,
+            canned: Vec::new(),
         }
     }
 }
@@ -195,6 +208,18 @@ impl Upstream {
         lock(&self.shared.behaviour).fail_every = if n == 0 { None } else { Some(n) };
     }
 
+    /// Answer requests for `path` (without query) with this status, content type and body.
+    pub fn set_canned(&self, path: &str, status: u16, content_type: &str, body: &[u8]) {
+        let mut behaviour = lock(&self.shared.behaviour);
+        behaviour.canned.retain(|c| c.path != path);
+        behaviour.canned.push(Canned {
+            path: path.to_string(),
+            status,
+            content_type: content_type.to_string(),
+            body: body.to_vec(),
+        });
+    }
+
     /// Wait this long before answering each request.
     pub fn set_delay(&self, delay: Duration) {
         lock(&self.shared.behaviour).delay = delay;
@@ -293,6 +318,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
             return;
         };
         let close = http::wants_close(&headers);
+        let path = target.split('?').next().unwrap_or("").to_string();
 
         let sequence = shared.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         if shared.recording.load(Ordering::SeqCst) {
@@ -313,13 +339,18 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let status = match behaviour.fail_every {
-            Some(n) if sequence.is_multiple_of(n) => 500,
-            _ => behaviour.status,
+        let canned = behaviour.canned.iter().find(|c| c.path == path);
+        let status = match (canned, behaviour.fail_every) {
+            (Some(c), _) => c.status,
+            (None, Some(n)) if sequence.is_multiple_of(n) => 500,
+            (None, _) => behaviour.status,
         };
-        let body = shared.name.as_bytes();
+        let (content_type, body) = match canned {
+            Some(c) => (c.content_type.as_str(), c.body.as_slice()),
+            None => ("text/plain", shared.name.as_bytes()),
+        };
         let head = format!(
-            "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\n{SERVED_BY_HEADER}: {}\r\ncontent-length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n{SERVED_BY_HEADER}: {}\r\ncontent-length: {}\r\n{}\r\n",
             http::reason(status),
             shared.name,
             body.len(),

@@ -98,6 +98,7 @@ pub(crate) const MAP_RESPONSE_HEADERS: usize = 2;
 pub(crate) const MAP_HTTP_CALL_RESPONSE_HEADERS: usize = 6;
 pub(crate) const MAP_HTTP_CALL_RESPONSE_TRAILERS: usize = 7;
 pub(crate) const BUFFER_REQUEST_BODY: usize = 0;
+pub(crate) const BUFFER_RESPONSE_BODY: usize = 1;
 pub(crate) const BUFFER_HTTP_CALL_RESPONSE_BODY: usize = 4;
 pub(crate) const BUFFER_VM_CONFIGURATION: usize = 6;
 pub(crate) const BUFFER_PLUGIN_CONFIGURATION: usize = 7;

@@ -40,8 +40,8 @@ pub use wasm_file::{filter_wasm, locate_wasm, workspace_root, DEFAULT_WASM, FIXT
 
 use host::{
     HostState, BUFFER_HTTP_CALL_RESPONSE_BODY, BUFFER_PLUGIN_CONFIGURATION, BUFFER_REQUEST_BODY,
-    BUFFER_VM_CONFIGURATION, MAP_HTTP_CALL_RESPONSE_HEADERS, MAP_HTTP_CALL_RESPONSE_TRAILERS,
-    MAP_REQUEST_HEADERS, MAP_RESPONSE_HEADERS,
+    BUFFER_RESPONSE_BODY, BUFFER_VM_CONFIGURATION, MAP_HTTP_CALL_RESPONSE_HEADERS,
+    MAP_HTTP_CALL_RESPONSE_TRAILERS, MAP_REQUEST_HEADERS, MAP_RESPONSE_HEADERS,
 };
 
 /// Context id of the plugin's root context (Envoy creates it first).
@@ -132,6 +132,7 @@ struct Exports {
     on_request_headers: TypedFunc<(i32, i32, i32), i32>,
     on_request_body: TypedFunc<(i32, i32, i32), i32>,
     on_response_headers: TypedFunc<(i32, i32, i32), i32>,
+    on_response_body: TypedFunc<(i32, i32, i32), i32>,
     on_done: TypedFunc<i32, i32>,
     on_log: TypedFunc<i32, ()>,
     on_delete: TypedFunc<i32, ()>,
@@ -261,6 +262,7 @@ impl Filter {
             on_request_headers: export!("proxy_on_request_headers"),
             on_request_body: export!("proxy_on_request_body"),
             on_response_headers: export!("proxy_on_response_headers"),
+            on_response_body: export!("proxy_on_response_body"),
             on_done: export!("proxy_on_done"),
             on_log: export!("proxy_on_log"),
             on_delete: export!("proxy_on_delete"),
@@ -364,6 +366,7 @@ impl Filter {
             buffered_body: Vec::new(),
             upstream_body: Vec::new(),
             body_actions: Vec::new(),
+            downstream_body: Vec::new(),
             response: None,
             local_response: None,
             finished: false,
@@ -587,6 +590,7 @@ pub struct Stream<'f> {
     upstream_body: Vec<u8>,
     body_actions: Vec<Action>,
     response: Option<Headers>,
+    downstream_body: Vec<u8>,
     local_response: Option<LocalResponse>,
     finished: bool,
 }
@@ -712,6 +716,58 @@ impl Stream<'_> {
         status: u16,
         headers: &[(&str, V)],
     ) -> Result<Response, Error> {
+        self.deliver_response_headers(status, headers, true)
+    }
+
+    /// Delivers the upstream's response headers with a body to follow
+    /// ([`Stream::send_response_body`]).
+    pub fn respond_headers<V: AsRef<[u8]>>(
+        &mut self,
+        status: u16,
+        headers: &[(&str, V)],
+    ) -> Result<Response, Error> {
+        self.deliver_response_headers(status, headers, false)
+    }
+
+    /// Sends one response body chunk (`proxy_on_response_body` with its size; the response
+    /// headers stay readable) and returns what the filter answered. The chunk goes on to the
+    /// client unless the filter paused it; [`Stream::downstream_body`] has what went.
+    pub fn send_response_body(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action, Error> {
+        let state = self.filter.store.data_mut();
+        state.buffers[BUFFER_RESPONSE_BODY] = Some(chunk.to_vec());
+        state.maps[MAP_RESPONSE_HEADERS] = self.response.take();
+        let callback = self.filter.exports.on_response_body.clone();
+        let id = self.id;
+        let result = self.filter.call(id, "proxy_on_response_body", |store| {
+            callback.call(store, (id as i32, chunk.len() as i32, end_of_stream as i32))
+        });
+        let state = self.filter.store.data_mut();
+        self.response = state.maps[MAP_RESPONSE_HEADERS].take();
+        let released = state.buffers[BUFFER_RESPONSE_BODY]
+            .take()
+            .unwrap_or_default();
+        let action = Action::from_abi(result?);
+        if action == Action::Continue {
+            self.downstream_body.extend_from_slice(&released);
+        }
+        Ok(action)
+    }
+
+    /// The response body bytes released to the client so far.
+    pub fn downstream_body(&self) -> &[u8] {
+        &self.downstream_body
+    }
+
+    fn deliver_response_headers<V: AsRef<[u8]>>(
+        &mut self,
+        status: u16,
+        headers: &[(&str, V)],
+        end_of_stream: bool,
+    ) -> Result<Response, Error> {
         let status = status.to_string();
         let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.len() + 1);
         pairs.push((b":status", status.as_bytes()));
@@ -726,7 +782,7 @@ impl Stream<'_> {
         let callback = self.filter.exports.on_response_headers.clone();
         let id = self.id;
         let result = self.filter.call(id, "proxy_on_response_headers", |store| {
-            callback.call(store, (id as i32, count as i32, 1))
+            callback.call(store, (id as i32, count as i32, end_of_stream as i32))
         });
         let headers = self.filter.store.data_mut().maps[MAP_RESPONSE_HEADERS]
             .take()
