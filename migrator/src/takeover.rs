@@ -76,6 +76,21 @@ pub async fn check_copy_allowed(
     .into())
 }
 
+/// Refuses `copy --prune` (exit 2) into a target that has taken over, even with
+/// `--after-takeover`: a row only the target has may be its own write, which prune must never
+/// delete.
+pub async fn check_prune_allowed(target: &mut PgConnection, database: &str) -> anyhow::Result<()> {
+    match taken_over_since(target).await? {
+        None => Ok(()),
+        Some(since) => Err(MigratorError::Usage(format!(
+            "--prune refused: {database} has taken over from the source since {since} (recorded by \
+             `migrator takeover mark`): a row only the target has may be its own write, which prune \
+             must never delete"
+        ))
+        .into()),
+    }
+}
+
 /// Recognises the legacy database given as the target: the target holds the plan's source tables
 /// (and is not the source database itself, which the plan allows). Names the database and tables.
 pub async fn check_not_swapped(

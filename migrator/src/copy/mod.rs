@@ -84,6 +84,10 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     takeover::check_not_swapped(&mut source, &mut target, &plan, &database).await?;
     schema::check_for_plan(&mut target, &plan).await?;
     takeover::check_copy_allowed(&mut target, args.after_takeover, &database).await?;
+    if args.prune {
+        // The recorded takeover means the same as the plan's `target_has_taken_over`.
+        takeover::check_prune_allowed(&mut target, &database).await?;
+    }
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
     let mut sources = Sources::connect(source, source_url, target_url).await?;

@@ -63,6 +63,17 @@ fn copy_refuses_once_the_target_has_taken_over() {
     }
     assert_eq!(message_content(&env, &id), "re-posted on new");
 
+    // Prune never runs on a target that has taken over, not even with --after-takeover.
+    let prune = env.run(&[
+        "copy",
+        "--prune",
+        "--no-target-writes",
+        "--after-takeover",
+    ]);
+    prune.assert_code(2);
+    assert!(prune.stderr.contains("--prune refused"), "{}", prune.stderr);
+    assert_eq!(message_content(&env, &id), "re-posted on new");
+
     // Deliberately: copies, warns; the versioned row stays, the unversioned one is overwritten.
     let forced = env.run(&["copy", "--tables", "users,messages", "--after-takeover"]);
     forced.assert_code(0);
