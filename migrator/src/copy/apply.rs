@@ -9,18 +9,20 @@ use sqlx::{Connection, Row};
 use super::diagnose::diagnose;
 use super::format::CopyFormat;
 use super::pipeline::{Batch, Existing};
+use super::ranges::{self, Lease};
 use super::report::Counts;
-use super::{runs, sql};
+use super::sql;
 use crate::error::{self, MigratorError};
 use crate::plan::ResolvedTable;
 
 /// Whether a copy writes, and where its checkpoints go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
     /// `--dry-run`: count what would be inserted and updated; write nothing, no run, no checkpoints.
     DryRun,
-    /// Write each batch together with its checkpoint in run `run_id`.
-    Write { run_id: i64 },
+    /// Write each batch together with the checkpoint of the claimed range (which also renews
+    /// the lease, or stops the batch when the range was taken over).
+    Write(&'a Lease),
 }
 
 async fn copy_in(conn: &mut PgConnection, sql: &str, data: &[u8]) -> sqlx::Result<u64> {
@@ -46,7 +48,7 @@ pub async fn apply_batch(
     format: CopyFormat,
     staging: &str,
     batch: &Batch,
-    mode: Mode,
+    mode: Mode<'_>,
 ) -> anyhow::Result<Counts> {
     let name = table.name();
     if batch.existing == Existing::Identical {
@@ -55,8 +57,8 @@ pub async fn apply_batch(
             unchanged: batch.rows,
             ..Counts::default()
         };
-        if let Mode::Write { run_id } = mode {
-            runs::write_checkpoint(target, run_id, name, &batch.last_key, counts).await?;
+        if let Mode::Write(lease) = mode {
+            ranges::checkpoint(target, lease, &batch.last_key, counts).await?;
         }
         return Ok(counts);
     }
@@ -67,14 +69,14 @@ pub async fn apply_batch(
             inserted: batch.rows,
             ..Counts::default()
         };
-        let Mode::Write { run_id } = mode else {
+        let Mode::Write(lease) = mode else {
             return Ok(counts); // all of them would be inserted
         };
         let mut tx = target.begin().await?;
         let direct = copy_in(&mut tx, &sql::copy_into_target(table, format), &batch.data).await;
         match direct {
             Ok(_) => {
-                runs::write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
+                ranges::checkpoint(&mut tx, lease, &batch.last_key, counts).await?;
                 tx.commit().await?;
                 return Ok(counts);
             }
@@ -104,7 +106,7 @@ pub async fn apply_batch(
             e.into()
         }
     })?;
-    let run_id = match mode {
+    let lease = match mode {
         Mode::DryRun => {
             let row = sqlx::query(&sql::dry_run_counts(table, staging))
                 .fetch_one(&mut *tx)
@@ -113,7 +115,7 @@ pub async fn apply_batch(
             tx.rollback().await?;
             return Ok(counts);
         }
-        Mode::Write { run_id } => run_id,
+        Mode::Write(lease) => lease,
     };
     sqlx::query("SAVEPOINT cutover_batch")
         .execute(&mut *tx)
@@ -134,7 +136,7 @@ pub async fn apply_batch(
         Err(e) => return Err(e.into()),
     };
     let counts = counts_of(&row, batch.rows)?;
-    runs::write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
+    ranges::checkpoint(&mut tx, lease, &batch.last_key, counts).await?;
     tx.commit().await?;
     Ok(counts)
 }
