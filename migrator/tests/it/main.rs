@@ -25,6 +25,7 @@ mod copy_rerun_noop;
 mod copy_restart;
 mod copy_resume_after_kill;
 mod copy_text_format_types;
+mod copy_workers;
 mod cutover_verify_data;
 mod cutover_verify_dual_write;
 mod cutover_verify_error_rate;
