@@ -46,6 +46,7 @@ mod verify_drift;
 mod verify_errors;
 mod verify_identical;
 mod verify_ignore_column;
+mod verify_jobs;
 mod verify_large;
 mod verify_numeric_scale;
 // Merge point: further behaviour modules (e.g. `rollout`) are listed here.
