@@ -110,8 +110,8 @@ async fn print_run(target: &mut PgConnection, run: &RunRecord) -> anyhow::Result
     let ranges = ranges::list(target, run.run_id).await?;
     if !ranges.is_empty() {
         println!(
-            "    {:<20} {:>6} {:>6} {:>10}  {:<40}  key range / last key",
-            "range", "no", "done", "rows", "holder"
+            "    {:<26} {:>6} {:>10}  {:<40}  key range / last key",
+            "range (table/number)", "done", "rows", "holder"
         );
     }
     for r in &ranges {
@@ -121,9 +121,8 @@ async fn print_run(target: &mut PgConnection, run: &RunRecord) -> anyhow::Result
             (None, _) => "-".to_string(),
         };
         println!(
-            "    {:<20} {:>6} {:>6} {:>10}  {:<40}  ({}, {}] / {}{}",
-            r.table,
-            r.range_no,
+            "    range {:<20} {:>6} {:>10}  {:<40}  ({}, {}] / {}{}",
+            format!("{}/{}", r.table, r.range_no),
             if r.done { "yes" } else { "no" },
             r.counts.rows_read,
             holder,

@@ -95,8 +95,10 @@ fn jobs_copy_ranges_in_parallel_exactly_and_status_lists_them() {
         .filter(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             w.len() > 3
-                && ["users", "conversations", "messages"].contains(&w[0])
-                && w[1].parse::<i32>().is_ok()
+                && w[0] == "range"
+                && w[1].split_once('/').is_some_and(|(t, n)| {
+                    ["users", "conversations", "messages"].contains(&t) && n.parse::<i32>().is_ok()
+                })
         })
         .count();
     assert_eq!(
