@@ -208,6 +208,8 @@ pub async fn claim(
             .await?;
     match status.as_deref() {
         Some("running") => {}
+        // Finished by other workers meanwhile (e.g. while this one was joining).
+        Some("complete") => return Ok(Claim::Finished),
         other => {
             return Err(MigratorError::RunStopped {
                 run_id,
