@@ -60,3 +60,9 @@ bench-verify:
 # `migrator copy` vs a `\copy` pipe on a 1,000,000-row table (docs/benchmarks.md).
 bench-migrator:
 	scripts/with-postgres scripts/bench-migrator
+
+# `migrator copy --jobs`/two processes vs a `\copy` pipe and pgcopydb on one big table, verify --jobs
+# vs reladiff (issue 13; docs/benchmarks.md). CPU heavy.
+.PHONY: bench-migrator-scale
+bench-migrator-scale:
+	scripts/with-postgres scripts/bench-migrator-scale

@@ -135,6 +135,21 @@ pub struct CopyArgs {
     /// plan version on the target are still kept.
     #[arg(long)]
     pub after_takeover: bool,
+    /// Key ranges (work units) processed at once by this process, each with its own connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub jobs: u32,
+    /// Source rows per key range (work unit); a table with fewer rows is one range. Used when a
+    /// run starts; a resumed or joined run keeps its ranges.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub range_rows: u64,
+    /// Attach to a running copy run (by default the latest running run of this plan and
+    /// --tables) and work on its ranges beside the processes already on it.
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0")]
+    pub join: Option<i64>,
+    /// Seconds a worker holds a claimed range without committing a batch before another worker
+    /// may take the range over (every batch commit renews it).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub lease_secs: u32,
 }
 
 /// Both databases and the plan tables to work on: `plan`'s options, which `copy` shares.

@@ -32,6 +32,7 @@ pub mod exit {
     pub const DATA_REJECTED: u8 = 7;
     pub const LOCK_LOST: u8 = 8;
     pub const TAKEN_OVER: u8 = 9;
+    pub const RUN_STOPPED: u8 = 10;
 }
 
 /// Why a connection could not be opened.
@@ -119,6 +120,21 @@ pub enum MigratorError {
         cause: String,
         kept: String,
     },
+
+    /// A copy worker's lease on a range expired and another worker took the range over: this
+    /// worker's uncommitted batch is rolled back and it stops; the new holder redoes the range from
+    /// its checkpoint.
+    #[error("copy: table {table}: range {range} of run {run_id}: this worker's lease expired and {holder} took the range over; stopped (the range continues from its checkpoint with its new holder)")]
+    LeaseLost {
+        run_id: i64,
+        table: String,
+        range: i32,
+        holder: String,
+    },
+
+    /// The run a worker works for was ended by another process (failed, lock lost, abandoned).
+    #[error("copy: run {run_id} was ended by another process (status {status}); this worker stopped. Batches committed before are kept with their checkpoints")]
+    RunStopped { run_id: i64, status: String },
 }
 
 impl MigratorError {
@@ -134,8 +150,9 @@ impl MigratorError {
             MigratorError::DataRejected { .. } | MigratorError::ConversionFailed { .. } => {
                 exit::DATA_REJECTED
             }
-            MigratorError::LockLost { .. } => exit::LOCK_LOST,
+            MigratorError::LockLost { .. } | MigratorError::LeaseLost { .. } => exit::LOCK_LOST,
             MigratorError::TakenOver(_) => exit::TAKEN_OVER,
+            MigratorError::RunStopped { .. } => exit::RUN_STOPPED,
         }
     }
 }

@@ -68,6 +68,57 @@ impl AdvisoryLock {
         Ok(AdvisoryLock { key, command, pid })
     }
 
+    /// Takes the lock `key` in shared mode on `conn`: many holders at once (the workers of one
+    /// copy run), excluded by an exclusive holder (a copy starting or resuming a run). Waits while
+    /// an exclusive holder has it, or with `no_wait` fails with [`MigratorError::Locked`].
+    pub async fn acquire_shared(
+        conn: &mut PgConnection,
+        key: i64,
+        command: &'static str,
+        database: &str,
+        no_wait: bool,
+    ) -> anyhow::Result<AdvisoryLock> {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock_shared($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !got {
+            if no_wait {
+                return Err(MigratorError::Locked(format!(
+                    "a `migrator {command}` is starting a run on {database}; not waiting (--no-wait)"
+                ))
+                .into());
+            }
+            sqlx::query("SELECT pg_advisory_lock_shared($1)")
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(AdvisoryLock { key, command, pid })
+    }
+
+    /// Turns an exclusive lock into a shared one on the same connection, without a moment in
+    /// which neither is held.
+    pub async fn downgrade(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_advisory_lock_shared($1)")
+            .bind(self.key)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The server process of the holding connection.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     pub fn key(&self) -> i64 {
         self.key
     }

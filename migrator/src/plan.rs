@@ -450,12 +450,19 @@ impl ResolvedTable {
         Self::finish(self.source_projection_sql(), &key_sql, preds, extra, window)
     }
 
-    /// The key (as text) `offset` rows after `after` in key order: `copy` uses it to cut the
-    /// source into windows of `offset + 1` rows (an index-only scan when the key is a plain column).
-    pub fn source_key_at_sql(&self, after: Option<&str>, offset: u64) -> String {
+    /// The key (as text) `offset` rows after `after` (and not beyond `up_to`) in key order: `copy`
+    /// uses it to cut the source into ranges and windows of `offset + 1` rows (an index-only scan
+    /// when the key is a plain column).
+    pub fn source_key_at_sql(
+        &self,
+        after: Option<&str>,
+        up_to: Option<&str>,
+        offset: u64,
+    ) -> String {
         let key_sql = self.source_key_sql();
         let window = Window {
             after,
+            up_to,
             ordered: true,
             ..Window::default()
         };
@@ -468,13 +475,14 @@ impl ResolvedTable {
         format!("{sql} OFFSET {offset} LIMIT 1")
     }
 
-    /// The greatest key (as text) after `after`; NULL keys excluded.
-    pub fn source_last_key_sql(&self, after: Option<&str>) -> String {
+    /// The greatest key (as text) after `after` and up to `up_to`; NULL keys excluded.
+    pub fn source_last_key_sql(&self, after: Option<&str>, up_to: Option<&str>) -> String {
         let key_sql = self.source_key_sql();
         let mut preds = self.window_predicate(
             &key_sql,
             &Window {
                 after,
+                up_to,
                 ..Window::default()
             },
         );

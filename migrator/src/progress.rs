@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -21,9 +21,22 @@ pub struct Progress {
 impl Progress {
     /// `total`: estimated rows of the table; `done`: rows already copied (resumed run).
     pub fn new(label: &str, total: u64, done: u64) -> Progress {
+        Progress::with_bars(label, total, done, None)
+    }
+
+    /// Like [`Progress::new`], one of several bars shown at once (tables copied side by side).
+    pub fn in_group(label: &str, total: u64, done: u64, group: &MultiProgress) -> Progress {
+        Progress::with_bars(label, total, done, Some(group))
+    }
+
+    fn with_bars(label: &str, total: u64, done: u64, group: Option<&MultiProgress>) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total.max(done)), ProgressDrawTarget::stderr());
+            let bar = match group {
+                Some(group) => group.add(bar),
+                None => bar,
+            };
             let style = ProgressStyle::with_template(
                 "{prefix:>16} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
             )

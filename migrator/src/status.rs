@@ -1,8 +1,10 @@
-//! `migrator status`: applied and pending migrations, and the copy runs with their checkpoints.
+//! `migrator status`: applied and pending migrations, and the copy runs with their checkpoints and
+//! every range (work unit) with its holder.
 
 use sqlx::postgres::PgConnection;
 
 use crate::cli::StatusArgs;
+use crate::copy::ranges;
 use crate::copy::runs::{self, RunRecord};
 use crate::db;
 use crate::error::MigratorError;
@@ -108,6 +110,35 @@ async fn print_run(target: &mut PgConnection, run: &RunRecord) -> anyhow::Result
         println!(
             "    {table:<20} prune: {deleted} deleted{}",
             if done { ", done" } else { ", not done" }
+        );
+    }
+    let ranges = ranges::list(target, run.run_id).await?;
+    if !ranges.is_empty() {
+        println!(
+            "    {:<26} {:>6} {:>10}  {:<40}  key range / last key",
+            "range (table/number)", "done", "rows", "holder"
+        );
+    }
+    for r in &ranges {
+        let holder = match (&r.holder, r.lease_left_secs) {
+            (Some(h), Some(left)) if left >= 0.0 => format!("{h}, lease {left:.0}s left"),
+            (Some(h), _) => format!("{h}, lease EXPIRED (the next worker takes it over)"),
+            (None, _) => "-".to_string(),
+        };
+        println!(
+            "    range {:<20} {:>6} {:>10}  {:<40}  ({}, {}] / {}{}",
+            format!("{}/{}", r.table, r.range_no),
+            if r.done { "yes" } else { "no" },
+            r.counts.rows_read,
+            holder,
+            r.after.as_deref().unwrap_or("start"),
+            r.up_to.as_deref().unwrap_or("end"),
+            r.last_key.as_deref().unwrap_or("-"),
+            if r.claims > 1 {
+                format!(" (claimed {} times)", r.claims)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())

@@ -16,18 +16,20 @@ use sqlx::{Connection, Row};
 use super::diagnose::diagnose;
 use super::format::CopyFormat;
 use super::pipeline::{Batch, Existing};
+use super::ranges::{self, Lease};
 use super::report::Counts;
-use super::{runs, sql};
+use super::sql;
 use crate::error::{self, MigratorError};
 use crate::plan::{ResolvedTable, Window};
 
 /// Whether a copy writes, and where its checkpoints go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
     /// `--dry-run`: count what would be inserted and updated; write nothing, no run, no checkpoints.
     DryRun,
-    /// Write each batch together with its checkpoint in run `run_id`.
-    Write { run_id: i64 },
+    /// Write each batch together with the checkpoint of the claimed range (which also renews
+    /// the lease, or stops the batch when the range was taken over).
+    Write(&'a Lease),
 }
 
 async fn copy_in(conn: &mut PgConnection, sql: &str, data: &[u8]) -> sqlx::Result<u64> {
@@ -120,7 +122,7 @@ pub async fn apply_batch(
     format: CopyFormat,
     staging: &str,
     batch: &Batch,
-    mode: Mode,
+    mode: Mode<'_>,
 ) -> anyhow::Result<Counts> {
     let name = table.name();
     if batch.existing == Existing::Identical {
@@ -129,8 +131,8 @@ pub async fn apply_batch(
             unchanged: batch.rows,
             ..Counts::default()
         };
-        if let Mode::Write { run_id } = mode {
-            runs::write_checkpoint(target, run_id, name, &batch.last_key, counts).await?;
+        if let Mode::Write(lease) = mode {
+            ranges::checkpoint(target, lease, &batch.last_key, counts).await?;
         }
         return Ok(counts);
     }
@@ -141,7 +143,7 @@ pub async fn apply_batch(
             inserted: batch.rows,
             ..Counts::default()
         };
-        let Mode::Write { run_id } = mode else {
+        let Mode::Write(lease) = mode else {
             return Ok(counts); // all of them would be inserted
         };
         let mut tx = target.begin().await?;
@@ -157,7 +159,7 @@ pub async fn apply_batch(
                 let inserted: Vec<String> = sqlx::query_scalar(&table.target_keys_sql(&window))
                     .fetch_all(&mut *tx)
                     .await?;
-                runs::write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
+                ranges::checkpoint(&mut tx, lease, &batch.last_key, counts).await?;
                 tx.commit().await?;
                 recheck_inserted(source, target, table, &inserted).await?;
                 return Ok(counts);
@@ -188,7 +190,7 @@ pub async fn apply_batch(
             e.into()
         }
     })?;
-    let run_id = match mode {
+    let lease = match mode {
         Mode::DryRun => {
             let row = sqlx::query(&sql::dry_run_counts(table, staging))
                 .fetch_one(&mut *tx)
@@ -198,7 +200,7 @@ pub async fn apply_batch(
             tx.rollback().await?;
             return Ok(counts);
         }
-        Mode::Write { run_id } => run_id,
+        Mode::Write(lease) => lease,
     };
     sqlx::query("SAVEPOINT cutover_batch")
         .execute(&mut *tx)
@@ -221,7 +223,7 @@ pub async fn apply_batch(
     let counts = counts_of(&row, batch.rows)?;
     warn_target_newer(table, row.try_get(2)?, false);
     let inserted: Vec<String> = row.try_get(3)?;
-    runs::write_checkpoint(&mut tx, run_id, name, &batch.last_key, counts).await?;
+    ranges::checkpoint(&mut tx, lease, &batch.last_key, counts).await?;
     tx.commit().await?;
     recheck_inserted(source, target, table, &inserted).await?;
     Ok(counts)

@@ -31,27 +31,39 @@
 //! the next commit fail, so a copy whose lock is gone stops (exit 8) before writing anything more.
 
 //!
-//! `--prune` ([`prune`]) then deletes target rows whose key left the source, when it is safe.
+//! Work units and workers: each table is cut into key ranges of `--range-rows` source rows
+//! ([`ranges`]), stored in the target; `--jobs N` workers per process claim ranges (a child
+//! table's ranges once its parents are done) and copy them as above, each with its own
+//! connections; more processes join a run with `--join`. The run lock is taken exclusively to
+//! begin or resume a run and then held shared by each process's first worker connection: one run
+//! at a time, many workers per run. Every batch commit renews its range's lease in the same
+//! transaction, so a range taken over after its holder's lease expired is never written twice.
 //!
-//! Modules: [`runs`] (bookkeeping tables, runs, checkpoints), [`pipeline`] (the readers),
+//! Modules: [`runs`] (bookkeeping tables, runs, checkpoints), [`ranges`] (work units, claims,
+//! leases), [`pipeline`] (the readers),
 //! [`format`] (COPY formats, the binary row counter), [`apply`] (writing a batch), [`sql`] (the
 //! target-side SQL), [`diagnose`] (naming a rejected row), [`report`] (counts and the summary).
-//! This file is the orchestration: tables in plan order, one batch after another.
+//! This file is the orchestration: the dry run, the run's start or join, the workers.
 
 pub mod apply;
 pub mod diagnose;
 pub mod format;
 pub mod pipeline;
 pub mod prune;
+pub mod ranges;
 pub mod report;
 pub mod runs;
 pub mod sql;
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use indicatif::MultiProgress;
 use sqlx::postgres::PgConnection;
+use sqlx::Connection;
 use tokio::sync::mpsc;
 
 use crate::cli::CopyArgs;
@@ -67,9 +79,14 @@ use apply::Mode;
 pub use format::CopyFormat;
 pub use pipeline::SOURCE_READERS;
 use pipeline::{Batch, Sources};
+use ranges::{Claim, Lease};
 pub use report::Counts;
 use report::TableSummary;
 pub use runs::{Checkpoint, BOOKKEEPING_SCHEMA};
+
+/// How often a worker with nothing claimable looks again (other workers hold the remaining
+/// ranges, or a table waits for its parents).
+const CLAIM_POLL: Duration = Duration::from_millis(200);
 
 pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     let selection = &args.selection;
@@ -90,162 +107,166 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
     }
     let tables = plan::resolve(&mut source, &mut target, &selected).await?;
     let batch_size = u64::from(args.batch_size);
-    let mut sources = Sources::connect(source, source_url, target_url).await?;
-    // The writer's own source connection: it re-checks the rows each batch inserted.
-    let mut recheck = db::connect("source", source_url).await?;
-
     if args.dry_run {
-        let prune = prune::Prune::start_if(args.prune, &mut target, Mode::DryRun).await?;
-        let mut summaries = copy_tables(
+        let mut sources = Sources::connect(source, source_url, target_url).await?;
+        let mut recheck = db::connect("source", source_url).await?;
+        return dry_run(
             &mut sources,
             &mut recheck,
             &mut target,
             &tables,
-            Mode::DryRun,
-            HashMap::new(),
             batch_size,
+            args.prune,
         )
-        .await?;
-        let deleting = (&mut sources.keys, &mut target, &tables[..], Mode::DryRun);
-        prune::run_if(prune, deleting, &mut summaries, batch_size).await?;
-        report::print_summary(&summaries, true);
-        return Ok(0);
+        .await;
     }
 
-    let lock =
-        AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait).await?;
-    let result = copy_locked(
-        &mut sources,
-        &mut recheck,
-        &mut target,
-        &lock,
-        Destination {
-            url: target_url,
-            database: &database,
-        },
-        &plan,
-        &tables,
-        batch_size,
-        args.restart,
-        args.prune,
-    )
-    .await;
-    // Closing the connection releases the lock, whatever happened.
-    db::close(target).await;
-    result
-}
-
-/// The target database of a run, for messages and for recording a run whose connection is lost.
-struct Destination<'a> {
-    url: &'a str,
-    database: &'a str,
-}
-
-/// The writing copy, under the lock: a run begun or resumed, its tables copied, the run completed
-/// (or recorded as failed / lock_lost).
-#[allow(clippy::too_many_arguments)]
-async fn copy_locked(
-    sources: &mut Sources,
-    recheck: &mut PgConnection,
-    target: &mut PgConnection,
-    lock: &AdvisoryLock,
-    destination: Destination<'_>,
-    plan: &Plan,
-    tables: &[ResolvedTable],
-    batch_size: u64,
-    restart: bool,
-    prune: bool,
-) -> anyhow::Result<u8> {
-    runs::ensure_bookkeeping(target, destination.database).await?;
-    // Batch commits need not wait for the WAL flush: a batch and its checkpoint commit together,
-    // so a server crash can only lose the last few batches *with* their checkpoints, and the next
-    // run redoes them. The run's completion ([`runs::complete`]) is committed synchronously.
-    sqlx::query("SET synchronous_commit = off")
-        .execute(&mut *target)
-        .await?;
     let names: Vec<String> = tables.iter().map(|t| t.name().to_string()).collect();
-    let run = runs::begin(target, &plan.fingerprint, &names, restart).await?;
-    let mode = Mode::Write { run_id: run.id };
-    let copied = async {
-        // The prune's snapshot is taken before any table is copied: see [`prune`].
-        let prune = prune::Prune::start_if(prune, target, mode).await?;
-        let mut summaries = copy_tables(
-            sources,
-            recheck,
-            target,
-            tables,
-            mode,
-            run.checkpoints,
-            batch_size,
-        )
-        .await?;
-        prune::run_if(
-            prune,
-            (&mut sources.keys, target, tables, mode),
+    let (run_id, lock) = match args.join {
+        None => {
+            let lock =
+                AdvisoryLock::acquire(&mut target, COPY_LOCK_KEY, "copy", &database, args.no_wait)
+                    .await?;
+            runs::ensure_bookkeeping(&mut target, &database).await?;
+            let run = runs::begin(&mut target, &plan.fingerprint, &names, args.restart).await?;
+            let planned = async {
+                plan_ranges(&mut source, &mut target, &tables, &run, args.range_rows).await?;
+                // From here on the run lock is shared: other processes may join this run.
+                lock.downgrade(&mut target).await?;
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(failure) = planned {
+                let failure = runs::stop(&mut target, &lock, target_url, run.id, failure).await;
+                db::close(target).await;
+                return Err(failure);
+            }
+            (run.id, lock)
+        }
+        Some(_) if args.prune => {
+            return Err(MigratorError::Usage(
+                "--prune does not go with --join: the process that starts the run prunes once \
+                 every range is done"
+                    .into(),
+            )
+            .into());
+        }
+        Some(join) => {
+            let wanted = (join > 0).then_some(join);
+            let run_id =
+                runs::find_for_join(&mut target, wanted, &plan.fingerprint, &names).await?;
+            let lock = AdvisoryLock::acquire_shared(
+                &mut target,
+                COPY_LOCK_KEY,
+                "copy",
+                &database,
+                args.no_wait,
+            )
+            .await?;
+            eprintln!("copy: joining run {run_id}");
+            (run_id, lock)
+        }
+    };
+    let settings = Settings {
+        run_id,
+        batch_size,
+        lease_secs: args.lease_secs,
+        target_url,
+    };
+    let prune_mode = prune::Mode::Write { run_id };
+    // The prune's snapshot is taken before any range is copied: see [`prune`].
+    let pruning = match prune::Prune::start_if(args.prune, &mut target, prune_mode).await {
+        Ok(pruning) => pruning,
+        Err(failure) => {
+            let failure = runs::stop(&mut target, &lock, target_url, run_id, failure).await;
+            db::close(target).await;
+            return Err(failure);
+        }
+    };
+    let sources = Sources::connect(source, source_url, target_url).await?;
+    let recheck = db::connect("source", source_url).await?;
+    let mut workers = vec![Worker::new(target, sources, recheck, 0, &lock).await?];
+    for n in 1..args.jobs as usize {
+        let target = db::connect("target", target_url).await?;
+        let source = db::connect("source", source_url).await?;
+        let sources = Sources::connect(source, source_url, target_url).await?;
+        let recheck = db::connect("source", source_url).await?;
+        workers.push(Worker::new(target, sources, recheck, n, &lock).await?);
+    }
+    let result = async {
+        let mut summaries = run_workers(&mut workers, &lock, &tables, &settings).await?;
+        let first = &mut workers[0];
+        let pruned = prune::run_if(
+            pruning,
+            (&mut first.sources.keys, &mut first.target, &tables[..], prune_mode),
             &mut summaries,
             batch_size,
         )
-        .await?;
-        anyhow::Ok(summaries)
+        .await;
+        if let Err(failure) = pruned {
+            return Err(runs::stop(&mut first.target, &lock, target_url, run_id, failure).await);
+        }
+        runs::complete(&mut first.target, run_id).await?;
+        report::print_summary(&summaries, false);
+        anyhow::Ok(0)
     }
     .await;
-    let summaries = match copied {
-        Ok(summaries) => summaries,
-        Err(failure) => {
-            return Err(runs::stop(target, lock, destination.url, run.id, failure).await)
-        }
-    };
-    runs::complete(target, run.id).await?;
-    report::print_summary(&summaries, false);
-    Ok(0)
+    // Closing the connections releases the lock and voids nothing committed, whatever happened.
+    for worker in workers {
+        db::close(worker.target).await;
+    }
+    result
 }
 
-/// The tables in plan order, each resumed after its checkpoint (none in a dry run).
-async fn copy_tables(
+/// `--dry-run`: every table as one range, counted and rolled back; no run, no lock, no checkpoints.
+async fn dry_run(
     sources: &mut Sources,
     recheck: &mut PgConnection,
     target: &mut PgConnection,
     tables: &[ResolvedTable],
-    mode: Mode,
-    mut checkpoints: HashMap<String, Checkpoint>,
     batch_size: u64,
-) -> anyhow::Result<Vec<TableSummary>> {
+    prune: bool,
+) -> anyhow::Result<u8> {
+    let pruning = prune::Prune::start_if(prune, target, prune::Mode::DryRun).await?;
+    let never = AtomicBool::new(false);
     let mut summaries = Vec::with_capacity(tables.len());
     for table in tables {
-        let checkpoint = checkpoints.remove(table.name()).unwrap_or_default();
-        if let Mode::Write { run_id } = mode {
-            if !checkpoint.done {
-                runs::start_table(target, run_id, table.name()).await?;
-            }
-        }
-        summaries.push(copy_table(sources, recheck, target, table, mode, checkpoint, batch_size).await?);
-    }
-    Ok(summaries)
-}
-
-async fn copy_table(
-    sources: &mut Sources,
-    recheck: &mut PgConnection,
-    target: &mut PgConnection,
-    table: &ResolvedTable,
-    mode: Mode,
-    checkpoint: Checkpoint,
-    batch_size: u64,
-) -> anyhow::Result<TableSummary> {
-    let started = Instant::now();
-    let name = table.name().to_string();
-    if checkpoint.done {
-        eprintln!("copy: {name}: already done in this run");
-        return Ok(TableSummary {
-            name,
-            counts: checkpoint.counts,
+        let started = Instant::now();
+        let total = source_rows(&mut sources.keys, table).await?;
+        let mut progress = Progress::new(table.name(), total, 0);
+        let mut staged = HashSet::new();
+        let counts = copy_range(
+            sources,
+            recheck,
+            target,
+            &mut staged,
+            table,
+            Mode::DryRun,
+            (None, None),
+            batch_size,
+            &never,
+            &mut |rows| progress.advance(rows),
+        )
+        .await?;
+        progress.finish();
+        summaries.push(TableSummary {
+            name: table.name().to_string(),
+            counts,
             deleted: 0,
             elapsed: started.elapsed(),
         });
     }
-    // Rows with a NULL key would fall outside every key window: refuse them instead of skipping.
+    let deleting = (&mut sources.keys, target, tables, prune::Mode::DryRun);
+    prune::run_if(pruning, deleting, &mut summaries, batch_size).await?;
+    report::print_summary(&summaries, true);
+    Ok(0)
+}
+
+/// Source rows of `table`; refuses rows with a NULL key, which would fall outside every range.
+async fn source_rows(keys: &mut PgConnection, table: &ResolvedTable) -> anyhow::Result<u64> {
+    let name = table.name();
     let (total, keyed): (i64, i64) = sqlx::query_as(&sql::source_row_counts(table))
-        .fetch_one(&mut sources.keys)
+        .fetch_one(&mut *keys)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -255,7 +276,7 @@ async fn copy_table(
         })?;
     if keyed != total {
         return Err(MigratorError::DataRejected {
-            table: name,
+            table: name.to_string(),
             key: "NULL".into(),
             detail: format!(
                 "the source key `{}` is NULL in {} row(s)",
@@ -265,31 +286,365 @@ async fn copy_table(
         }
         .into());
     }
-    let format = CopyFormat::for_table(table);
-    sources
-        .prepare_for(table)
-        .await
-        .with_context(|| format!("table {name}: preparing a source reader"))?;
-    if let Some(key) = &checkpoint.last_key {
-        eprintln!(
-            "copy: {name}: resuming after key {key} ({} rows already done)",
-            checkpoint.counts.rows_read
-        );
-    }
-    let mut progress = Progress::new(&name, total.max(0) as u64, checkpoint.counts.rows_read);
-    let staging = sql::staging_name(table);
-    sqlx::raw_sql(&sql::create_staging(table, &staging))
-        .execute(&mut *target)
-        .await
-        .with_context(|| format!("table {name}: creating the staging table in the target"))?;
+    Ok(total.max(0) as u64)
+}
 
+/// Cuts every table of the run that has no ranges yet (a new run; a run of an older migrator,
+/// after its table checkpoints) into ranges, one transaction per table.
+async fn plan_ranges(
+    keys: &mut PgConnection,
+    target: &mut PgConnection,
+    tables: &[ResolvedTable],
+    run: &runs::Run,
+    range_rows: u64,
+) -> anyhow::Result<()> {
+    let planned = ranges::planned_tables(target, run.id).await?;
+    let dependencies = ranges::dependencies(target, tables).await?;
+    for (order, table) in tables.iter().enumerate() {
+        let name = table.name();
+        let checkpoint = run.checkpoints.get(name).cloned().unwrap_or_default();
+        if checkpoint.done {
+            eprintln!("copy: {name}: already done in this run");
+            continue;
+        }
+        if planned.iter().any(|p| p == name) {
+            continue;
+        }
+        let total = source_rows(keys, table).await?;
+        let cut =
+            ranges::plan_table(keys, table, checkpoint.last_key.clone(), range_rows, total).await?;
+        let mut tx = target.begin().await?;
+        runs::start_table(&mut tx, run.id, name).await?;
+        ranges::store(
+            &mut tx,
+            run.id,
+            name,
+            order as i32,
+            dependencies
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            &cut,
+            range_rows,
+        )
+        .await
+        .with_context(|| format!("table {name}: storing its ranges"))?;
+        tx.commit().await?;
+        if cut.bounds.len() > 1 {
+            eprintln!(
+                "copy: {name}: {} ranges of about {range_rows} rows",
+                cut.bounds.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What every worker of the run shares.
+struct Settings<'a> {
+    run_id: i64,
+    batch_size: u64,
+    lease_secs: u32,
+    target_url: &'a str,
+}
+
+/// One worker: a writing target connection (the first worker's also holds the run lock), its
+/// readers, and the staging tables it created.
+struct Worker {
+    target: PgConnection,
+    sources: Sources,
+    /// Its own source connection: re-checks the rows each batch inserted.
+    recheck: PgConnection,
+    holder: String,
+    staged: HashSet<String>,
+    /// The table the readers are prepared for.
+    prepared: Option<String>,
+}
+
+impl Worker {
+    async fn new(
+        mut target: PgConnection,
+        sources: Sources,
+        recheck: PgConnection,
+        n: usize,
+        lock: &AdvisoryLock,
+    ) -> anyhow::Result<Worker> {
+        // Batch commits need not wait for the WAL flush: a batch and its checkpoint commit
+        // together, so a server crash can only lose the last few batches *with* their
+        // checkpoints, and the run redoes them. The run's completion is committed synchronously.
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut target)
+            .await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut target)
+            .await?;
+        Ok(Worker {
+            target,
+            sources,
+            recheck,
+            // Unique among live workers: the server process of its writing connection.
+            holder: format!(
+                "pid {} worker {n} (server process {pid}, run lock on {})",
+                std::process::id(),
+                lock.pid()
+            ),
+            staged: HashSet::new(),
+            prepared: None,
+        })
+    }
+}
+
+/// Progress and per-table timing of this process, over all its workers.
+struct Tally {
+    group: MultiProgress,
+    bars: Mutex<HashMap<String, Progress>>,
+    /// First claim and last finished range of each table, by this process.
+    spans: Mutex<HashMap<String, (Instant, Instant)>>,
+}
+
+/// Runs the workers until every range of the run is done (or one fails: the others stop at their
+/// next batch); the run's summary. The caller prunes, completes the run and prints it.
+async fn run_workers(
+    workers: &mut [Worker],
+    lock: &AdvisoryLock,
+    tables: &[ResolvedTable],
+    settings: &Settings<'_>,
+) -> anyhow::Result<Vec<TableSummary>> {
+    let run_id = settings.run_id;
+    let at_start = runs::load_checkpoints(&mut workers[0].target, run_id).await?;
+    let tally = Tally {
+        group: MultiProgress::new(),
+        bars: Mutex::new(HashMap::new()),
+        spans: Mutex::new(HashMap::new()),
+    };
+    for table in tables {
+        if let Some(c) = at_start.get(table.name()).filter(|c| !c.done) {
+            if let Some(key) = &c.last_key {
+                eprintln!(
+                    "copy: {}: resuming after its checkpoints (last key {key}, {} rows already done)",
+                    table.name(),
+                    c.counts.rows_read
+                );
+            }
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let first_failure = Mutex::new(None::<usize>);
+    let results =
+        futures_util::future::join_all(workers.iter_mut().enumerate().map(|(n, worker)| {
+            let (stop, first_failure, tally, at_start) = (&stop, &first_failure, &tally, &at_start);
+            async move {
+                let result = work(worker, tables, settings, stop, tally, at_start).await;
+                if result.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                    if let Ok(mut first) = first_failure.lock() {
+                        first.get_or_insert(n);
+                    }
+                }
+                result
+            }
+        }))
+        .await;
+    if let Ok(mut bars) = tally.bars.lock() {
+        for bar in bars.values_mut() {
+            bar.finish();
+        }
+    }
+    let failed = first_failure.lock().ok().and_then(|f| *f);
+    if let Some(n) = failed {
+        let mut results = results;
+        let failure = match results.swap_remove(n) {
+            Err(e) => e,
+            Ok(()) => anyhow::anyhow!("copy: worker {n} stopped"),
+        };
+        // Another worker's connection lost: this process stops (exit 8); the run goes on with
+        // other processes, or the next `copy` resumes it. The lock's own connection: runs::stop.
+        if n > 0 && workers[n].target.ping().await.is_err() {
+            return Err(MigratorError::LockLost {
+                command: "copy",
+                during: format!("run {run_id}, worker {n}"),
+                cause: format!("the connection holding its range's lease: {}", error::render(&failure)),
+                kept: format!("Batches committed before are kept with their checkpoints; the range is taken over by another worker after its lease of {}s, or redone by the next `migrator copy`.", settings.lease_secs),
+            }
+            .into());
+        }
+        return Err(runs::stop(
+            &mut workers[0].target,
+            lock,
+            settings.target_url,
+            run_id,
+            failure,
+        )
+        .await);
+    }
+    let totals = runs::load_checkpoints(&mut workers[0].target, run_id).await?;
+    let spans = tally.spans.lock().map(|s| s.clone()).unwrap_or_default();
+    let summaries: Vec<TableSummary> = tables
+        .iter()
+        .map(|t| TableSummary {
+            name: t.name().to_string(),
+            counts: totals.get(t.name()).map(|c| c.counts).unwrap_or_default(),
+            deleted: 0,
+            elapsed: spans
+                .get(t.name())
+                .map(|(first, last)| last.duration_since(*first))
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok(summaries)
+}
+
+/// One worker's loop: claim a range, copy it, until the run has no open range.
+async fn work(
+    worker: &mut Worker,
+    tables: &[ResolvedTable],
+    settings: &Settings<'_>,
+    stop: &AtomicBool,
+    tally: &Tally,
+    at_start: &HashMap<String, Checkpoint>,
+) -> anyhow::Result<()> {
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let claim = ranges::claim(
+            &mut worker.target,
+            settings.run_id,
+            &worker.holder,
+            settings.lease_secs,
+        )
+        .await?;
+        let lease = match claim {
+            Claim::Finished => return Ok(()),
+            Claim::Wait => {
+                tokio::time::sleep(CLAIM_POLL).await;
+                continue;
+            }
+            Claim::Range(lease) => lease,
+        };
+        let Some(table) = tables.iter().find(|t| t.name() == lease.table) else {
+            anyhow::bail!(
+                "run {}: range of table {} which is not in this copy's plan",
+                settings.run_id,
+                lease.table
+            );
+        };
+        if let Some(previous) = &lease.taken_from {
+            eprintln!(
+                "copy: {}: range {}: taking over from {previous} (lease expired); continuing after its checkpoint",
+                lease.table, lease.range_no
+            );
+        }
+        copy_claimed(worker, table, &lease, settings, stop, tally, at_start).await?;
+    }
+}
+
+async fn copy_claimed(
+    worker: &mut Worker,
+    table: &ResolvedTable,
+    lease: &Lease,
+    settings: &Settings<'_>,
+    stop: &AtomicBool,
+    tally: &Tally,
+    at_start: &HashMap<String, Checkpoint>,
+) -> anyhow::Result<()> {
+    let name = table.name();
+    if let Ok(mut spans) = tally.spans.lock() {
+        let now = Instant::now();
+        spans.entry(name.to_string()).or_insert((now, now));
+    }
+    if worker.prepared.as_deref() != Some(name) {
+        worker
+            .sources
+            .prepare_for(table)
+            .await
+            .with_context(|| format!("table {name}: preparing a source reader"))?;
+        worker.prepared = Some(name.to_string());
+    }
+    let after = lease.last_key.clone().or_else(|| lease.after.clone());
+    let mut advance = |rows: u64| {
+        if let Ok(mut bars) = tally.bars.lock() {
+            bars.entry(name.to_string())
+                .or_insert_with(|| {
+                    let start = at_start.get(name).cloned().unwrap_or_default();
+                    Progress::in_group(
+                        name,
+                        start.planned_rows,
+                        start.counts.rows_read,
+                        &tally.group,
+                    )
+                })
+                .advance(rows);
+        }
+    };
+    copy_range(
+        &mut worker.sources,
+        &mut worker.recheck,
+        &mut worker.target,
+        &mut worker.staged,
+        table,
+        Mode::Write(lease),
+        (after, lease.up_to.as_deref()),
+        settings.batch_size,
+        stop,
+        &mut advance,
+    )
+    .await?;
+    if stop.load(Ordering::SeqCst) {
+        return Ok(()); // stopped before the range's end: it stays open
+    }
+    ranges::finish(&mut worker.target, lease)
+        .await
+        .with_context(|| format!("table {name}: recording range {} as done", lease.range_no))?;
+    if let Ok(mut spans) = tally.spans.lock() {
+        if let Some(span) = spans.get_mut(name) {
+            span.1 = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+/// Copies the key range (after, up_to] of `table` batch by batch (stopping early, between
+/// batches, when `stop` is set); returns what it did.
+#[allow(clippy::too_many_arguments)]
+async fn copy_range(
+    sources: &mut Sources,
+    recheck: &mut PgConnection,
+    target: &mut PgConnection,
+    staged: &mut HashSet<String>,
+    table: &ResolvedTable,
+    mode: Mode<'_>,
+    (after, up_to): (Option<String>, Option<&str>),
+    batch_size: u64,
+    stop: &AtomicBool,
+    advance: &mut dyn FnMut(u64),
+) -> anyhow::Result<Counts> {
+    let name = table.name();
+    let format = CopyFormat::for_table(table);
+    let staging = sql::staging_name(table);
+    if !staged.contains(&staging) {
+        sqlx::raw_sql(&sql::create_staging(table, &staging))
+            .execute(&mut *target)
+            .await
+            .with_context(|| format!("table {name}: creating the staging table in the target"))?;
+        staged.insert(staging.clone());
+    }
+    if matches!(mode, Mode::DryRun) {
+        sources
+            .prepare_for(table)
+            .await
+            .with_context(|| format!("table {name}: preparing a source reader"))?;
+    }
     let (tx, rx) = mpsc::channel::<Batch>(1);
-    let producer = sources.read_table(table, format, checkpoint.last_key.clone(), batch_size, tx);
-    let mut counts = checkpoint.counts;
+    let producer = sources.read_range(table, format, after, up_to, batch_size, tx);
+    let mut counts = Counts::default();
     let consumer = async {
         // Owned here: when the consumer stops, the producer's next send fails and it stops too.
         let mut rx = rx;
         while let Some(batch) = rx.recv().await {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
             let batch_counts = apply::apply_batch(recheck, target, table, format, &staging, &batch, mode)
                 .await
                 .map_err(|e| {
@@ -305,7 +660,7 @@ async fn copy_table(
                     }
                 })?;
             counts.add(batch_counts);
-            progress.advance(batch.rows);
+            advance(batch.rows);
         }
         anyhow::Ok(())
     };
@@ -314,20 +669,5 @@ async fn copy_table(
     let (produced, consumed) = tokio::join!(producer, consumer);
     consumed?;
     produced?;
-    progress.finish();
-    if let Mode::Write { run_id } = mode {
-        runs::finish_table(target, run_id, &name)
-            .await
-            .with_context(|| format!("table {name}: recording the table as done"))?;
-    }
-    sqlx::raw_sql(&sql::drop_staging(&staging))
-        .execute(&mut *target)
-        .await
-        .with_context(|| format!("table {name}: dropping the staging table"))?;
-    Ok(TableSummary {
-        name,
-        counts,
-        deleted: 0,
-        elapsed: started.elapsed(),
-    })
+    Ok(counts)
 }

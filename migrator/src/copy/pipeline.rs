@@ -51,13 +51,15 @@ impl Sources {
         Ok(())
     }
 
-    /// Reads `table` in key order after `after`, batch after batch, into `tx` (see [`produce`]);
-    /// the readers come back for the next table unless reading failed.
-    pub async fn read_table(
+    /// Reads the key range (after, up_to] of `table` (unbounded where `None`) in key order, batch
+    /// after batch, into `tx` (see [`produce`]); the readers come back for the next range unless
+    /// reading failed.
+    pub async fn read_range(
         &mut self,
         table: &ResolvedTable,
         format: CopyFormat,
         after: Option<String>,
+        up_to: Option<&str>,
         batch_size: u64,
         tx: mpsc::Sender<Batch>,
     ) -> anyhow::Result<()> {
@@ -67,7 +69,7 @@ impl Sources {
             readers,
             table,
             format,
-            after,
+            (after, up_to),
             batch_size,
             tx,
         )
@@ -146,8 +148,8 @@ async fn copy_out(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// Reads the source in key order, batch after batch, into `tx`. One connection (`keys`) cuts
-/// the key space into windows of `batch_size` rows (index-only scans when the key is an indexed
+/// Reads the source range (after, up_to] in key order, batch after batch, into `tx`. One
+/// connection (`keys`) cuts the range into windows of `batch_size` rows (index-only scans when the key is an indexed
 /// column); the `readers` read the windows concurrently; batches reach `tx` in key order.
 /// Returns the readers for reuse.
 async fn produce(
@@ -155,7 +157,7 @@ async fn produce(
     mut readers: Vec<Reader>,
     table: &ResolvedTable,
     format: CopyFormat,
-    mut after: Option<String>,
+    (mut after, up_to): (Option<String>, Option<&str>),
     batch_size: u64,
     tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<Vec<Reader>> {
@@ -170,16 +172,19 @@ async fn produce(
     };
     loop {
         while !cut_all && !readers.is_empty() {
-            let mut end: Option<String> =
-                sqlx::query_scalar(&table.source_key_at_sql(after.as_deref(), batch_size - 1))
-                    .fetch_optional(&mut *keys)
-                    .await
-                    .map_err(key_error)?
-                    .flatten();
+            let mut end: Option<String> = sqlx::query_scalar(&table.source_key_at_sql(
+                after.as_deref(),
+                up_to,
+                batch_size - 1,
+            ))
+            .fetch_optional(&mut *keys)
+            .await
+            .map_err(key_error)?
+            .flatten();
             if end.is_none() {
                 // Fewer than batch_size rows left: the last window ends at the greatest key.
                 cut_all = true;
-                end = sqlx::query_scalar(&table.source_last_key_sql(after.as_deref()))
+                end = sqlx::query_scalar(&table.source_last_key_sql(after.as_deref(), up_to))
                     .fetch_optional(&mut *keys)
                     .await
                     .map_err(key_error)?

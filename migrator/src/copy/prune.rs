@@ -30,7 +30,6 @@ use anyhow::Context;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
-use super::apply::Mode;
 use super::report::TableSummary;
 use crate::cli::CopyArgs;
 use crate::db::quote_ident;
@@ -56,6 +55,15 @@ CREATE TABLE IF NOT EXISTS cutover_migrator.pruned_keys (
     PRIMARY KEY (run_id, table_name, key)
 );
 ";
+
+/// Whether a prune deletes, and which run records what it deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--dry-run`: count what would be deleted; delete nothing.
+    DryRun,
+    /// Delete, with checkpoints and the pruned keys recorded in run `run_id`.
+    Write { run_id: i64 },
+}
 
 /// Refuses (exit 2, saying why) a `--prune` that may not run; checked before anything connects.
 pub fn check_allowed(args: &CopyArgs, plan: &Plan) -> Result<(), MigratorError> {

@@ -1,7 +1,8 @@
 //! The bookkeeping of `copy` in the target: the schema `cutover_migrator` (created on first use),
-//! its runs (`copy_runs`) and their per-table checkpoints (`copy_checkpoints`). Every read and
-//! write of those tables goes through here; `status` reads them with [`recent_runs`] and
-//! [`load_checkpoints`].
+//! its runs (`copy_runs`), their per-table totals (`copy_checkpoints`) and their work units
+//! (`copy_ranges`, see [`super::ranges`]). Every read and write of those tables goes through here
+//! and [`super::ranges`]; `status` reads them with [`recent_runs`], [`load_checkpoints`] and
+//! [`super::ranges::list`].
 //!
 //! A run is `running` until every selected table is done, then `complete`; `failed` when stopped
 //! by an error, `lock_lost` when it lost its lock, `abandoned` after `--restart`. A new copy
@@ -16,7 +17,7 @@ use sqlx::Row;
 
 use super::report::Counts;
 use crate::db;
-use crate::error;
+use crate::error::{self, MigratorError};
 use crate::lock::{self, AdvisoryLock};
 
 /// Schema of the bookkeeping tables in the target.
@@ -45,6 +46,29 @@ CREATE TABLE IF NOT EXISTS cutover_migrator.copy_checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, table_name)
 );
+ALTER TABLE cutover_migrator.copy_checkpoints ADD COLUMN IF NOT EXISTS planned_rows bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS cutover_migrator.copy_ranges (
+    run_id       bigint NOT NULL REFERENCES cutover_migrator.copy_runs (run_id),
+    table_name   text NOT NULL,
+    range_no     integer NOT NULL,
+    table_order  integer NOT NULL,
+    depends_on   text[] NOT NULL DEFAULT '{}',
+    after_key    text,
+    up_to_key    text,
+    planned_rows bigint NOT NULL DEFAULT 0,
+    last_key     text,
+    rows_read    bigint NOT NULL DEFAULT 0,
+    inserted     bigint NOT NULL DEFAULT 0,
+    updated      bigint NOT NULL DEFAULT 0,
+    unchanged    bigint NOT NULL DEFAULT 0,
+    batches      bigint NOT NULL DEFAULT 0,
+    done         boolean NOT NULL DEFAULT false,
+    holder       text,
+    lease_until  timestamptz,
+    claims       integer NOT NULL DEFAULT 0,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, table_name, range_no)
+);
 ALTER TABLE cutover_migrator.copy_runs DROP CONSTRAINT IF EXISTS copy_runs_status_check;
 ALTER TABLE cutover_migrator.copy_runs ADD CONSTRAINT copy_runs_status_check
     CHECK (status IN ('running', 'complete', 'abandoned', 'failed', 'lock_lost'));
@@ -54,6 +78,7 @@ ALTER TABLE cutover_migrator.copy_runs ADD CONSTRAINT copy_runs_status_check
 /// target user without CREATE on the database can copy once they exist).
 const BOOKKEEPING_CURRENT: &str =
     "SELECT to_regclass('cutover_migrator.copy_checkpoints') IS NOT NULL \
+    AND to_regclass('cutover_migrator.copy_ranges') IS NOT NULL \
     AND EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'copy_runs_status_check' \
                 AND conrelid = to_regclass('cutover_migrator.copy_runs') \
                 AND pg_get_constraintdef(oid) LIKE '%lock_lost%')";
@@ -66,6 +91,8 @@ const UNFINISHED: &str = "('running', 'failed', 'lock_lost')";
 pub struct Checkpoint {
     pub last_key: Option<String>,
     pub counts: Counts,
+    /// Source rows counted when the table's ranges were planned.
+    pub planned_rows: u64,
     pub batches: u64,
     pub done: bool,
 }
@@ -145,6 +172,8 @@ pub async fn begin(
     .fetch_optional(&mut *target)
     .await?;
     if let Some((run_id, status)) = interrupted {
+        // Under the exclusive run lock no worker of the run is alive: every lease is void.
+        super::ranges::release_all(target, run_id).await?;
         let checkpoints = load_checkpoints(target, run_id).await?;
         sqlx::query("UPDATE cutover_migrator.copy_runs SET status = 'running', finished_at = NULL WHERE run_id = $1")
             .bind(run_id)
@@ -185,6 +214,63 @@ pub async fn begin(
     })
 }
 
+/// The run a `copy --join` attaches to: `run_id`, or the latest running one of this plan and
+/// table selection. Refused ([`MigratorError::Usage`], exit 2) when there is none, when it is not
+/// running (finished, failed: a plain `copy` resumes those), or when it copies another plan or
+/// table selection.
+pub async fn find_for_join(
+    target: &mut PgConnection,
+    run_id: Option<i64>,
+    fingerprint: &str,
+    tables: &[String],
+) -> anyhow::Result<i64> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('cutover_migrator.copy_runs') IS NOT NULL")
+            .fetch_one(&mut *target)
+            .await?;
+    let found: Option<(i64, String, String, Vec<String>)> = if !exists {
+        None
+    } else if let Some(id) = run_id {
+        sqlx::query_as("SELECT run_id, status, plan_fingerprint, tables FROM cutover_migrator.copy_runs WHERE run_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *target)
+            .await?
+    } else {
+        sqlx::query_as("SELECT run_id, status, plan_fingerprint, tables FROM cutover_migrator.copy_runs \
+                        WHERE status = 'running' AND plan_fingerprint = $1 AND tables = $2 ORDER BY run_id DESC LIMIT 1")
+            .bind(fingerprint)
+            .bind(tables)
+            .fetch_optional(&mut *target)
+            .await?
+    };
+    let which = run_id.map_or_else(
+        || "no running copy run of this plan and --tables".to_string(),
+        |id| format!("run {id}"),
+    );
+    let Some((id, status, run_fingerprint, run_tables)) = found else {
+        return Err(MigratorError::Usage(format!("copy --join: {which} exists in the target; start one with `migrator copy` (without --join)")).into());
+    };
+    if status != "running" {
+        return Err(MigratorError::Usage(format!(
+            "copy --join: run {id} is {status}, not running; nothing to join{}",
+            if matches!(status.as_str(), "failed" | "lock_lost") {
+                " (`migrator copy` without --join resumes it)"
+            } else {
+                ""
+            }
+        ))
+        .into());
+    }
+    if run_fingerprint != fingerprint || run_tables != tables {
+        return Err(MigratorError::Usage(format!(
+            "copy --join: run {id} copies another plan or table selection ({}); join it with the same --plan and --tables",
+            run_tables.join(",")
+        ))
+        .into());
+    }
+    Ok(id)
+}
+
 /// Records that the run works on `table` (its checkpoint row, if not there yet).
 pub async fn start_table(conn: &mut PgConnection, run_id: i64, table: &str) -> sqlx::Result<()> {
     sqlx::query(
@@ -197,49 +283,14 @@ pub async fn start_table(conn: &mut PgConnection, run_id: i64, table: &str) -> s
     Ok(())
 }
 
-/// Advances the checkpoint of `table` past a batch ending at `last_key`; runs in the batch's
-/// transaction, so the batch and its checkpoint commit together.
-pub async fn write_checkpoint(
-    conn: &mut PgConnection,
-    run_id: i64,
-    table: &str,
-    last_key: &str,
-    counts: Counts,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE cutover_migrator.copy_checkpoints SET last_key = $3, rows_read = rows_read + $4, inserted = inserted + $5, \
-                updated = updated + $6, unchanged = unchanged + $7, batches = batches + 1, updated_at = now() \
-         WHERE run_id = $1 AND table_name = $2",
-    )
-    .bind(run_id)
-    .bind(table)
-    .bind(last_key)
-    .bind(counts.rows_read as i64)
-    .bind(counts.inserted as i64)
-    .bind(counts.updated as i64)
-    .bind(counts.unchanged as i64)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Records `table` as done in the run.
-pub async fn finish_table(conn: &mut PgConnection, run_id: i64, table: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE cutover_migrator.copy_checkpoints SET done = true, updated_at = now() WHERE run_id = $1 AND table_name = $2")
-        .bind(run_id)
-        .bind(table)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Records the run as complete, committed synchronously (batches may commit asynchronously:
-/// see [`super::copy_locked`]).
+/// Records the run as complete once every range is done (any worker may be the one to see it),
+/// committed synchronously (batches may commit asynchronously: see [`super::Worker::connect`]).
 pub async fn complete(conn: &mut PgConnection, run_id: i64) -> sqlx::Result<()> {
     sqlx::query("SET synchronous_commit = on")
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE cutover_migrator.copy_runs SET status = 'complete', finished_at = now() WHERE run_id = $1")
+    sqlx::query("UPDATE cutover_migrator.copy_runs SET status = 'complete', finished_at = now() WHERE run_id = $1 AND status = 'running' \
+                 AND NOT EXISTS (SELECT 1 FROM cutover_migrator.copy_ranges r WHERE r.run_id = $1 AND NOT r.done)")
         .bind(run_id)
         .execute(&mut *conn)
         .await?;
@@ -268,6 +319,13 @@ pub async fn stop(
     run_id: i64,
     failure: anyhow::Error,
 ) -> anyhow::Error {
+    // A lost lease or a run ended elsewhere: the run goes on (or ended) without this worker.
+    if let Some(MigratorError::LeaseLost { .. } | MigratorError::RunStopped { .. }) = failure
+        .chain()
+        .find_map(|e| e.downcast_ref::<MigratorError>())
+    {
+        return failure;
+    }
     let kept = || {
         format!("Batches committed before are kept with their checkpoints; `migrator copy` resumes run {run_id} after them.")
     };
@@ -312,7 +370,7 @@ pub async fn load_checkpoints(
     run_id: i64,
 ) -> sqlx::Result<HashMap<String, Checkpoint>> {
     let rows = sqlx::query(
-        "SELECT table_name, last_key, rows_read, inserted, updated, unchanged, batches, done \
+        "SELECT table_name, last_key, rows_read, inserted, updated, unchanged, batches, done, planned_rows \
          FROM cutover_migrator.copy_checkpoints WHERE run_id = $1",
     )
     .bind(run_id)
@@ -332,6 +390,7 @@ pub async fn load_checkpoints(
                     unchanged: n("unchanged")?,
                 },
                 batches: n("batches")?,
+                planned_rows: n("planned_rows")?,
                 done: r.try_get("done")?,
             },
         );

@@ -10,6 +10,7 @@ use sqlx::{Connection, Row};
 
 use super::job::TableJob;
 use super::report::{ChangedRow, TableReport};
+use super::sql::Projection;
 
 /// Target rows per bucket the bucket count aims for: small enough that a differing bucket costs
 /// little to fetch row by row, large enough that the bucket list itself stays small.
@@ -98,9 +99,12 @@ async fn column_values(
 /// while rows are being written: `source_rows - target_rows = missing - extra`.
 const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+/// Compares one table. `helpers`: further (source, target) connection pairs that compute shares
+/// of the bucket checksums in the same snapshots (`verify --jobs`), exported by the first pair.
 pub async fn compare_table(
     source: &mut PgConnection,
     target: &mut PgConnection,
+    helpers: &mut [(PgConnection, PgConnection)],
     job: &TableJob,
     mask: u32,
     sample: usize,
@@ -118,15 +122,88 @@ pub async fn compare_table(
         tokio::join!(source.begin_with(SNAPSHOT), target.begin_with(SNAPSHOT));
     let mut source_tx = source_tx.map_err(begin("source"))?;
     let mut target_tx = target_tx.map_err(begin("target"))?;
-    let report = compare_in_snapshots(&mut source_tx, &mut target_tx, job, mask, sample).await?;
+    let mut shares = Vec::with_capacity(helpers.len());
+    if !helpers.is_empty() {
+        let export = "SELECT pg_export_snapshot()";
+        let source_snapshot: String = sqlx::query_scalar(export)
+            .fetch_one(&mut *source_tx)
+            .await
+            .map_err(begin("source"))?;
+        let target_snapshot: String = sqlx::query_scalar(export)
+            .fetch_one(&mut *target_tx)
+            .await
+            .map_err(begin("target"))?;
+        for (helper_source, helper_target) in helpers.iter_mut() {
+            let s = join_snapshot(helper_source, &source_snapshot)
+                .await
+                .map_err(begin("source"))?;
+            let t = join_snapshot(helper_target, &target_snapshot)
+                .await
+                .map_err(begin("target"))?;
+            shares.push((s, t));
+        }
+    }
+    let report = compare_in_snapshots(
+        &mut source_tx,
+        &mut target_tx,
+        &mut shares,
+        job,
+        mask,
+        sample,
+    )
+    .await?;
     // Read-only: ending the snapshots cannot lose anything.
+    for (s, t) in shares {
+        let _ = tokio::join!(s.commit(), t.commit());
+    }
     let _ = tokio::join!(source_tx.commit(), target_tx.commit());
     Ok(report)
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Postgres>;
+
+/// A read-only transaction on `conn` that sees exactly the exported snapshot `id`.
+async fn join_snapshot<'c>(conn: &'c mut PgConnection, id: &str) -> sqlx::Result<Tx<'c>> {
+    let mut tx = conn.begin_with(SNAPSHOT).await?;
+    sqlx::query(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        crate::db::quote_literal(id)
+    ))
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
+/// The bucket checksums of one side: the first connection and each helper compute a share of
+/// the buckets at once; the shares are disjoint, so their union is the whole.
+async fn all_checksums(
+    main: &mut PgConnection,
+    helpers: Vec<&mut PgConnection>,
+    p: &Projection,
+    from: &str,
+    mask: u32,
+    side: &str,
+    table: &str,
+) -> anyhow::Result<Checksums> {
+    let parts = helpers.len() as u32 + 1;
+    let mut queries = vec![p.bucket_checksums_share(from, mask, 0, parts)];
+    queries.extend((1..parts).map(|part| p.bucket_checksums_share(from, mask, part, parts)));
+    let mut conns = vec![main];
+    conns.extend(helpers);
+    let shares = futures_util::future::try_join_all(
+        conns
+            .into_iter()
+            .zip(&queries)
+            .map(|(conn, sql)| checksums(conn, sql, side, table)),
+    )
+    .await?;
+    Ok(shares.into_iter().flatten().collect())
 }
 
 async fn compare_in_snapshots(
     source: &mut PgConnection,
     target: &mut PgConnection,
+    shares: &mut [(Tx<'_>, Tx<'_>)],
     job: &TableJob,
     mask: u32,
     sample: usize,
@@ -135,11 +212,27 @@ async fn compare_in_snapshots(
     let p = &job.projection;
     let name = job.name.as_str();
 
-    let source_sql = p.bucket_checksums(&job.source_from, mask);
-    let target_sql = p.bucket_checksums(&job.target_from, mask);
+    let (source_helpers, target_helpers): (Vec<&mut PgConnection>, Vec<&mut PgConnection>) =
+        shares.iter_mut().map(|(s, t)| (&mut **s, &mut **t)).unzip();
     let (source_sums, target_sums) = tokio::join!(
-        checksums(source, &source_sql, "source", name),
-        checksums(target, &target_sql, "target", name)
+        all_checksums(
+            source,
+            source_helpers,
+            p,
+            &job.source_from,
+            mask,
+            "source",
+            name
+        ),
+        all_checksums(
+            target,
+            target_helpers,
+            p,
+            &job.target_from,
+            mask,
+            "target",
+            name
+        )
     );
     let (source_sums, target_sums) = (source_sums?, target_sums?);
     let source_rows: i64 = source_sums.values().map(|(n, _)| n).sum();

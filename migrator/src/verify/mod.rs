@@ -78,13 +78,18 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 3, value_name = "N", requires = "settle",
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rechecks: u32,
+
+    /// Connections per database computing a table's bucket checksums at once (each a share of
+    /// the buckets, all in one snapshot per side): same report, same exactness.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub jobs: u32,
 }
 
 /// `migrator verify`: prints the report; returns exit code 0 identical, 1 differences, 2 any error
 /// (printed here, so that every error is 2 rather than the other commands' specific codes).
 pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let result = async {
-        let report = verify(&args.shared).await?;
+        let report = verify_with(&args.shared, args.jobs as usize).await?;
         let report = settle(&args, report).await?;
         match args.format {
             OutputFormat::Json => {
@@ -151,6 +156,11 @@ fn required<'a>(value: &'a Option<SecretUrl>, what: &str) -> anyhow::Result<&'a 
 }
 
 pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
+    verify_with(args, 1).await
+}
+
+/// [`verify`] with `jobs` connections per side for the bucket checksums.
+pub async fn verify_with(args: &VerifySharedArgs, jobs: usize) -> anyhow::Result<VerifyReport> {
     let source_url = required(&args.source_url, "--source-url (or LEGACY_DATABASE_URL)")?;
     let target_url = required(&args.target_url, "--target-url (or DATABASE_URL)")?;
     let plan = Plan::load(args.plan.as_deref())?;
@@ -163,7 +173,17 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
     let database = db::database_name(target_url).unwrap_or_else(|| "the target database".into());
     crate::takeover::check_not_swapped(&mut source, &mut target, &plan, &database).await?;
     let resolved = crate::plan::resolve(&mut source, &mut target, &tables).await?;
-    let jobs = job::build_jobs(&resolved, &args.ignore_columns)?;
+    let jobs_of_tables = job::build_jobs(&resolved, &args.ignore_columns)?;
+    // Further connection pairs for the checksums (the first pair also drills down).
+    let mut helpers = Vec::with_capacity(jobs.saturating_sub(1));
+    for _ in 1..jobs {
+        let (source, target) = tokio::join!(
+            db::connect("source", source_url),
+            db::connect("target", target_url)
+        );
+        helpers.push((source?, target?));
+    }
+    let jobs = jobs_of_tables;
 
     let mut reports = Vec::with_capacity(jobs.len());
     for job in &jobs {
@@ -175,10 +195,23 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
             .map(|row| row.try_get(0))
             .transpose()?;
         let mask = compare::bucket_mask(estimate.unwrap_or(0.0));
-        reports
-            .push(compare::compare_table(&mut source, &mut target, job, mask, args.sample).await?);
+        reports.push(
+            compare::compare_table(
+                &mut source,
+                &mut target,
+                &mut helpers,
+                job,
+                mask,
+                args.sample,
+            )
+            .await?,
+        );
     }
     db::close(source).await;
     db::close(target).await;
+    for (source, target) in helpers {
+        db::close(source).await;
+        db::close(target).await;
+    }
     Ok(VerifyReport::new(reports))
 }

@@ -62,6 +62,21 @@ impl Projection {
         )
     }
 
+    /// [`Self::bucket_checksums`] for the share `part` of `parts` of the buckets (bucket number
+    /// modulo `parts`): the shares together are exactly the whole, each computed on its own
+    /// connection (`verify --jobs`).
+    pub fn bucket_checksums_share(&self, from: &str, mask: u32, part: u32, parts: u32) -> String {
+        if parts <= 1 {
+            return self.bucket_checksums(from, mask);
+        }
+        format!(
+            "SELECT {bucket} AS bucket, count(*) AS n, CAST(sum(hashtextextended({row}, 0)) AS text) AS fingerprint \
+             FROM {from} WHERE {bucket} % {parts} = {part} GROUP BY 1",
+            bucket = self.bucket(mask),
+            row = self.row_text(),
+        )
+    }
+
     /// Key and row fingerprint of every row in the buckets `$1` (int4[]).
     pub fn rows_in_buckets(&self, from: &str, mask: u32) -> String {
         format!(
@@ -147,5 +162,14 @@ mod tests {
         assert!(p
             .bucket_checksums("auth.users AS v", 1023)
             .contains("& 1023"));
+        assert_eq!(
+            p.bucket_checksums_share("auth.users AS v", 1023, 0, 1),
+            p.bucket_checksums("auth.users AS v", 1023)
+        );
+        assert!(p
+            .bucket_checksums_share("auth.users AS v", 1023, 1, 2)
+            .contains(
+                r#"WHERE (hashtext(CAST(CAST(v."id" AS uuid) AS text)) & 1023) % 2 = 1 GROUP BY 1"#
+            ));
     }
 }
