@@ -118,12 +118,23 @@ impl Bench {
         let handle = std::thread::spawn(move || {
             let mut client = cutover_e2e::HttpClient::new(&url);
             let started = Instant::now();
-            for i in 0..400_000u64 {
+            // Paced and bounded (at most 180 s, 180,000 requests); a failed request (a loaded
+            // machine, a connection Envoy closed) must not end the traffic the gates judge.
+            for i in 0..180_000u64 {
                 if flag.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(180) {
                     break;
                 }
                 let key = format!("user-{i}");
-                let _ = client.get_with("/api/chat/messages", &[("x-correlation-id", key.as_bytes())]);
+                let sent = client.try_send(
+                    "GET",
+                    "/api/chat/messages",
+                    &[("x-correlation-id", key.as_bytes())],
+                    b"",
+                );
+                if sent.is_err() {
+                    client = cutover_e2e::HttpClient::new(&url);
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
         });
         Traffic {
