@@ -1,5 +1,5 @@
 //! Observability headers on the response.
-mod common;
+use crate::common;
 
 use common::{chat, config, orchestration_on_legacy, request};
 use cutover_harness::{Error, Filter};

@@ -1,5 +1,5 @@
 //! Routing: the cluster header is the filter's decision alone.
-mod common;
+use crate::common;
 
 use common::{chat, config, orchestration_on_legacy, request, with};
 use cutover_harness::{Error, Filter};

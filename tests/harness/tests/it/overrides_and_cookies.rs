@@ -1,6 +1,6 @@
 //! Override rules and cookie stickiness, through the real `.wasm`: the side, the cluster header,
 //! `x-routed-to` on both directions, the counters, and what a malformed `Cookie` header does.
-mod common;
+use crate::common;
 
 use common::{assert_known_vectors, chat, expected_side, request, with};
 use cutover_harness::{Error, Filter, MetricKind};

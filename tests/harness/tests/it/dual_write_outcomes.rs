@@ -1,6 +1,6 @@
 //! Dual-write outcomes: every shadow answer is counted per service, also when the HTTP context
 //! that sent the write is long gone (the root context dispatches and hears back).
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

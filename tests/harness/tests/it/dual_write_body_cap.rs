@@ -1,5 +1,5 @@
 //! Dual-write: a body over max_body_bytes goes to the primary untouched; its shadow is skipped.
-mod common;
+use crate::common;
 
 use common::{body, chat_dual_write, request};
 use cutover_harness::{Error, Filter};

@@ -1,6 +1,5 @@
 //! Shared by the harness tests: configurations, requests, and an independent implementation of
 //! the bucketing formula (so the `.wasm` is checked against the math, not against itself).
-#![allow(dead_code)]
 
 use cutover_harness::{Error, Filter};
 use serde_json::{json, Value};

@@ -1,5 +1,5 @@
 //! Counters and gauges: exact values after a known sequence of requests.
-mod common;
+use crate::common;
 
 use common::{chat, config, dual_write, orchestration_on_legacy, request, with};
 use cutover_harness::{Error, Filter};

@@ -1,7 +1,7 @@
 //! Dark launch through the real `.wasm`: a sampled read is mirrored, the primary's response body
 //! is copied as it streams (never paused), the shadow's body is read in the call response, and
 //! the two are compared in either order.
-mod common;
+use crate::common;
 
 use common::{chat, config, request, with};
 use cutover_harness::{Action, Error, Filter, LogLevel};

@@ -1,5 +1,5 @@
 //! Bad configurations are refused in on_configure with one log line naming the field.
-mod common;
+use crate::common;
 
 use common::{chat, config, dual_write, with};
 use cutover_harness::{Error, Filter, LogLevel};

@@ -1,6 +1,6 @@
 //! The root context ticks fast (2 ms) only while shadows wait to be dispatched; while they are in
 //! flight it ticks once a second (expiry), and not at all when idle.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Header values are bytes: obs-text, empty and large keys never trap the VM.
-mod common;
+use crate::common;
 
 use common::{chat, config, expected_side, request, routed_to};
 use cutover_harness::{Error, Filter};

@@ -1,6 +1,6 @@
 //! Bucketing: the side is a pure function of (stickiness group, key, percentage), the same in every
 //! VM ("restart") and equal to Unleash's formula computed here independently.
-mod common;
+use crate::common;
 
 use common::{assert_known_vectors, chat, config, expected_side, request, routed_to, with};
 use cutover_harness::{Error, Filter};

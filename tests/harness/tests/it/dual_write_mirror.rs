@@ -1,5 +1,5 @@
 //! Dual-write: a write is copied to the other side's cluster, byte for byte, marked as a shadow.
-mod common;
+use crate::common;
 
 use common::{body, chat, chat_dual_write, config, request};
 use cutover_harness::{Error, Filter, HttpCall};
