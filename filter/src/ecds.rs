@@ -27,9 +27,13 @@ pub const STRING_VALUE_TYPE_URL: &str = "type.googleapis.com/google.protobuf.Str
 /// Envoy 1.40's only compiled-in Wasm runtime.
 pub const V8_RUNTIME: &str = "envoy.wasm.runtime.v8";
 
-/// Prefix of the ECDS subscription stats of the filter on Envoy's `/stats`.
+/// Prefix of the ECDS subscription stats of the filter on Envoy's `/stats` (with
+/// [`FILTER_NAME`]; a test checks the two agree).
+pub const DISCOVERY_STATS_PREFIX: &str = "extension_config_discovery.http_filter.cutover.";
+
+/// [`DISCOVERY_STATS_PREFIX`] as an owned string.
 pub fn discovery_stats_prefix() -> String {
-    format!("extension_config_discovery.http_filter.{FILTER_NAME}.")
+    DISCOVERY_STATS_PREFIX.to_string()
 }
 
 /// Why a document is not an ECDS document of this filter: the JSON path that is missing or wrong.
@@ -174,6 +178,17 @@ impl EcdsDocument {
             })
     }
 
+    /// The document whose resource carries `typed_config` (a Wasm filter config, e.g. the one
+    /// Envoy reports serving in its config dump); checked like [`EcdsDocument::parse`].
+    pub fn from_typed_config(typed_config: Value) -> Result<EcdsDocument, EcdsError> {
+        let document = ecds_document(typed_config);
+        let filter_config = Self::locate(&document)?.to_string();
+        Ok(EcdsDocument {
+            document,
+            filter_config,
+        })
+    }
+
     /// The filter configuration JSON (what the plugin's `on_configure` receives).
     pub fn filter_config_json(&self) -> &str {
         &self.filter_config
@@ -207,11 +222,42 @@ impl EcdsDocument {
     }
 }
 
+/// The Wasm filter config of this filter that Envoy serves, found in its admin `/config_dump`:
+/// the first `typed_config` of type [`WASM_TYPE_URL`] whose plugin is named [`FILTER_NAME`]
+/// (in an ECDS dump, `ecds_filters[].ecds_filter.typed_config`: the configuration Envoy last
+/// accepted, whatever the file holds now; in a static listener, the HTTP filter's).
+pub fn served_typed_config(config_dump: &Value) -> Option<&Value> {
+    match config_dump {
+        Value::Object(map) => {
+            let ours = map.get("@type").and_then(Value::as_str) == Some(WASM_TYPE_URL)
+                && map
+                    .get("config")
+                    .and_then(|c| c.get("name"))
+                    .and_then(Value::as_str)
+                    .is_none_or(|name| name == FILTER_NAME);
+            if ours {
+                return Some(config_dump);
+            }
+            map.values().find_map(served_typed_config)
+        }
+        Value::Array(items) => items.iter().find_map(served_typed_config),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const FILTER: &str = r#"{"services":[{"name":"chat","path_prefixes":["/api/chat"],"legacy_cluster":"chat_legacy","new_cluster":"chat_new","new_percentage":10}]}"#;
+
+    #[test]
+    fn the_discovery_stats_prefix_names_the_filter() {
+        assert_eq!(
+            DISCOVERY_STATS_PREFIX,
+            format!("extension_config_discovery.http_filter.{FILTER_NAME}.")
+        );
+    }
 
     #[test]
     fn builds_and_parses_the_same_shape() {
@@ -226,6 +272,23 @@ mod tests {
             "FAIL_OPEN",
             "plugin settings kept"
         );
+    }
+
+    #[test]
+    fn finds_the_served_config_in_a_config_dump() {
+        let typed = wasm_typed_config("/f.wasm", FILTER, None);
+        let dump = json!({"configs": [
+            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump"},
+            {"@type": "type.googleapis.com/envoy.admin.v3.EcdsConfigDump", "ecds_filters": [
+                {"ecds_filter": ecds_document(typed.clone())["resources"][0], "version_info": "1"}]}]});
+        let served = served_typed_config(&dump).unwrap();
+        assert_eq!(served, &typed);
+        let document = EcdsDocument::from_typed_config(served.clone()).unwrap();
+        assert_eq!(document.filter_config_json(), FILTER);
+        assert_eq!(served_typed_config(&json!({"configs": []})), None);
+        let mut other = wasm_typed_config("/f.wasm", FILTER, None);
+        other["config"]["name"] = json!("other");
+        assert_eq!(served_typed_config(&json!([other])), None);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Check {
     pub status: Status,
     /// The figure compared with the threshold (unit in `unit`); `null` without data.
     pub value: Option<f64>,
+    /// How many requests (or samples, or compared responses) the figure is computed from;
+    /// `null` for checks that are not a share or a quantile.
+    pub samples: Option<f64>,
     pub unit: &'static str,
     /// Human-readable threshold, e.g. `< 1%`.
     pub threshold: String,
@@ -42,6 +45,7 @@ pub enum CheckKind {
     NewLatencyP99,
     DualWriteFailureRate,
     DualWriteMismatchRate,
+    CompareEqualRate,
     Health,
     Data,
 }
@@ -55,6 +59,7 @@ impl CheckKind {
             CheckKind::NewLatencyP99 => "new cluster p99 latency",
             CheckKind::DualWriteFailureRate => "dual-write failure rate",
             CheckKind::DualWriteMismatchRate => "dual-write mismatch rate",
+            CheckKind::CompareEqualRate => "read comparison equal rate",
             CheckKind::Health => "health",
             CheckKind::Data => "data verify",
         }
@@ -68,6 +73,7 @@ impl CheckKind {
             CheckKind::NewLatencyP99 => "new_p99_ms",
             CheckKind::DualWriteFailureRate => "dual_write_failure_rate",
             CheckKind::DualWriteMismatchRate => "dual_write_mismatch_rate",
+            CheckKind::CompareEqualRate => "compare_equal_rate",
             CheckKind::Health => "health",
             CheckKind::Data => "data",
         }
@@ -84,6 +90,7 @@ pub struct Thresholds {
     pub min_requests: u64,
     pub max_dual_write_failure_pct: f64,
     pub max_mismatch_pct: f64,
+    pub min_compare_equal_pct: f64,
 }
 
 /// The defaults of the gate thresholds, shared by `cutover-verify` and `rollout run`.
@@ -95,6 +102,7 @@ pub mod defaults {
     pub const MIN_REQUESTS: u64 = 50;
     pub const MAX_DUAL_WRITE_FAILURE_PCT: f64 = 1.0;
     pub const MAX_MISMATCH_PCT: f64 = 1.0;
+    pub const MIN_COMPARE_EQUAL_PCT: f64 = 99.0;
 }
 
 /// The threshold options of `cutover-verify` and `rollout run`.
@@ -122,6 +130,10 @@ pub struct ThresholdArgs {
     /// Maximum dual-write mismatch rate, in percent of finished shadow requests.
     #[arg(long, default_value_t = defaults::MAX_MISMATCH_PCT, value_name = "PERCENT")]
     pub max_mismatch_rate: f64,
+    /// Minimum share of compared responses (mirrored reads, and writes with `compare.writes`)
+    /// that new and legacy answered alike (the filter's compare_equal of compared), in percent.
+    #[arg(long, default_value_t = defaults::MIN_COMPARE_EQUAL_PCT, value_name = "PERCENT")]
+    pub min_compare_equal_rate: f64,
 }
 
 impl ThresholdArgs {
@@ -135,6 +147,7 @@ impl ThresholdArgs {
             min_requests: self.min_requests,
             max_dual_write_failure_pct: self.max_dual_write_failure_rate,
             max_mismatch_pct: self.max_mismatch_rate,
+            min_compare_equal_pct: self.min_compare_equal_rate,
         }
         .validated()
     }
@@ -146,14 +159,21 @@ impl Thresholds {
         for (name, v) in [
             ("max-error-rate", self.max_error_rate_pct),
             ("split-tolerance", self.split_tolerance_pct),
-            ("max-dual-write-failure-rate", self.max_dual_write_failure_pct),
+            (
+                "max-dual-write-failure-rate",
+                self.max_dual_write_failure_pct,
+            ),
             ("max-mismatch-rate", self.max_mismatch_pct),
+            ("min-compare-equal-rate", self.min_compare_equal_pct),
         ] {
             if !(0.0..=100.0).contains(&v) {
                 return Err(format!("--{name} must be between 0 and 100, got {v}"));
             }
         }
-        for (name, v) in [("max-p95-ms", self.max_p95_ms), ("max-p99-ms", self.max_p99_ms)] {
+        for (name, v) in [
+            ("max-p95-ms", self.max_p95_ms),
+            ("max-p99-ms", self.max_p99_ms),
+        ] {
             if v.is_nan() || v <= 0.0 {
                 return Err(format!("--{name} must be positive, got {v}"));
             }
@@ -180,7 +200,70 @@ pub fn service_checks(
         checks.push(dual_write_failure_check(spec, observed, limits, shadows));
         checks.push(mismatch_check(spec, observed, limits, shadows));
     }
+    if compare_active(spec, observed) {
+        checks.push(compare_check(spec, observed, limits));
+    }
     checks
+}
+
+/// The filter compares this service's responses: so its configuration says, or (configuration
+/// unknown) it has compared some since Envoy started.
+fn compare_active(spec: &ServiceSpec, observed: &Observed) -> bool {
+    spec.compares().unwrap_or_else(|| {
+        observed
+            .gauge(&filter_stat(&spec.name, Counter::CompareTotal.suffix()))
+            .unwrap_or(0.0)
+            > 0.0
+    })
+}
+
+/// The comparisons that reached a verdict (equal, or a status, body or header mismatch); the
+/// skipped ones (body too large, shadow failed, …) compared nothing.
+const COMPARED: [Counter; 4] = [
+    Counter::CompareEqual,
+    Counter::CompareStatusMismatch,
+    Counter::CompareBodyMismatch,
+    Counter::CompareHeaderMismatch,
+];
+
+/// "Read comparison equal rate ≥ threshold": `compare_equal` of the compared responses in the
+/// window; fewer than `--min-requests` compared (none included) is no data.
+fn compare_check(spec: &ServiceSpec, observed: &Observed, limits: &Thresholds) -> Check {
+    let mut c = check(
+        spec,
+        CheckKind::CompareEqualRate,
+        "%",
+        format!(">= {}", fmt_pct(limits.min_compare_equal_pct)),
+    );
+    let count = |counter: Counter| {
+        observed
+            .counter(&filter_stat(&spec.name, counter.suffix()))
+            .unwrap_or(0.0)
+    };
+    let [equal, status, body, headers] = COMPARED.map(count);
+    let compared = equal + status + body + headers;
+    let skipped = count(Counter::CompareTotal) - compared;
+    if compared < limits.min_requests as f64 || compared == 0.0 {
+        c.detail = format!(
+            "{compared} compared responses, need at least {} ({} skipped)",
+            limits.min_requests,
+            skipped.max(0.0)
+        );
+        return c;
+    }
+    let rate = pct(equal, compared);
+    c.value = Some(rate);
+    c.samples = Some(compared);
+    c.status = if rate >= limits.min_compare_equal_pct {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    c.detail = format!(
+        "{equal} equal of {compared} compared ({status} status, {body} body, {headers} header mismatches; {} skipped)",
+        skipped.max(0.0)
+    );
+    c
 }
 
 fn check(spec: &ServiceSpec, kind: CheckKind, unit: &'static str, threshold: String) -> Check {
@@ -190,6 +273,7 @@ fn check(spec: &ServiceSpec, kind: CheckKind, unit: &'static str, threshold: Str
         kind,
         status: Status::NoData,
         value: None,
+        samples: None,
         unit,
         threshold,
         detail: String::new(),
@@ -214,7 +298,7 @@ fn pct(part: f64, whole: f64) -> f64 {
 pub fn health_check(
     id: String,
     service: &str,
-    answer: Result<&super::http::Response, &super::http::HttpError>,
+    answer: Result<&super::http::Response, &str>,
     describe: impl FnOnce(&super::http::Response) -> String,
 ) -> Check {
     let mut check = Check {
@@ -223,6 +307,7 @@ pub fn health_check(
         kind: CheckKind::Health,
         status: Status::Fail,
         value: None,
+        samples: None,
         unit: "",
         threshold: "HTTP 200".to_string(),
         detail: String::new(),
@@ -236,7 +321,7 @@ pub fn health_check(
             check.detail = describe(response);
         }
         // A service that does not answer is a failed check, not a tool error.
-        Err(e) => check.detail = crate::redact::scrub(&e.to_string()),
+        Err(e) => check.detail = crate::redact::scrub(e),
     }
     check
 }
@@ -335,6 +420,7 @@ fn split_check(
         );
     }
     c.value = Some(share);
+    c.samples = Some(total);
     c.status = if (share - configured).abs() <= allowed {
         Status::Pass
     } else {
@@ -407,7 +493,10 @@ fn latency_check(
     let (value, how) = match observed.latency(&histogram, quantile) {
         Some(figure) if figure.samples >= limits.min_requests as f64 => match figure.value {
             Some(v) => (
-                v,
+                {
+                    c.samples = Some(figure.samples);
+                    v
+                },
                 format!(
                     "from upstream_rq_time bucket counts {span}, {} samples",
                     figure.samples
@@ -441,7 +530,10 @@ fn latency_check(
     } else {
         Status::Fail
     };
-    c.detail = format!("p{quantile} of upstream_rq_time on {} {how}", spec.new_cluster);
+    c.detail = format!(
+        "p{quantile} of upstream_rq_time on {} {how}",
+        spec.new_cluster
+    );
     c
 }
 
@@ -479,7 +571,10 @@ fn dual_write_failure_check(
         format!("< {}", fmt_pct(limits.max_dual_write_failure_pct)),
     );
     let skipped = observed
-        .counter(&filter_stat(&spec.name, Counter::ShadowSkippedBodyTooLarge.suffix()))
+        .counter(&filter_stat(
+            &spec.name,
+            Counter::ShadowSkippedBodyTooLarge.suffix(),
+        ))
         .unwrap_or(0.0);
     rate_check(
         c,
@@ -557,6 +652,7 @@ fn rate_check(
     }
     let rate = pct(part, whole);
     c.value = Some(rate);
+    c.samples = Some(whole);
     c.status = if rate < max_pct {
         Status::Pass
     } else {
@@ -580,6 +676,7 @@ mod tests {
             min_requests: 50,
             max_dual_write_failure_pct: 1.0,
             max_mismatch_pct: 1.0,
+            min_compare_equal_pct: 99.0,
         }
     }
 
@@ -589,6 +686,7 @@ mod tests {
             new_cluster: "chat_new".into(),
             file_percentage: None,
             file_dual_write: None,
+            config: None,
         }
     }
 
@@ -665,6 +763,40 @@ mod tests {
             by_kind(&checks, CheckKind::DualWriteMismatchRate).value,
             Some(9.0)
         );
+    }
+
+    #[test]
+    fn the_compare_equal_rate_counts_compared_responses_only() {
+        let stats = |equal: f64, body: f64| {
+            observed(
+                &[
+                    ("wasmcustom.cutover.chat.compare_total", equal + body + 40.0),
+                    ("wasmcustom.cutover.chat.compare_equal", equal),
+                    ("wasmcustom.cutover.chat.compare_body_mismatch", body),
+                    (
+                        "wasmcustom.cutover.chat.compare_skipped_shadow_failed",
+                        40.0,
+                    ),
+                ],
+                None,
+            )
+        };
+        let c = compare_check(&spec(), &stats(995.0, 5.0), &limits());
+        assert_eq!((c.status, c.value), (Status::Pass, Some(99.5)), "{c:?}");
+        assert!(c.detail.contains("40 skipped"), "{}", c.detail);
+        let c = compare_check(&spec(), &stats(90.0, 10.0), &limits());
+        assert_eq!((c.status, c.value), (Status::Fail, Some(90.0)));
+        let c = compare_check(&spec(), &stats(0.0, 0.0), &limits());
+        assert_eq!(
+            (c.status, c.value),
+            (Status::NoData, None),
+            "only skipped: nothing compared"
+        );
+        assert!(
+            compare_active(&spec(), &stats(1.0, 0.0)),
+            "compared since start: active"
+        );
+        assert!(!compare_active(&spec(), &observed(&[], None)));
     }
 
     #[test]
@@ -762,6 +894,9 @@ mod tests {
             ],
             None,
         );
-        assert_eq!(split_check(&spec(), &o, &limits(), None).status, Status::Fail);
+        assert_eq!(
+            split_check(&spec(), &o, &limits(), None).status,
+            Status::Fail
+        );
     }
 }

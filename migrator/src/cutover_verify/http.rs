@@ -29,7 +29,10 @@ pub enum HttpError {
 impl HttpError {
     /// True when the URL itself is wrong (a usage error), not the server.
     pub fn is_usage(&self) -> bool {
-        matches!(self, HttpError::InvalidUrl { .. } | HttpError::CaCert { .. })
+        matches!(
+            self,
+            HttpError::InvalidUrl { .. } | HttpError::CaCert { .. }
+        )
     }
 }
 
@@ -90,8 +93,9 @@ impl Client {
                 reason,
             };
             let pem = read_bounded_file(path, 1024 * 1024).map_err(ca_error)?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ca_error(format!("not a PEM certificate file: {}", error_chain(&e))))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ca_error(format!("not a PEM certificate file: {}", error_chain(&e)))
+            })?;
             if certificates.is_empty() {
                 return Err(ca_error("no certificate in the file".to_string()));
             }
@@ -112,6 +116,15 @@ impl Client {
 
     /// GET `url`; the body is read up to the size bound, all within the timeout.
     pub async fn get(&self, url: &str) -> Result<Response, HttpError> {
+        self.get_with_headers(url, &[]).await
+    }
+
+    /// GET `url` with these request headers (names and values as given).
+    pub async fn get_with_headers(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+    ) -> Result<Response, HttpError> {
         let parsed = parse_url(url)?;
         let shown = redact_url(url);
         let timeout = self.options.timeout;
@@ -137,7 +150,11 @@ impl Client {
         // The client's timeout covers the body too; this outer one is the same bound kept
         // independent of reqwest's internals.
         let work = async {
-            let mut response = self.inner.get(parsed).send().await.map_err(classify)?;
+            let mut request = self.inner.get(parsed);
+            for (name, value) in headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let mut response = request.send().await.map_err(classify)?;
             if response
                 .content_length()
                 .is_some_and(|length| length > limit as u64)
@@ -195,7 +212,8 @@ pub fn parse_url(url: &str) -> Result<url::Url, HttpError> {
         url: redact_url(url),
         reason: reason.to_string(),
     };
-    let missing_scheme = "expected an absolute URL with http:// or https://, e.g. http://127.0.0.1:9901";
+    let missing_scheme =
+        "expected an absolute URL with http:// or https://, e.g. http://127.0.0.1:9901";
     if !url.contains("://") {
         return Err(invalid(missing_scheme));
     }
@@ -278,7 +296,10 @@ mod tests {
         assert_eq!(redact_url("https://u@envoy:9901"), "https://envoy:9901");
         assert_eq!(redact_url("admin:pw@127.0.0.1:9901"), "127.0.0.1:9901");
         assert_eq!(redact_url("http://127.0.0.1:9901"), "http://127.0.0.1:9901");
-        assert_eq!(redact_url("http://127.0.0.1:9901/"), "http://127.0.0.1:9901/");
+        assert_eq!(
+            redact_url("http://127.0.0.1:9901/"),
+            "http://127.0.0.1:9901/"
+        );
     }
 
     #[test]
@@ -290,7 +311,9 @@ mod tests {
             assert!(err.is_usage(), "{bad}");
             assert!(err.to_string().contains("invalid URL"), "{err}");
         }
-        let err = parse_url("admin:secret@127.0.0.1:9901").unwrap_err().to_string();
+        let err = parse_url("admin:secret@127.0.0.1:9901")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -1,9 +1,11 @@
 //! `migrator cutover-verify`: the cutover checklist computed from Envoy's live stats, health
-//! requests through Envoy, and optionally a `verify` of the data.
+//! requests to each side, and optionally a `verify` of the data.
 
 pub mod checks;
+pub mod health;
 pub mod http;
 pub mod report;
+pub mod served;
 pub mod services;
 pub mod stats;
 
@@ -25,14 +27,16 @@ pub struct CutoverVerifyArgs {
     #[arg(long, env = "ENVOY_ADMIN_URL")]
     pub admin_url: String,
 
-    /// Envoy listener base URL, used for the health requests (--health).
+    /// Envoy listener base URL: the health requests (--health) of a side that has an override
+    /// rule in the filter configuration go through it, with that rule's header or cookie.
     #[arg(long, env = "ENVOY_LISTENER_URL")]
     pub listener_url: Option<String>,
 
     /// The cutover filter's JSON configuration: which services exist, their new cluster, and the
-    /// configured percentage when Envoy has no gauge for it. Without it (and without --service),
-    /// services are discovered from Envoy's `wasmcustom.cutover.<S>.new_percentage` gauges and
-    /// their new cluster is assumed to be `<S>_new`.
+    /// configured percentage when Envoy has no gauge for it (the plugin's JSON or a whole ECDS
+    /// file; validated by the filter's own rules). Without it (and without --service), services
+    /// are discovered from Envoy's `wasmcustom.cutover.<S>.new_percentage` gauges, with the
+    /// configuration Envoy's config dump shows (else their new cluster is assumed `<S>_new`).
     #[arg(long, value_name = "FILE")]
     pub filter_config: Option<PathBuf>,
 
@@ -45,7 +49,9 @@ pub struct CutoverVerifyArgs {
     #[arg(long = "expect-percentage", value_name = "SERVICE=PERCENT")]
     pub expect_percentage: Vec<String>,
 
-    /// A health path requested through the listener, SERVICE=PATH (repeatable); expects 200.
+    /// A health path of a service, SERVICE=PATH (repeatable), requested on each
+    /// side explicitly (through the listener with the service's override rule for that side, or
+    /// directly at the side's cluster host); expects 200 from each, reported per side.
     #[arg(long = "health", value_name = "SERVICE=PATH")]
     pub health: Vec<String>,
 
@@ -117,8 +123,8 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     })?;
     let expected = parse_expected(&args.expect_percentage)?;
     let health = parse_health(&args.health)?;
-    if !health.is_empty() && args.listener_url.is_none() {
-        bail!("--health needs --listener-url (the Envoy listener to send the health requests through)");
+    if let Some(listener) = &args.listener_url {
+        http::parse_url(listener).map_err(|e| anyhow::anyhow!("--listener-url: {e}"))?;
     }
     let file_services = match &args.filter_config {
         Some(path) => Some(services::from_filter_config_file(path)?),
@@ -155,11 +161,21 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     let observed = observed?;
 
     services::check_explicit(&observed.latest, file_services.as_deref(), &args.services)?;
-    let service_list = services::resolve(
-        services::from_gauges(&observed.latest),
-        file_services,
+    // What Envoy serves (clusters, override rules, comparison settings of each service); an
+    // Envoy that cannot show it leaves the services as the gauges and options describe them.
+    let served = match served::config_dump(&client, &args.admin_url).await {
+        Ok(dump) => served::served_filter(&dump, &observed.latest).and_then(|s| s.config.ok()),
+        Err(_) => None,
+    };
+    let service_list = services::with_served(
+        services::resolve(
+            services::from_gauges(&observed.latest),
+            file_services,
+            &args.services,
+        )?,
+        served.as_ref(),
         &args.services,
-    )?;
+    );
     for name in expected.keys().chain(health.keys()) {
         if !service_list.iter().any(|s| &s.name == name) {
             bail!(
@@ -169,6 +185,13 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
         }
     }
 
+    let hosts = if health.is_empty() {
+        Ok(Vec::new())
+    } else {
+        served::cluster_hosts(&client, &args.admin_url)
+            .await
+            .map_err(|e| crate::redact::scrub(&e.to_string()))
+    };
     let mut all_checks: Vec<Check> = Vec::new();
     for spec in &service_list {
         all_checks.extend(checks::service_checks(
@@ -177,10 +200,10 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
             &thresholds,
             expected.get(&spec.name).copied(),
         ));
-        if let (Some(listener), Some(paths)) = (&args.listener_url, health.get(&spec.name)) {
-            for path in paths {
-                all_checks.push(health_check(spec, &client, listener, path).await);
-            }
+        for path in health.get(&spec.name).into_iter().flatten() {
+            all_checks.extend(
+                side_health_checks(spec, &client, args.listener_url.as_deref(), path, &hosts).await,
+            );
         }
     }
     let verify = verify.transpose()?;
@@ -196,26 +219,36 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     ))
 }
 
-async fn health_check(
+/// `--health SERVICE=PATH`: one check per side, each side reached explicitly.
+async fn side_health_checks(
     spec: &ServiceSpec,
     client: &http::Client,
-    listener: &str,
+    listener: Option<&str>,
     path: &str,
-) -> Check {
-    let url = http::join(listener, path);
-    let answer = client.get(&url).await;
-    checks::health_check(
-        format!("{}.health:{path}", spec.name),
-        &spec.name,
-        answer.as_ref(),
-        |response| {
-            let routed = response
-                .header("x-routed-to")
-                .map(|s| format!(", routed to {s}"))
-                .unwrap_or_default();
-            format!("GET {path}: HTTP {}{routed}", response.status)
-        },
-    )
+    hosts: &Result<Vec<(String, Vec<String>)>, String>,
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    for side in health::SIDES {
+        let request = match (&spec.config, hosts) {
+            (None, _) => Err(format!(
+                "the configuration of {} is unknown (Envoy's config dump has none): give --filter-config",
+                spec.name
+            )),
+            (Some(config), Ok(hosts)) => health::resolve(config, side, path, listener, hosts),
+            (Some(config), Err(e)) => health::resolve(config, side, path, listener, &[])
+                .map_err(|_| format!("reading Envoy's clusters: {e}")),
+        };
+        out.push(match request {
+            Ok(request) => health::side_check(client, &spec.name, &request).await,
+            Err(reason) => health::unreachable_side(
+                &spec.name,
+                side,
+                path,
+                &format!("{}: {reason}", side.as_str()),
+            ),
+        });
+    }
+    out
 }
 
 pub(crate) fn data_check(verify: &crate::verify::VerifyReport) -> Check {
@@ -230,6 +263,7 @@ pub(crate) fn data_check(verify: &crate::verify::VerifyReport) -> Check {
             Status::Fail
         },
         value: Some(differences),
+        samples: None,
         unit: "rows",
         threshold: "0 differing rows".to_string(),
         detail: verify.summary_line(),

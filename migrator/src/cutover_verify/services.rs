@@ -1,14 +1,16 @@
 //! Which services to check and which cluster is each one's "new" side.
 //!
 //! Sources, later ones overriding earlier ones: the filter's gauges on Envoy's admin endpoint
-//! (`wasmcustom.cutover.<S>.new_percentage`; new cluster assumed `<S>_new`), the filter
-//! configuration file (`--filter-config`), and `--service S=CLUSTER`.
+//! (`wasmcustom.cutover.<S>.new_percentage`), with the configuration Envoy serves (its config
+//! dump: clusters, overrides, comparison) or, without one, the new cluster assumed `<S>_new`;
+//! the filter configuration file (`--filter-config`); and `--service S=CLUSTER`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cutover_filter::config::{FilterConfig, ServiceConfig};
+use cutover_filter::ecds::EcdsDocument;
 use cutover_filter::metrics::{metric_name, Gauge};
-use serde::Deserialize;
 
 use super::stats::Snapshot;
 
@@ -20,6 +22,9 @@ pub struct ServiceSpec {
     /// From the configuration file, used only when Envoy has no gauge for the service.
     pub file_percentage: Option<f64>,
     pub file_dual_write: Option<bool>,
+    /// The service's whole configuration, when known (file or Envoy's config dump): the legacy
+    /// cluster and override rules for the per-side health checks, the comparison settings.
+    pub config: Option<ServiceConfig>,
 }
 
 impl ServiceSpec {
@@ -30,7 +35,38 @@ impl ServiceSpec {
             new_cluster,
             file_percentage: None,
             file_dual_write: None,
+            config: None,
         }
+    }
+
+    /// A service of a validated filter configuration.
+    pub fn from_config(service: &ServiceConfig) -> ServiceSpec {
+        ServiceSpec {
+            name: service.name.clone(),
+            new_cluster: service.new_cluster.clone(),
+            file_percentage: Some(if service.use_legacy {
+                0.0
+            } else {
+                f64::from(service.new_percentage)
+            }),
+            file_dual_write: Some(service.dual_write.enabled),
+            config: Some(service.clone()),
+        }
+    }
+
+    /// Whether the filter compares responses of this service in traffic it can see: a
+    /// comparison configured with reads mirrored, or with writes compared and dual-write on.
+    /// `None`: the configuration is unknown.
+    pub fn compares(&self) -> Option<bool> {
+        let config = self.config.as_ref()?;
+        let Some(compare) = &config.compare else {
+            return Some(false);
+        };
+        let reads = config
+            .shadow_reads
+            .as_ref()
+            .is_some_and(|r| r.percentage > 0);
+        Some(reads || (compare.writes && config.dual_write.enabled))
     }
 }
 
@@ -56,49 +92,56 @@ pub enum ServiceError {
     UnknownCluster { arg: String, cluster: String },
 }
 
-// Only the fields this tool needs; the filter itself validates the full configuration.
-#[derive(Deserialize)]
-struct FilterConfigDoc {
-    services: Vec<FilterServiceDoc>,
-}
-
-#[derive(Deserialize)]
-struct FilterServiceDoc {
-    name: String,
-    new_cluster: String,
-    #[serde(default)]
-    use_legacy: bool,
-    #[serde(default)]
-    new_percentage: f64,
-    dual_write: Option<DualWriteDoc>,
-}
-
-#[derive(Deserialize)]
-struct DualWriteDoc {
-    #[serde(default = "yes")]
-    enabled: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Parses the filter configuration JSON (the plugin `configuration` string).
+/// Reads a filter configuration — the plugin's JSON, or a whole ECDS file carrying it — with the
+/// filter's own validation (the rules and field paths of its `on_configure`).
 pub fn from_filter_config_json(text: &str, path: &str) -> Result<Vec<ServiceSpec>, ServiceError> {
-    let doc: FilterConfigDoc = serde_json::from_str(text).map_err(|e| ServiceError::Parse {
+    let parse = |e: String| ServiceError::Parse {
         path: path.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(doc
+        reason: e,
+    };
+    let ecds = EcdsDocument::parse(text.as_bytes()).ok();
+    let json = ecds.as_ref().map_or(text, |d| d.filter_config_json());
+    let config = FilterConfig::from_json(json.as_bytes()).map_err(|e| parse(e.to_string()))?;
+    Ok(config
         .services
-        .into_iter()
-        .map(|s| ServiceSpec {
-            file_percentage: Some(if s.use_legacy { 0.0 } else { s.new_percentage }),
-            file_dual_write: Some(s.dual_write.map(|d| d.enabled).unwrap_or(false)),
-            name: s.name,
-            new_cluster: s.new_cluster,
-        })
+        .iter()
+        .map(ServiceSpec::from_config)
         .collect())
+}
+
+/// Completes services known from gauges or `--service` with the configuration Envoy serves
+/// (their new cluster, unless given with `--service`, and everything else).
+pub fn with_served(
+    specs: Vec<ServiceSpec>,
+    served: Option<&FilterConfig>,
+    explicit: &[String],
+) -> Vec<ServiceSpec> {
+    let Some(served) = served else {
+        return specs;
+    };
+    specs
+        .into_iter()
+        .map(|spec| {
+            if spec.config.is_some() {
+                return spec;
+            }
+            let Some(service) = served.services.iter().find(|s| s.name == spec.name) else {
+                return spec;
+            };
+            let given = explicit
+                .iter()
+                .filter_map(|a| split_pair(a))
+                .any(|(name, _)| name == spec.name);
+            let mut full = ServiceSpec::from_config(service);
+            // The served percentage is Envoy's own gauge; keep "unknown" for the file fallback.
+            full.file_percentage = spec.file_percentage;
+            full.file_dual_write = spec.file_dual_write.or(full.file_dual_write);
+            if given {
+                full.new_cluster = spec.new_cluster;
+            }
+            full
+        })
+        .collect()
 }
 
 pub fn from_filter_config_file(path: &Path) -> Result<Vec<ServiceSpec>, ServiceError> {
@@ -139,8 +182,7 @@ pub fn from_gauges(snapshot: &Snapshot) -> Vec<ServiceSpec> {
     let mut names = gauge_services(snapshot);
     names.retain(|name| {
         let gauge = |g: Gauge| snapshot.value(&gauge_stat(name, g)).unwrap_or(0.0);
-        let routes_to_new =
-            gauge(Gauge::NewPercentage) > 0.0 && gauge(Gauge::UseLegacy) == 0.0;
+        let routes_to_new = gauge(Gauge::NewPercentage) > 0.0 && gauge(Gauge::UseLegacy) == 0.0;
         routes_to_new || gauge(Gauge::DualWriteEnabled) > 0.0
     });
     names
@@ -260,7 +302,11 @@ mod tests {
         )
         .unwrap();
         let discovered = from_gauges(&gauges);
-        assert_eq!(discovered.len(), 1, "orchestration at 0 % without dual-write is not rolled out");
+        assert_eq!(
+            discovered.len(),
+            1,
+            "orchestration at 0 % without dual-write is not rolled out"
+        );
         let discovered = vec![
             discovered[0].clone(),
             ServiceSpec::named("orchestration".into(), "orchestration_new".into()),

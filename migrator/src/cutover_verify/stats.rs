@@ -372,12 +372,19 @@ mod tests {
             latest: now.clone(),
             baseline: None,
         };
-        let all = since_start.latency("cluster.c.upstream_rq_time", 50.0).unwrap();
+        let all = since_start
+            .latency("cluster.c.upstream_rq_time", 50.0)
+            .unwrap();
         assert_eq!(all.samples, 20.0);
         // rank 10 of 20 falls in (1, 5] holding samples 10..17.
         assert!((all.value.unwrap() - (1.0 + 4.0 * (1.0 / 8.0))).abs() < 1e-9);
         // Earlier, 17 fast samples: the window holds only the 3 slow ones.
-        let base = Snapshot::parse(&BUCKETS.replace("\"cumulative\":19", "\"cumulative\":17").replace("\"cumulative\":20", "\"cumulative\":17")).unwrap();
+        let base = Snapshot::parse(
+            &BUCKETS
+                .replace("\"cumulative\":19", "\"cumulative\":17")
+                .replace("\"cumulative\":20", "\"cumulative\":17"),
+        )
+        .unwrap();
         let window = Observed {
             latest: now,
             baseline: Some(base),
@@ -397,7 +404,13 @@ mod tests {
             latest: sum,
             baseline: None,
         };
-        assert_eq!(observed.latency("cluster.c.upstream_rq_time", 50.0).unwrap().samples, 40.0);
+        assert_eq!(
+            observed
+                .latency("cluster.c.upstream_rq_time", 50.0)
+                .unwrap()
+                .samples,
+            40.0
+        );
     }
 
     #[test]

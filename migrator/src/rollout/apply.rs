@@ -34,7 +34,11 @@ impl Target {
 
     /// `admin URL (file)` for messages, without credentials.
     pub fn name(&self) -> String {
-        format!("{} ({})", http::redact_url(&self.admin_url), self.file.display())
+        format!(
+            "{} ({})",
+            http::redact_url(&self.admin_url),
+            self.file.display()
+        )
     }
 }
 
@@ -183,8 +187,15 @@ impl Step {
 
 #[derive(Debug, Clone)]
 pub enum Change {
-    Step { service: String, step: Step },
-    DualWrite { service: String, on: bool, force: bool },
+    Step {
+        service: String,
+        step: Step,
+    },
+    DualWrite {
+        service: String,
+        on: bool,
+        force: bool,
+    },
     Install(PathBuf),
 }
 
@@ -277,7 +288,10 @@ fn dual_write_interlock(fleet: &Fleet, live: &Ecds, service: &str) -> Result<()>
     let config = live.service(service)?;
     let mut reasons = Vec::new();
     if config.new_percentage != 100 {
-        reasons.push(format!("new_percentage is {}, not 100", config.new_percentage));
+        reasons.push(format!(
+            "new_percentage is {}, not 100",
+            config.new_percentage
+        ));
     }
     if config.use_legacy {
         reasons.push("the kill switch is on".to_string());
@@ -288,7 +302,9 @@ fn dual_write_interlock(fleet: &Fleet, live: &Ecds, service: &str) -> Result<()>
             "the last gate ({} at {} %) did not pass",
             gate.at, gate.percentage
         )),
-        None => reasons.push("no gate at 100 % on record (run `migrator rollout run` to 100 first)".to_string()),
+        None => reasons.push(
+            "no gate at 100 % on record (run `migrator rollout run` to 100 first)".to_string(),
+        ),
     }
     if reasons.is_empty() {
         return Ok(());
@@ -302,6 +318,95 @@ fn dual_write_interlock(fleet: &Fleet, live: &Ecds, service: &str) -> Result<()>
 /// Applies `change` to every target and waits for each Envoy; the error carries the exit code.
 pub async fn apply(fleet: &Fleet, change: Change) -> Result<Applied> {
     apply_with(fleet, change, true).await
+}
+
+/// What Envoy serves, as far as it can be known: its config dump when its stats confirm the
+/// dump's entry was accepted, else the last document this tool saw it confirm, while Envoy has
+/// accepted nothing since. The text says where it came from.
+pub async fn serving(target: &Target, admin: &Admin) -> Result<Option<(Ecds, &'static str)>> {
+    if let Some(served) = admin.served().await? {
+        if let Ok(config) = served.config {
+            let ecds = Ecds {
+                document: served.document,
+                config,
+            };
+            return Ok(Some((
+                ecds,
+                "the configuration Envoy serves (its config dump)",
+            )));
+        }
+    }
+    let now = Discovery::read(&admin.stats().await?);
+    Ok(state::load_accepted(&target.file)
+        .filter(|a| a.update_time == now.update_time)
+        .and_then(|a| Ecds::parse(a.document.to_string().as_bytes(), "accepted.json").ok())
+        .map(|ecds| {
+            (
+                ecds,
+                "the last configuration Envoy confirmed (accepted.json)",
+            )
+        }))
+}
+
+/// The kill switch of `service`, built from what Envoy serves when the file is not that (a hand
+/// edit Envoy refused, a file that does not parse): traffic must reach legacy in every state.
+/// The returned "live" document is what Envoy serves, so a rejection puts that back.
+async fn kill_switch(
+    target: &Target,
+    admin: &Admin,
+    service: &str,
+) -> Result<(Option<LiveFile>, Ecds)> {
+    let from_file = proposed(
+        target,
+        &Change::Step {
+            service: service.to_string(),
+            step: Step::Legacy,
+        },
+    );
+    let serving = serving(target, admin).await?;
+    let (base, source) = match (serving, &from_file) {
+        (Some((serving, _)), Ok((Some((live, _)), _)))
+            if same_document(live.document.as_json(), &serving.document) =>
+        {
+            return from_file
+        }
+        (Some(serving), _) => serving,
+        // Nothing known about what Envoy serves: the file, else the last document Envoy
+        // confirmed to this tool (it served it once, so its plugin settings work).
+        (None, Ok(_)) => return from_file,
+        (None, Err(_)) => match state::load_accepted(&target.file)
+            .and_then(|a| Ecds::parse(a.document.to_string().as_bytes(), "accepted.json").ok())
+        {
+            Some(ecds) => (
+                ecds,
+                "the last configuration Envoy confirmed (accepted.json)",
+            ),
+            None => return from_file,
+        },
+    };
+    let why = match &from_file {
+        Ok(_) => "a configuration Envoy does not serve (refused, or not yet picked up)".to_string(),
+        Err(e) => e.message.clone(),
+    };
+    eprintln!(
+        "{}: the file holds {why}; the kill switch is built from {source}.",
+        target.file.display()
+    );
+    let next = base.edit_service(service, |s| {
+        s.insert("use_legacy".into(), true.into());
+    })?;
+    let bytes = base.document.to_bytes();
+    Ok((Some((base, bytes)), next))
+}
+
+/// The same ECDS document: the same plugin settings and the same filter configuration, whatever
+/// the formatting of either.
+fn same_document(file: &serde_json::Value, next: &cutover_filter::ecds::EcdsDocument) -> bool {
+    let Ok(file) = cutover_filter::ecds::EcdsDocument::parse(file.to_string().as_bytes()) else {
+        return false;
+    };
+    file.with_filter_config("").as_json() == next.with_filter_config("").as_json()
+        && same_json(file.filter_config_json(), next.filter_config_json())
 }
 
 /// One target, checked and ready to be written.
@@ -324,9 +429,27 @@ fn service_names(services: &[(String, ServiceState)]) -> Vec<&str> {
 pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<Applied> {
     let mut prepared: Vec<Prepared<'_>> = Vec::new();
     for target in &fleet.targets {
-        let (live, next) = proposed(target, &change)?;
-        if let (Change::DualWrite { service, on: false, force: false }, Some((live, _))) =
-            (&change, &live)
+        let mut connected = None;
+        let (live, next) = match &change {
+            Change::Step {
+                service,
+                step: Step::Legacy,
+            } => {
+                let admin = target.admin().await?;
+                let proposal = kill_switch(target, &admin, service).await?;
+                connected = Some(admin);
+                proposal
+            }
+            _ => proposed(target, &change)?,
+        };
+        if let (
+            Change::DualWrite {
+                service,
+                on: false,
+                force: false,
+            },
+            Some((live, _)),
+        ) = (&change, &live)
         {
             dual_write_interlock(fleet, live, service)?;
         }
@@ -349,10 +472,15 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
                 )));
             }
         }
-        let admin = target.admin().await?;
-        let unchanged = live
-            .as_ref()
-            .is_some_and(|(l, _)| same_json(l.document.filter_config_json(), next.document.filter_config_json()));
+        let admin = match connected {
+            Some(admin) => admin,
+            None => target.admin().await?,
+        };
+        // Unchanged only when the file on disk already holds the new document.
+        let on_disk: Option<serde_json::Value> = live_file::read(&target.file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let unchanged = on_disk.is_some_and(|file| same_document(&file, &next.document));
         prepared.push(Prepared {
             target,
             admin,
@@ -368,13 +496,17 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
     let mut failure: Option<(String, bool, String)> = None;
     for p in &prepared {
         let target = p.target;
-        let before = p.live.as_ref().map(|(l, _)| l.services()).unwrap_or_default();
+        let before = p
+            .live
+            .as_ref()
+            .map(|(l, _)| l.services())
+            .unwrap_or_default();
         let after = p.next.services();
         let discovery_before = Discovery::read(&p.admin.stats().await?);
         if !p.unchanged {
-            live_file::write_atomically(&target.file, &p.next.document.to_bytes()).map_err(|e| {
-                RolloutError::file(format!("{}: cannot write: {e}", target.file.display()))
-            })?;
+            live_file::write_atomically(&target.file, &p.next.document.to_bytes()).map_err(
+                |e| RolloutError::file(format!("{}: cannot write: {e}", target.file.display())),
+            )?;
             written.push(p);
             if verbose {
                 eprintln!("wrote {}:\n{}", target.file.display(), summary(&after));
@@ -393,9 +525,19 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
             Confirmation::Rejected(_) => "rejected",
             Confirmation::NotConfirmed(_) => "not_confirmed",
         };
-        state::audit(&target.file, &change.describe(), &before, &after, outcome, p.unchanged);
+        state::audit(
+            &target.file,
+            &change.describe(),
+            &before,
+            &after,
+            outcome,
+            p.unchanged,
+        );
         match confirmation {
-            Confirmation::Live => {}
+            Confirmation::Live => {
+                let now = Discovery::read(&p.admin.stats().await?);
+                state::save_accepted(&target.file, p.next.document.as_json(), now.update_time);
+            }
             Confirmation::Rejected(reason) => {
                 failure = Some((target.name(), true, reason));
                 break;
@@ -424,7 +566,11 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
             .first()
             .ok_or_else(|| RolloutError::usage("no target"))?;
         return Ok(Applied {
-            before: first.live.as_ref().map(|(l, _)| l.services()).unwrap_or_default(),
+            before: first
+                .live
+                .as_ref()
+                .map(|(l, _)| l.services())
+                .unwrap_or_default(),
             after: first.next.services(),
             changed: prepared.iter().any(|p| !p.unchanged),
         });
@@ -449,10 +595,19 @@ pub async fn apply_with(fleet: &Fleet, change: Change, verbose: bool) -> Result<
         if !is_failed {
             if let Some((previous, _)) = &p.live {
                 let discovery = Discovery::read(&p.admin.stats().await?);
-                let back = envoy::confirm(&p.admin, discovery, &previous.services(), true, p.target.confirm_timeout)
-                    .await?;
+                let back = envoy::confirm(
+                    &p.admin,
+                    discovery,
+                    &previous.services(),
+                    true,
+                    p.target.confirm_timeout,
+                )
+                .await?;
                 if back != Confirmation::Live {
-                    restored.push(format!("{}: {what}, but Envoy did not confirm it", p.target.name()));
+                    restored.push(format!(
+                        "{}: {what}, but Envoy did not confirm it",
+                        p.target.name()
+                    ));
                     continue;
                 }
             }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::live_file::ServiceState;
 use super::{Result, RolloutError};
 use crate::cutover_verify::http::{self, Client};
+use crate::cutover_verify::served;
 use crate::cutover_verify::stats::Snapshot;
 
 /// An Envoy admin endpoint that answered `/server_info`.
@@ -64,20 +65,28 @@ impl Admin {
         Ok(admin)
     }
 
+    async fn config_dump(&self) -> Result<Value> {
+        served::config_dump(&self.client, &self.url)
+            .await
+            .map_err(|e| match e {
+                served::ServedError::Http(e) => unreachable(&self.shown, &e),
+                other => {
+                    RolloutError::target(format!("{}: {other}; nothing was written", self.shown))
+                }
+            })
+    }
+
+    /// The filter configuration Envoy serves, from its config dump — `None` when the dump cannot
+    /// say (it shows a configuration Envoy refused).
+    pub async fn served(&self) -> Result<Option<served::ServedFilter>> {
+        let dump = self.config_dump().await?;
+        Ok(served::served_filter(&dump, &self.stats().await?))
+    }
+
     /// The files Envoy reads filter configurations from (`path_config_source.path` anywhere in
     /// its config dump).
     pub async fn watched_files(&self) -> Result<Vec<String>> {
-        let response = self
-            .client
-            .get(&http::join(&self.url, "/config_dump"))
-            .await
-            .map_err(|e| unreachable(&self.shown, &e))?;
-        let dump: Value = serde_json::from_slice(&response.body).map_err(|e| {
-            RolloutError::target(format!(
-                "{}: /config_dump is not JSON ({e}); nothing was written",
-                self.shown
-            ))
-        })?;
+        let dump = self.config_dump().await?;
         let mut paths = Vec::new();
         collect_path_sources(&dump, &mut paths);
         paths.sort();
@@ -164,6 +173,8 @@ pub struct Discovery {
     pub success: f64,
     pub rejected: f64,
     pub failure: f64,
+    /// Milliseconds since the epoch of the last accepted update (0: none yet).
+    pub update_time: f64,
 }
 
 impl Discovery {
@@ -174,6 +185,7 @@ impl Discovery {
             success: stat("update_success"),
             rejected: stat("update_rejected"),
             failure: stat("update_failure"),
+            update_time: served::update_time(stats).unwrap_or(0.0),
         }
     }
 }
@@ -201,7 +213,8 @@ pub async fn confirm(
         let now = Discovery::read(&stats);
         if now.rejected > before.rejected {
             return Ok(Confirmation::Rejected(
-                "update_rejected grew: the filter refused the configuration (see Envoy's log)".into(),
+                "update_rejected grew: the filter refused the configuration (see Envoy's log)"
+                    .into(),
             ));
         }
         if now.failure > before.failure {
@@ -251,8 +264,14 @@ mod tests {
         let mut paths = Vec::new();
         collect_path_sources(&dump, &mut paths);
         assert_eq!(paths, [".tmp/ecds/cutover.json"]);
-        assert!(same_file(Path::new("/srv/x/.tmp/ecds/cutover.json"), "./.tmp/ecds/cutover.json"));
-        assert!(!same_file(Path::new("/srv/x/other.json"), ".tmp/ecds/cutover.json"));
+        assert!(same_file(
+            Path::new("/srv/x/.tmp/ecds/cutover.json"),
+            "./.tmp/ecds/cutover.json"
+        ));
+        assert!(!same_file(
+            Path::new("/srv/x/other.json"),
+            ".tmp/ecds/cutover.json"
+        ));
         assert!(same_file(Path::new("/srv/a.json"), "/srv/a.json"));
     }
 }

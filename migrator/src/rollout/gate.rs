@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::cutover_verify::checks::{self, Check, CheckKind, Status, ThresholdArgs, Thresholds};
+use crate::cutover_verify::health::{self, SideRequest};
 use crate::cutover_verify::http;
 use crate::cutover_verify::services::ServiceSpec;
 use crate::cutover_verify::stats::Observed;
@@ -21,18 +22,22 @@ pub struct GateArgs {
 }
 
 impl GateArgs {
-    /// `(side, url)` pairs; the message names the bad argument.
-    pub fn health_urls(&self) -> Result<Vec<(String, String)>, String> {
+    /// One health request per `--health`; the message names the bad argument.
+    pub fn health_urls(&self) -> Result<Vec<SideRequest>, String> {
         self.health
             .iter()
             .map(|arg| {
                 let (side, url) = crate::cutover_verify::services::split_pair(arg)
-                    .filter(|(side, _)| side == "legacy" || side == "new")
+                    .and_then(|(side, url)| Some((health::parse_side(&side)?, url)))
                     .ok_or_else(|| {
-                        format!("--health {arg:?}: expected legacy=URL or new=URL")
+                        format!(
+                            "--health {}: expected legacy=URL or new=URL",
+                            http::redact_url(arg)
+                        )
                     })?;
-                http::parse_url(&url).map_err(|e| format!("--health {}: {e}", http::redact_url(arg)))?;
-                Ok((side, url))
+                http::parse_url(&url)
+                    .map_err(|e| format!("--health {}: {e}", http::redact_url(arg)))?;
+                Ok(SideRequest::direct(side, url))
             })
             .collect()
     }
@@ -47,16 +52,18 @@ pub enum Verdict {
     Inconclusive,
 }
 
-/// Which checks decide: a failing check fails the interval; the split and the 5xx rate without
-/// data make it inconclusive. Latency and dual-write checks without data (histograms lag by up to
-/// one stats flush; writes may be rare) do not block, nor does the 5xx rate at 0 % (new gets no
-/// traffic).
+/// Which checks decide: a failing check fails the interval; the split, the 5xx rate and the
+/// read comparison without data make it inconclusive. Latency and dual-write checks without data
+/// (histograms lag by up to one stats flush; writes may be rare) do not block, nor does the 5xx
+/// rate at 0 % (new gets no traffic).
 pub fn verdict(checks: &[Check], percentage: u8) -> Verdict {
     if checks.iter().any(|c| c.status == Status::Fail) {
         return Verdict::Fail;
     }
     let needs_data = |k: CheckKind| {
-        k == CheckKind::Split || (k == CheckKind::New5xxRate && percentage > 0)
+        k == CheckKind::Split
+            || k == CheckKind::CompareEqualRate
+            || (k == CheckKind::New5xxRate && percentage > 0)
     };
     if checks
         .iter()
@@ -74,28 +81,13 @@ pub async fn interval_checks(
     thresholds: &Thresholds,
     percentage: u8,
     client: &http::Client,
-    health: &[(String, String)],
+    health: &[SideRequest],
 ) -> Vec<Check> {
     let mut all = checks::service_checks(spec, observed, thresholds, Some(f64::from(percentage)));
-    for (side, url) in health {
-        all.push(health_check(spec, client, side, url).await);
+    for request in health {
+        all.push(health::side_check(client, &spec.name, request).await);
     }
     all
-}
-
-async fn health_check(spec: &ServiceSpec, client: &http::Client, side: &str, url: &str) -> Check {
-    let shown = http::redact_url(url);
-    let answer = client.get(url).await;
-    let mut check = checks::health_check(
-        format!("{}.health.{side}", spec.name),
-        &spec.name,
-        answer.as_ref(),
-        |response| format!("{side}: GET {shown}: HTTP {}", response.status),
-    );
-    if answer.is_err() {
-        check.detail = format!("{side}: {}", check.detail);
-    }
-    check
 }
 
 #[cfg(test)]
@@ -109,6 +101,7 @@ mod tests {
             kind,
             status,
             value: None,
+            samples: None,
             unit: "",
             threshold: String::new(),
             detail: String::new(),
@@ -119,13 +112,48 @@ mod tests {
     fn verdicts() {
         use CheckKind::*;
         use Status::*;
-        assert_eq!(verdict(&[check(Split, Pass), check(New5xxRate, Pass)], 10), Verdict::Pass);
         assert_eq!(
-            verdict(&[check(Split, Pass), check(New5xxRate, Pass), check(NewLatencyP95, NoData)], 10),
+            verdict(&[check(Split, Pass), check(New5xxRate, Pass)], 10),
             Verdict::Pass
         );
-        assert_eq!(verdict(&[check(Split, NoData), check(New5xxRate, NoData)], 10), Verdict::Inconclusive);
-        assert_eq!(verdict(&[check(Split, Pass), check(New5xxRate, NoData)], 0), Verdict::Pass);
-        assert_eq!(verdict(&[check(Split, NoData), check(New5xxRate, Fail)], 10), Verdict::Fail);
+        assert_eq!(
+            verdict(
+                &[
+                    check(Split, Pass),
+                    check(New5xxRate, Pass),
+                    check(NewLatencyP95, NoData)
+                ],
+                10
+            ),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict(&[check(Split, NoData), check(New5xxRate, NoData)], 10),
+            Verdict::Inconclusive
+        );
+        assert_eq!(
+            verdict(&[check(Split, Pass), check(New5xxRate, NoData)], 0),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict(&[check(Split, NoData), check(New5xxRate, Fail)], 10),
+            Verdict::Fail
+        );
+        assert_eq!(
+            verdict(
+                &[
+                    check(Split, Pass),
+                    check(New5xxRate, Pass),
+                    check(CompareEqualRate, NoData)
+                ],
+                10
+            ),
+            Verdict::Inconclusive,
+            "no compared responses: neither pass nor fail"
+        );
+        assert_eq!(
+            verdict(&[check(Split, Pass), check(CompareEqualRate, Fail)], 0),
+            Verdict::Fail
+        );
     }
 }

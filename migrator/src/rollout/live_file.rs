@@ -46,7 +46,9 @@ impl Ecds {
     /// configuration the filter refuses exit 2, both naming `what` and the field.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Ecds> {
         let document = EcdsDocument::parse(bytes).map_err(|e| {
-            RolloutError::file(format!("{what}: not an ECDS file of the cutover filter: {e}"))
+            RolloutError::file(format!(
+                "{what}: not an ECDS file of the cutover filter: {e}"
+            ))
         })?;
         let config = validate(document.filter_config_json(), what)?;
         Ok(Ecds { document, config })
@@ -118,9 +120,8 @@ fn unknown_service(name: &str, config: &FilterConfig) -> RolloutError {
 
 /// The filter's own validation (the rules and field paths of `on_configure`).
 pub fn validate(filter_json: &str, what: &str) -> Result<FilterConfig> {
-    FilterConfig::from_json(filter_json.as_bytes()).map_err(|e| {
-        RolloutError::usage(format!("{what}: the filter would refuse it: {e}"))
-    })
+    FilterConfig::from_json(filter_json.as_bytes())
+        .map_err(|e| RolloutError::usage(format!("{what}: the filter would refuse it: {e}")))
 }
 
 /// Reads a file of at most [`MAX_FILE_BYTES`]; missing or unreadable is exit 3.
@@ -230,7 +231,11 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.code, super::super::exit::USAGE);
-        assert!(err.message.contains("services[0].path_prefixes[0]"), "{}", err.message);
+        assert!(
+            err.message.contains("services[0].path_prefixes[0]"),
+            "{}",
+            err.message
+        );
         let err = ecds.edit_service("chats", |_| {}).unwrap_err();
         assert_eq!(err.code, super::super::exit::USAGE);
         assert!(err.message.contains("configured: chat"));

@@ -78,7 +78,13 @@ pub struct RolloutArgs {
     pub file: Option<PathBuf>,
 
     /// Envoy's admin base URL, e.g. http://127.0.0.1:9901 (https:// with --cacert).
-    #[arg(long, env = "CUTOVER_ADMIN_URL", value_name = "URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CUTOVER_ADMIN_URL",
+        value_name = "URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub admin: Option<String>,
 
     /// One Envoy of a fleet, admin=URL,file=PATH (repeatable; instead of --file/--admin): a step is
@@ -153,7 +159,11 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
     };
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 7.0 * 24.0 * 3600.0 {
         return Err(format!("{text:?}: must be positive and at most a week"));
@@ -179,7 +189,14 @@ async fn dispatch(args: &RolloutArgs) -> Result<u8> {
         RolloutCommand::Show => show::run(&target, args.format).await,
         RolloutCommand::Set { service, step } => {
             let step = apply::Step::parse(step)?;
-            apply::apply(&target, Change::Step { service: service.clone(), step }).await?;
+            apply::apply(
+                &target,
+                Change::Step {
+                    service: service.clone(),
+                    step,
+                },
+            )
+            .await?;
             Ok(exit::OK)
         }
         RolloutCommand::DualWrite {

@@ -49,15 +49,28 @@ pub struct Prometheus {
     pub url: String,
 }
 
+/// Seconds since the Unix epoch, as Prometheus' query API takes them.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 impl Prometheus {
-    async fn query(&self, promql: &str) -> Result<Vec<Sample>> {
+    /// One instant query evaluated `at` (Unix seconds): every query of one window is evaluated
+    /// at the same instant, so a numerator and its denominator cover the same scrapes.
+    async fn query(&self, promql: &str, at: f64) -> Result<Vec<Sample>> {
         let mut url = http::parse_url(&http::join(&self.url, "/api/v1/query"))
             .map_err(|e| RolloutError::usage(format!("--prometheus-url: {e}")))?;
-        url.query_pairs_mut().append_pair("query", promql);
+        url.query_pairs_mut()
+            .append_pair("query", promql)
+            .append_pair("time", &format!("{at:.3}"));
         let shown = http::redact_url(&self.url);
-        let response = self.client.get(url.as_str()).await.map_err(|e| {
-            RolloutError::target(format!("Prometheus {shown}: {e}"))
-        })?;
+        let response = self
+            .client
+            .get(url.as_str())
+            .await
+            .map_err(|e| RolloutError::target(format!("Prometheus {shown}: {e}")))?;
         let answer: QueryAnswer = serde_json::from_slice(&response.body).map_err(|_| {
             RolloutError::target(format!(
                 "{shown} is not a Prometheus query API (HTTP {} on /api/v1/query)",
@@ -74,9 +87,9 @@ impl Prometheus {
     }
 
     /// One number (the first sample), `None` for an empty answer.
-    async fn scalar(&self, promql: &str) -> Result<Option<f64>> {
+    async fn scalar(&self, promql: &str, at: f64) -> Result<Option<f64>> {
         Ok(self
-            .query(promql)
+            .query(promql, at)
             .await?
             .first()
             .and_then(|s| s.value.1.parse().ok()))
@@ -85,41 +98,65 @@ impl Prometheus {
     /// The gate's view of the last `window`: increases of the counters and histogram buckets,
     /// current gauges. Shaped as an [`Observed`] with an empty baseline, so the checks read the
     /// increases as window differences.
-    pub async fn window(&self, service: &str, new_cluster: &str, window: Duration) -> Result<Observed> {
+    pub async fn window(
+        &self,
+        service: &str,
+        new_cluster: &str,
+        window: Duration,
+    ) -> Result<Observed> {
         let range = format!("{}s", window.as_secs().max(1));
+        let at = unix_now();
         let mut values = HashMap::new();
         for counter in Counter::ALL {
             let series = filter_series(service, counter.suffix());
-            if let Some(v) = self.scalar(&format!("sum(increase({series}[{range}]))")).await? {
-                values.insert(format!("wasmcustom.{}", metric_name(service, counter.suffix())), v);
+            if let Some(v) = self
+                .scalar(&format!("sum(increase({series}[{range}]))"), at)
+                .await?
+            {
+                values.insert(
+                    format!("wasmcustom.{}", metric_name(service, counter.suffix())),
+                    v,
+                );
             }
         }
         for gauge in Gauge::ALL {
             let series = filter_series(service, gauge.suffix());
-            if let Some(v) = self.scalar(&format!("max({series})")).await? {
-                values.insert(format!("wasmcustom.{}", metric_name(service, gauge.suffix())), v);
+            if let Some(v) = self.scalar(&format!("max({series})"), at).await? {
+                values.insert(
+                    format!("wasmcustom.{}", metric_name(service, gauge.suffix())),
+                    v,
+                );
             }
         }
         let cluster = format!("envoy_cluster_name={}", quoted(new_cluster));
         if let Some(v) = self
-            .scalar(&format!("sum(increase(envoy_cluster_upstream_rq_completed{{{cluster}}}[{range}]))"))
+            .scalar(
+                &format!(
+                    "sum(increase(envoy_cluster_upstream_rq_completed{{{cluster}}}[{range}]))"
+                ),
+                at,
+            )
             .await?
         {
             values.insert(format!("cluster.{new_cluster}.upstream_rq_completed"), v);
         }
         if let Some(v) = self
-            .scalar(&format!(
-                "sum(increase(envoy_cluster_upstream_rq_xx{{{cluster},envoy_response_code_class=\"5\"}}[{range}]))"
-            ))
+            .scalar(
+                &format!(
+                    "sum(increase(envoy_cluster_upstream_rq_xx{{{cluster},envoy_response_code_class=\"5\"}}[{range}]))"
+                ),
+                at,
+            )
             .await?
         {
             values.insert(format!("cluster.{new_cluster}.upstream_rq_5xx"), v);
         }
         let mut buckets = Vec::new();
         for sample in self
-            .query(&format!(
-                "sum by (le) (increase(envoy_cluster_upstream_rq_time_bucket{{{cluster}}}[{range}]))"
-            ))
+            .query(
+                &format!("sum by (le) (increase(envoy_cluster_upstream_rq_time_bucket{{{cluster}}}[{range}]))"),
+                at,
+            )
             .await?
         {
             let bound = sample.metric.get("le").and_then(|le| le.parse::<f64>().ok());
@@ -148,8 +185,14 @@ mod tests {
 
     #[test]
     fn series_names_follow_envoys_prometheus_naming() {
-        assert_eq!(filter_series("chat", "routed_new"), "cutover_chat_routed_new");
-        assert_eq!(filter_series("web-app", "use_legacy"), "cutover_web_app_use_legacy");
+        assert_eq!(
+            filter_series("chat", "routed_new"),
+            "cutover_chat_routed_new"
+        );
+        assert_eq!(
+            filter_series("web-app", "use_legacy"),
+            "cutover_web_app_use_legacy"
+        );
         assert_eq!(quoted(r#"a"b"#), r#""a\"b""#);
     }
 }

@@ -59,7 +59,7 @@ struct Plan {
     steps: Vec<u8>,
     intervals_per_step: u32,
     thresholds: Thresholds,
-    health: Vec<(String, String)>,
+    health: Vec<crate::cutover_verify::health::SideRequest>,
 }
 
 fn plan(args: &RunArgs) -> Result<Plan> {
@@ -70,7 +70,9 @@ fn plan(args: &RunArgs) -> Result<Plan> {
             .parse()
             .ok()
             .filter(|p| *p <= 100)
-            .ok_or_else(|| RolloutError::usage(format!("--steps: {text:?} is not a percentage 0..100")))?;
+            .ok_or_else(|| {
+                RolloutError::usage(format!("--steps: {text:?} is not a percentage 0..100"))
+            })?;
         if let Some(last) = steps.last() {
             if value <= *last {
                 return Err(RolloutError::usage(format!(
@@ -89,7 +91,11 @@ fn plan(args: &RunArgs) -> Result<Plan> {
             args.hold, args.interval
         )));
     }
-    let thresholds = args.gate.thresholds.thresholds().map_err(RolloutError::usage)?;
+    let thresholds = args
+        .gate
+        .thresholds
+        .thresholds()
+        .map_err(RolloutError::usage)?;
     let health = args.gate.health_urls().map_err(RolloutError::usage)?;
     let intervals = (args.hold.as_secs_f64() / args.interval.as_secs_f64()).ceil();
     Ok(Plan {
@@ -110,7 +116,8 @@ impl Events {
     fn emit(&self, event: &str, text: String, fields: serde_json::Value) {
         match self.format {
             OutputFormat::Json => {
-                let mut object = json!({"event": event, "time": state::now(), "service": self.service});
+                let mut object =
+                    json!({"event": event, "time": state::now(), "service": self.service});
                 if let (Some(target), Some(extra)) = (object.as_object_mut(), fields.as_object()) {
                     for (k, v) in extra {
                         target.insert(k.clone(), v.clone());
@@ -256,10 +263,8 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
     );
 
     let spec = ServiceSpec {
-        name: args.service.clone(),
-        new_cluster: service_config.new_cluster.clone(),
         file_percentage: None,
-        file_dual_write: Some(service_config.dual_write.enabled),
+        ..ServiceSpec::from_config(&service_config)
     };
 
     while run_state.step_index < run_state.steps.len() {
@@ -304,7 +309,10 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
                 return Ok(code);
             }
             let observed = match (&prometheus, baseline) {
-                (Some(p), _) => p.window(&args.service, &spec.new_cluster, args.interval).await?,
+                (Some(p), _) => {
+                    p.window(&args.service, &spec.new_cluster, args.interval)
+                        .await?
+                }
                 (None, baseline) => Observed {
                     latest: fleet_stats(&admins).await?,
                     baseline,
@@ -331,10 +339,18 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
                 at: state::now(),
             });
             state::save(&target.file, &mut run_state)?;
-            emit_interval(&events, step, verdict, &checks, &run_state, plan.intervals_per_step);
+            emit_interval(
+                &events,
+                step,
+                verdict,
+                &checks,
+                &run_state,
+                plan.intervals_per_step,
+            );
 
             if verdict == Verdict::Fail && run_state.failed_intervals >= args.max_failures {
-                let failing: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Fail).collect();
+                let failing: Vec<&Check> =
+                    checks.iter().filter(|c| c.status == Status::Fail).collect();
                 let reason = failing
                     .iter()
                     .map(|c| format!("{} {} (threshold {})", c.id, shown_value(c), c.threshold))
@@ -390,7 +406,11 @@ pub async fn run(target: &Fleet, args: &RunArgs, format: OutputFormat) -> Result
     state::save(&target.file, &mut run_state)?;
     let last = run_state.current_step();
     let shown = last.map_or_else(|| "?".to_string(), |p| p.to_string());
-    events.emit("completed", format!("rollout complete at {shown} %"), json!({"step": last}));
+    events.emit(
+        "completed",
+        format!("rollout complete at {shown} %"),
+        json!({"step": last}),
+    );
     Ok(exit::OK)
 }
 
@@ -407,7 +427,11 @@ async fn data_gate(
         Ok(report) => report,
         Err(e) => {
             let message = crate::redact::scrub(&format!("{e:#}"));
-            events.emit("error", message.clone(), json!({"step": step, "exit_code": exit::USAGE}));
+            events.emit(
+                "error",
+                message.clone(),
+                json!({"step": step, "exit_code": exit::USAGE}),
+            );
             run_state.phase = Phase::Paused;
             run_state.reason = Some(message.clone());
             state::save(&target.file, run_state)?;
@@ -440,7 +464,10 @@ async fn data_gate(
     state::save(&target.file, run_state)?;
     events.emit(
         "rolled_back",
-        format!("ROLLED BACK at {step} %: kill switch on (dual-write left as it was): data {}", check.detail),
+        format!(
+            "ROLLED BACK at {step} %: kill switch on (dual-write left as it was): data {}",
+            check.detail
+        ),
         json!({"step": step, "failed_checks": [check]}),
     );
     Ok(Some(exit::DIFFERS_OR_ROLLED_BACK))
@@ -459,7 +486,9 @@ fn pause(
     state::clear_request(&target.file);
     events.emit(
         "paused",
-        format!("PAUSED at {step} %: {reason}; Envoy stays at this step; `rollout run` again continues"),
+        format!(
+            "PAUSED at {step} %: {reason}; Envoy stays at this step; `rollout run` again continues"
+        ),
         json!({"step": step, "reason": reason}),
     );
     Ok(exit::FILE_OR_PAUSED)
@@ -477,7 +506,14 @@ async fn wait_interval(
     loop {
         match state::pending_request(&target.file) {
             Some(Request::Pause) => {
-                return pause(target, events, run_state, step, "`rollout pause`".to_string()).map(Some)
+                return pause(
+                    target,
+                    events,
+                    run_state,
+                    step,
+                    "`rollout pause`".to_string(),
+                )
+                .map(Some)
             }
             Some(Request::Abort) => {
                 roll_back(target, &args.service, true).await?;

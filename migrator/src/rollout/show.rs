@@ -39,6 +39,18 @@ pub async fn run(fleet: &Fleet, format: OutputFormat) -> Result<u8> {
     for target in &fleet.targets {
         let (ecds, _) = live_file::load(&target.file)?;
         let admin = target.admin().await?;
+        // What Envoy confirms serving is recorded: the kill switch's base should the file be
+        // edited into something Envoy refuses later.
+        if let Some(served) = admin.served().await? {
+            let now = super::envoy::Discovery::read(&admin.stats().await?);
+            if served.config.is_ok() && now.update_time > 0.0 {
+                super::state::save_accepted(
+                    &target.file,
+                    served.document.as_json(),
+                    now.update_time,
+                );
+            }
+        }
         let stats = admin.stats().await?;
         let services: Vec<ServiceRow> = ecds
             .services()

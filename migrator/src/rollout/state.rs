@@ -4,7 +4,9 @@
 //!   gate (written atomically);
 //! - `lock` — held (exclusive `flock`) by the running `run`; a second `run` is refused;
 //! - `request` — `pause` or `abort` from another process, picked up by the running `run`;
-//! - `audit.log` — one JSON line per change applied (or rejected): who, when, before, after.
+//! - `audit.log` — one JSON line per change applied (or rejected): who, when, before, after;
+//! - `accepted.json` — the last ECDS document this tool saw Envoy confirm, with Envoy's
+//!   `update_time` then: the base of the kill switch when the file holds something else.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -16,6 +18,35 @@ use super::apply::Fleet;
 use super::live_file::{self, ServiceState};
 use super::{exit, Result, RolloutError};
 use crate::verify::OutputFormat;
+
+/// `accepted.json`, schema `rollout-accepted/v1`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    pub schema: String,
+    /// Envoy's `update_time` (ms since the epoch) when it was confirmed: while Envoy reports the
+    /// same, it has accepted nothing since, so this is what it serves.
+    pub update_time: f64,
+    pub document: serde_json::Value,
+}
+
+/// Records the document Envoy confirmed serving (best effort: a record that cannot be written
+/// only costs the kill switch one fallback).
+pub fn save_accepted(file: &Path, document: &serde_json::Value, update_time: f64) {
+    let Ok(dir) = ensure_dir(file) else { return };
+    let record = Accepted {
+        schema: "rollout-accepted/v1".to_string(),
+        update_time,
+        document: document.clone(),
+    };
+    if let Ok(bytes) = serde_json::to_vec_pretty(&record) {
+        let _ = live_file::write_atomically(&dir.join("accepted.json"), &bytes);
+    }
+}
+
+pub fn load_accepted(file: &Path) -> Option<Accepted> {
+    let bytes = live_file::read(&state_dir(file).join("accepted.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
 
 pub fn state_dir(file: &Path) -> PathBuf {
     let name = file
@@ -190,10 +221,17 @@ pub async fn request(target: &Fleet, request: Request) -> Result<u8> {
     let running = is_running(&target.file);
     match request {
         Request::Pause | Request::Abort if running => {
-            let word = if request == Request::Pause { "pause" } else { "abort" };
+            let word = if request == Request::Pause {
+                "pause"
+            } else {
+                "abort"
+            };
             live_file::write_atomically(&dir.join("request"), word.as_bytes())
                 .map_err(|e| RolloutError::file(format!("{}: {e}", dir.display())))?;
-            eprintln!("asked the running `rollout run` (pid {}) to {word}", state.pid);
+            eprintln!(
+                "asked the running `rollout run` (pid {}) to {word}",
+                state.pid
+            );
         }
         Request::Pause => {
             if state.phase == Phase::Running {
@@ -201,7 +239,10 @@ pub async fn request(target: &Fleet, request: Request) -> Result<u8> {
                 state.reason = Some("paused by `rollout pause` while no run was active".into());
                 save(&target.file, &mut state)?;
             }
-            eprintln!("paused: `rollout run` continues from step {}", state.step_text());
+            eprintln!(
+                "paused: `rollout run` continues from step {}",
+                state.step_text()
+            );
         }
         Request::Resume => {
             clear_request(&target.file);

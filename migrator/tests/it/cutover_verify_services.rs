@@ -34,12 +34,28 @@ fn services_come_from_gauges_the_filter_config_or_the_command_line() {
     let mut billing = config::chat_service(10);
     billing["name"] = "billing".into();
     billing["new_cluster"] = "billing_new".into();
+    billing["path_prefixes"] = serde_json::json!(["/api/billing"]);
+    billing["stickiness_group"] = "billing".into();
     file_config["services"]
         .as_array_mut()
         .unwrap()
-        .push(billing);
+        .push(billing.clone());
     let path =
         std::env::temp_dir().join(format!("cutover-verify-filter-{}.json", std::process::id()));
+
+    // The file is read with the filter's own rules: a configuration the filter would refuse is
+    // an error naming the field (here two services claiming one prefix), not a checklist.
+    let mut refused = file_config.clone();
+    refused["services"][1]["path_prefixes"] = serde_json::json!(["/api/chat"]);
+    std::fs::write(&path, refused.to_string()).unwrap();
+    let outcome = setup.cutover_verify(&["--filter-config", path.to_str().unwrap()]);
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("services[1].path_prefixes[0]"),
+        "{}",
+        outcome.stderr
+    );
+
     std::fs::write(&path, file_config.to_string()).unwrap();
     let outcome = setup.cutover_verify(&[
         "--min-requests",

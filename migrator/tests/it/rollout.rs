@@ -2,7 +2,6 @@
 //! through ECDS (the `cutover-e2e` fixtures), real loopback upstreams, and small hand-made servers
 //! for the misbehaving-endpoint cases. One test binary for all of it (linking is expensive).
 
-
 use crate::cutover_verify_support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -13,10 +12,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cutover_e2e::workspace_root;
-use crate::cutover_verify_support::{config, wait_until, Envoy, Upstream};
 use crate::cutover_verify_support::verify_support::migrator_cmd;
 use crate::cutover_verify_support::Outcome;
+use crate::cutover_verify_support::{config, wait_until, Envoy, Upstream};
+use cutover_e2e::workspace_root;
 use serde_json::Value;
 
 /// Envoy (ECDS mode) with `chat` (and `orchestration`) upstreams.
@@ -56,11 +55,16 @@ impl Bench {
     }
 
     fn command(&self) -> Command {
+        self.command_via(&self.envoy.admin_url())
+    }
+
+    /// `migrator rollout --file <this Envoy's file> --admin <admin>` (e.g. a TLS front of it).
+    fn command_via(&self, admin: &str) -> Command {
         let mut cmd = migrator_cmd();
         cmd.arg("rollout")
             .arg("--file")
             .arg(self.file())
-            .args(["--admin", &self.envoy.admin_url(), "--timeout", "20s"])
+            .args(["--admin", admin, "--timeout", "20s"])
             .env_remove("CUTOVER_ECDS_FILE")
             .env_remove("CUTOVER_ADMIN_URL");
         cmd
@@ -92,8 +96,7 @@ impl Bench {
     }
 
     fn gauge(&self, name: &str) -> Option<u64> {
-        self.envoy
-            .stat(&format!("wasmcustom.cutover.chat.{name}"))
+        self.envoy.stat(&format!("wasmcustom.cutover.chat.{name}"))
     }
 
     fn state(&self) -> Value {
@@ -197,7 +200,11 @@ impl RunningRollout {
             let _ = err.read_to_string(&mut stderr);
         }
         let status = self.child.wait().expect("wait for the run");
-        (status.code().unwrap_or(-1), std::mem::take(&mut self.events), stderr)
+        (
+            status.code().unwrap_or(-1),
+            std::mem::take(&mut self.events),
+            stderr,
+        )
     }
 }
 
@@ -222,12 +229,30 @@ fn assert_code(outcome: &Outcome, code: i32, what: &str) {
     );
 }
 
+/// `rollout run` options of the tests: short intervals; latency limits out of the way (a loaded
+/// test machine must not fail the gates these tests are not about; latency has its own test).
+const FAST: [&str; 8] = [
+    "--interval",
+    "1s",
+    "--min-requests",
+    "10",
+    "--max-p95-ms",
+    "10000",
+    "--max-p99-ms",
+    "10000",
+];
+
 fn chat_and_orchestration(percentage: u8) -> Value {
     config::filter_config(vec![
         config::chat_service(percentage),
         config::orchestration_service(percentage),
     ])
 }
+
+// Behaviours with their own files (migrator/tests/it/rollout/).
+mod compare_gate;
+mod kill_switch;
+mod tls;
 
 /// Small servers that misbehave as an admin endpoint.
 mod fake_servers {
@@ -297,7 +322,11 @@ mod http_client {
         let (url, _listener, _h) = fake_servers::never_answering();
         let out = cutover_verify(&url, &["--http-timeout-ms", "300"]);
         assert_code(&out, 2, "timeout");
-        assert!(out.stderr.contains("no complete answer within 300 ms"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("no complete answer within 300 ms"),
+            "{}",
+            out.stderr
+        );
     }
 
     #[test]
@@ -310,15 +339,21 @@ mod http_client {
         );
         let out = cutover_verify(&url, &["--http-timeout-ms", "60000"]);
         assert_code(&out, 2, "oversized");
-        assert!(out.stderr.contains("larger than the limit of"), "{}", out.stderr);
-        // Announced too large: refused before reading the body.
-        let url = fake_servers::answering(
-            "HTTP/1.1 200 OK\r\ncontent-length: 999999999999\r\n\r\n",
-            0,
+        assert!(
+            out.stderr.contains("larger than the limit of"),
+            "{}",
+            out.stderr
         );
+        // Announced too large: refused before reading the body.
+        let url =
+            fake_servers::answering("HTTP/1.1 200 OK\r\ncontent-length: 999999999999\r\n\r\n", 0);
         let out = cutover_verify(&url, &[]);
         assert_code(&out, 2, "announced oversized");
-        assert!(out.stderr.contains("larger than the limit of"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("larger than the limit of"),
+            "{}",
+            out.stderr
+        );
     }
 
     #[test]
@@ -332,14 +367,22 @@ mod http_client {
         assert_code(&out, 2, "non-Envoy");
         assert!(out.stderr.contains("not Envoy's admin"), "{}", out.stderr);
         assert!(out.stderr.contains("nginx"), "{}", out.stderr);
-        assert!(!out.stderr.contains("S3cretPw") && !out.stdout.contains("S3cretPw"), "{}", out.stderr);
+        assert!(
+            !out.stderr.contains("S3cretPw") && !out.stdout.contains("S3cretPw"),
+            "{}",
+            out.stderr
+        );
     }
 
     #[test]
     fn a_url_without_scheme_is_a_usage_error_naming_it() {
         let out = cutover_verify("127.0.0.1:9901", &[]);
         assert_code(&out, 2, "no scheme");
-        assert!(out.stderr.contains("invalid URL 127.0.0.1:9901"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("invalid URL 127.0.0.1:9901"),
+            "{}",
+            out.stderr
+        );
         assert!(out.stderr.contains("http://"), "{}", out.stderr);
         let out = cutover_verify("admin:S3cretPw@127.0.0.1:9901", &[]);
         assert_code(&out, 2, "no scheme, credentials");
@@ -365,21 +408,30 @@ mod single_target {
         }
 
         let step_50 = workspace_root().join("envoy/ecds/step-50.json");
-        assert_code(&bench.rollout(&["install", step_50.to_str().unwrap()]), 0, "install");
+        assert_code(
+            &bench.rollout(&["install", step_50.to_str().unwrap()]),
+            0,
+            "install",
+        );
         assert_eq!(live_pct(&bench), (Some(50), Some(0)));
         assert_eq!(
-            bench.envoy.stat("wasmcustom.cutover.orchestration.new_percentage"),
+            bench
+                .envoy
+                .stat("wasmcustom.cutover.orchestration.new_percentage"),
             Some(50)
         );
         // The live file keeps the fixture's plugin settings (its .wasm path), not the ready file's.
         let live: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        let wasm = &live["resources"][0]["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"];
+        let wasm = &live["resources"][0]["typed_config"]["config"]["vm_config"]["code"]["local"]
+            ["filename"];
         assert!(Path::new(wasm.as_str().unwrap()).is_absolute(), "{wasm}");
 
         assert_code(&bench.rollout(&["set", "chat", "100"]), 0, "set 100");
         assert_eq!(live_pct(&bench), (Some(100), Some(0)));
         assert_eq!(
-            bench.envoy.stat("wasmcustom.cutover.orchestration.new_percentage"),
+            bench
+                .envoy
+                .stat("wasmcustom.cutover.orchestration.new_percentage"),
             Some(50),
             "other services untouched"
         );
@@ -403,7 +455,10 @@ mod single_target {
 
         // Audit trail: one line per applied change, with before and after.
         let audit = bench.audit();
-        let set_100 = audit.iter().find(|e| e["change"] == "set chat 100").expect("audited");
+        let set_100 = audit
+            .iter()
+            .find(|e| e["change"] == "set chat 100")
+            .expect("audited");
         assert_eq!(set_100["outcome"], "applied");
         assert_eq!(set_100["before"]["chat"]["new_percentage"], 50);
         assert_eq!(set_100["after"]["chat"]["new_percentage"], 100);
@@ -436,7 +491,11 @@ mod single_target {
         assert!(out.stderr.contains("new_percentage"), "{}", out.stderr);
         let out = bench.rollout(&["set", "billing", "10"]);
         assert_code(&out, 2, "unknown service");
-        assert!(out.stderr.contains("no service named \"billing\""), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("no service named \"billing\""),
+            "{}",
+            out.stderr
+        );
 
         // A ready file the filter would refuse (the runbook's `api/chat` typo): refused by the
         // filter's own rules with the field path, before writing — exit 2, not a rejected update.
@@ -445,18 +504,27 @@ mod single_target {
         )
         .unwrap();
         let configuration = &mut ready["resources"][0]["typed_config"]["config"]["configuration"];
-        let mut filter: Value = serde_json::from_str(configuration["value"].as_str().unwrap()).unwrap();
+        let mut filter: Value =
+            serde_json::from_str(configuration["value"].as_str().unwrap()).unwrap();
         filter["services"][0]["path_prefixes"] = serde_json::json!(["api/chat"]);
         configuration["value"] = filter.to_string().into();
         let bad_ready = bench.envoy.workdir().join("bad-ready.json");
         std::fs::write(&bad_ready, ready.to_string()).unwrap();
         let out = bench.rollout(&["install", bad_ready.to_str().unwrap()]);
         assert_code(&out, 2, "bad ready file");
-        assert!(out.stderr.contains("services[0].path_prefixes[0]"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("services[0].path_prefixes[0]"),
+            "{}",
+            out.stderr
+        );
 
         // An ECDS file of another filter: exit 3.
         let other = bench.envoy.workdir().join("other.json");
-        std::fs::write(&other, r#"{"resources":[{"name":"ratelimit","typed_config":{"@type":"x"}}]}"#).unwrap();
+        std::fs::write(
+            &other,
+            r#"{"resources":[{"name":"ratelimit","typed_config":{"@type":"x"}}]}"#,
+        )
+        .unwrap();
         let out = bench.rollout(&["install", other.to_str().unwrap()]);
         assert_code(&out, 3, "other filter");
         assert!(out.stderr.contains("resources[0].name"), "{}", out.stderr);
@@ -499,11 +567,22 @@ mod single_target {
         // The listener instead of the admin endpoint.
         let out = run(&file, &bench.envoy.listener_url(), &["set", "chat", "50"]);
         assert_code(&out, 6, "listener as admin");
-        assert!(out.stderr.contains("is not an Envoy admin endpoint"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("is not an Envoy admin endpoint"),
+            "{}",
+            out.stderr
+        );
 
         // Nothing listening: connection refused, named, nothing written.
-        let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let out = run(&file, &format!("http://admin:S3cretPw@{free}"), &["set", "chat", "50"]);
+        let free = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let out = run(
+            &file,
+            &format!("http://admin:S3cretPw@{free}"),
+            &["set", "chat", "50"],
+        );
         assert_code(&out, 6, "unreachable");
         assert!(out.stderr.contains("nothing was written"), "{}", out.stderr);
         assert!(!out.stderr.contains("S3cretPw"), "{}", out.stderr);
@@ -524,7 +603,11 @@ mod single_target {
 
         // A missing file: exit 3.
         let missing = bench.envoy.workdir().join("no-such-dir/cutover.json");
-        assert_code(&run(&missing, &bench.envoy.admin_url(), &["show"]), 3, "missing file");
+        assert_code(
+            &run(&missing, &bench.envoy.admin_url(), &["show"]),
+            3,
+            "missing file",
+        );
 
         assert_eq!(std::fs::read(&file).unwrap(), before);
         assert_eq!(bench.gauge("new_percentage"), Some(10));
@@ -544,9 +627,11 @@ mod single_target {
         plugin["configuration"]["value"] = filter.to_string().into();
         let failures_before = bench.envoy.ecds_stats();
         bench.envoy.write_ecds_raw(doc.to_string().as_bytes());
-        wait_until("Envoy refuses the hand edit", Duration::from_secs(20), || {
-            (bench.envoy.ecds_stats() != failures_before).then_some(())
-        });
+        wait_until(
+            "Envoy refuses the hand edit",
+            Duration::from_secs(20),
+            || (bench.envoy.ecds_stats() != failures_before).then_some(()),
+        );
 
         // show: the file says 77, Envoy serves 10 → exit 1, the difference named.
         let out = bench.rollout(&["show"]);
@@ -557,9 +642,17 @@ mod single_target {
         let before = std::fs::read(&file).unwrap();
         let out = bench.rollout(&["set", "chat", "20"]);
         assert_code(&out, 4, "rejected");
-        assert!(out.stderr.contains("previous file put back"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("previous file put back"),
+            "{}",
+            out.stderr
+        );
         assert_eq!(std::fs::read(&file).unwrap(), before);
-        assert_eq!(bench.gauge("new_percentage"), Some(10), "Envoy still serves 10");
+        assert_eq!(
+            bench.gauge("new_percentage"),
+            Some(10),
+            "Envoy still serves 10"
+        );
         let audit = bench.audit();
         assert_eq!(audit.last().unwrap()["outcome"], "rejected");
     }
@@ -569,13 +662,24 @@ mod single_target {
         let bench = boot(&config::chat_dual_write_config(50, 5000, 1_048_576));
         let out = bench.rollout(&["dual-write", "chat", "off"]);
         assert_code(&out, 2, "interlock");
-        assert!(out.stderr.contains("new_percentage is 50, not 100"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("new_percentage is 50, not 100"),
+            "{}",
+            out.stderr
+        );
         assert_eq!(bench.gauge("dual_write_enabled"), Some(1));
 
-        assert_code(&bench.rollout(&["dual-write", "chat", "off", "--force"]), 0, "forced");
+        assert_code(
+            &bench.rollout(&["dual-write", "chat", "off", "--force"]),
+            0,
+            "forced",
+        );
         assert_eq!(bench.gauge("dual_write_enabled"), Some(0));
         let audit = bench.audit();
-        assert_eq!(audit.last().unwrap()["change"], "dual-write chat off --force");
+        assert_eq!(
+            audit.last().unwrap()["change"],
+            "dual-write chat off --force"
+        );
         assert_code(&bench.rollout(&["dual-write", "chat", "on"]), 0, "on");
         assert_eq!(bench.gauge("dual_write_enabled"), Some(1));
     }
@@ -586,17 +690,19 @@ mod single_target {
 mod run {
     use super::*;
 
-    /// Short intervals; latency limits out of the way (a loaded test machine must not fail the
-    /// gates these tests are not about; latency has its own test).
-    const FAST: [&str; 8] = [
-        "--interval", "1s", "--min-requests", "10", "--max-p95-ms", "10000", "--max-p99-ms", "10000",
-    ];
-
     #[test]
     fn promotes_through_three_steps_with_a_healthy_new_upstream() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec!["run", "--service", "chat", "--steps", "10,50,100", "--hold", "2s"];
+        let mut args = vec![
+            "run",
+            "--service",
+            "chat",
+            "--steps",
+            "10,50,100",
+            "--hold",
+            "2s",
+        ];
         args.extend_from_slice(&FAST);
         let (code, events, stderr) = bench.spawn(&args).finish();
         assert_eq!(code, 0, "{events:#?} {stderr}");
@@ -616,7 +722,10 @@ mod run {
             .iter()
             .find(|c| c["id"] == "chat.split")
             .unwrap();
-        assert!(split["threshold"].is_string() && split["value"].is_number(), "{split}");
+        assert!(
+            split["threshold"].is_string() && split["value"].is_number(),
+            "{split}"
+        );
         assert_eq!(bench.state()["phase"], "completed");
     }
 
@@ -624,14 +733,28 @@ mod run {
     fn rolls_back_when_new_starts_failing_mid_step() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec!["run", "--service", "chat", "--steps", "50,100", "--hold", "60s"];
+        let mut args = vec![
+            "run",
+            "--service",
+            "chat",
+            "--steps",
+            "50,100",
+            "--hold",
+            "60s",
+        ];
         args.extend_from_slice(&FAST);
         let mut run = bench.spawn(&args);
-        run.until("a passing interval", |e| e["event"] == "interval" && e["verdict"] == "pass");
+        run.until("a passing interval", |e| {
+            e["event"] == "interval" && e["verdict"] == "pass"
+        });
         bench.new.set_fail_every(5);
         let (code, events, stderr) = run.finish();
         assert_eq!(code, 1, "{events:#?} {stderr}");
-        assert_eq!(bench.gauge("use_legacy"), Some(1), "kill switch live in Envoy");
+        assert_eq!(
+            bench.gauge("use_legacy"),
+            Some(1),
+            "kill switch live in Envoy"
+        );
         let rolled_back = events_of(&events, "rolled_back");
         let failed = rolled_back[0]["failed_checks"].as_array().unwrap();
         let rate = failed
@@ -647,7 +770,15 @@ mod run {
     fn no_traffic_is_inconclusive_and_pauses() {
         let bench = boot(&config::chat_config(0));
         let mut args = vec![
-            "run", "--service", "chat", "--steps", "10,100", "--hold", "30s", "--max-inconclusive", "2",
+            "run",
+            "--service",
+            "chat",
+            "--steps",
+            "10,100",
+            "--hold",
+            "30s",
+            "--max-inconclusive",
+            "2",
         ];
         args.extend_from_slice(&FAST);
         let (code, events, stderr) = bench.spawn(&args).finish();
@@ -656,7 +787,11 @@ mod run {
         assert_eq!(intervals.len(), 2);
         assert!(intervals.iter().all(|e| e["verdict"] == "inconclusive"));
         assert_eq!(events_of(&events, "paused").len(), 1);
-        assert_eq!(bench.gauge("new_percentage"), Some(10), "Envoy stays at the step");
+        assert_eq!(
+            bench.gauge("new_percentage"),
+            Some(10),
+            "Envoy stays at the step"
+        );
         assert_eq!(bench.state()["phase"], "paused");
     }
 
@@ -664,14 +799,28 @@ mod run {
     fn a_killed_run_resumes_at_its_step() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec!["run", "--service", "chat", "--steps", "10,50,100", "--hold", "2s"];
+        let mut args = vec![
+            "run",
+            "--service",
+            "chat",
+            "--steps",
+            "10,50,100",
+            "--hold",
+            "2s",
+        ];
         args.extend_from_slice(&FAST);
         let mut first = bench.spawn(&args);
-        first.until("step 50 applied", |e| e["event"] == "step_applied" && e["step"] == 50);
+        first.until("step 50 applied", |e| {
+            e["event"] == "step_applied" && e["step"] == 50
+        });
         first.until("an interval at 50", |e| e["event"] == "interval");
         first.child.kill().expect("SIGKILL the run");
         let _ = first.child.wait();
-        assert_eq!(bench.gauge("new_percentage"), Some(50), "Envoy at the last applied step");
+        assert_eq!(
+            bench.gauge("new_percentage"),
+            Some(50),
+            "Envoy at the last applied step"
+        );
         assert_eq!(bench.state()["step_index"], 1);
 
         let (code, events, stderr) = bench.spawn(&args).finish();
@@ -689,7 +838,15 @@ mod run {
     fn pause_resume_abort_from_another_process_and_one_run_at_a_time() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec!["run", "--service", "chat", "--steps", "10,100", "--hold", "10m"];
+        let mut args = vec![
+            "run",
+            "--service",
+            "chat",
+            "--steps",
+            "10,100",
+            "--hold",
+            "10m",
+        ];
         args.extend_from_slice(&FAST);
         let mut run = bench.spawn(&args);
         run.until("an interval", |e| e["event"] == "interval");
@@ -729,17 +886,35 @@ mod run {
         let _traffic = bench.traffic();
         let pair = cutover_verify_support::verify_support::Pair::with_tasks("rollout_verify", 50);
         let mut args = vec![
-            "run", "--service", "chat", "--steps", "10,100", "--hold", "1s", "--verify", "--tables", "tasks",
-            "--source-url", &pair.source.url, "--target-url", &pair.target.url,
+            "run",
+            "--service",
+            "chat",
+            "--steps",
+            "10,100",
+            "--hold",
+            "1s",
+            "--verify",
+            "--tables",
+            "tasks",
+            "--source-url",
+            &pair.source.url,
+            "--target-url",
+            &pair.target.url,
         ];
         args.extend_from_slice(&FAST);
         let (code, events, stderr) = bench.spawn(&args).finish();
         assert_eq!(code, 0, "{events:#?} {stderr}");
-        assert_eq!(events_of(&events, "verify").len(), 2, "one data check per promotion");
+        assert_eq!(
+            events_of(&events, "verify").len(),
+            2,
+            "one data check per promotion"
+        );
 
         // A row missing in the target: the first promotion is refused and the service rolled back.
         let key = pair.key(7);
-        pair.target_sql(&format!("DELETE FROM orchestration.coding_tasks WHERE id = '{key}'"));
+        pair.target_sql(&format!(
+            "DELETE FROM orchestration.coding_tasks WHERE id = '{key}'"
+        ));
         bench.rollout(&["set", "chat", "0"]);
         let (code, events, stderr) = bench.spawn(&args).finish();
         assert_eq!(code, 1, "{events:#?} {stderr}");
@@ -755,7 +930,10 @@ mod run {
         for (args, needle) in [
             (vec!["--steps", "50,10"], "strictly increasing"),
             (vec!["--steps", "10,150"], "not a percentage"),
-            (vec!["--steps", "10", "--hold", "1s", "--interval", "5s"], "shorter than --interval"),
+            (
+                vec!["--steps", "10", "--hold", "1s", "--interval", "5s"],
+                "shorter than --interval",
+            ),
         ] {
             let mut all = vec!["run", "--service", "chat"];
             all.extend(args);
@@ -773,12 +951,18 @@ mod run {
         plugin["configuration"]["value"] = chat_and_orchestration(0).to_string().into();
         let before = bench.envoy.ecds_stats();
         bench.envoy.write_ecds_raw(doc.to_string().as_bytes());
-        wait_until("Envoy refuses the hand edit", Duration::from_secs(20), || {
-            (bench.envoy.ecds_stats() != before).then_some(())
-        });
+        wait_until(
+            "Envoy refuses the hand edit",
+            Duration::from_secs(20),
+            || (bench.envoy.ecds_stats() != before).then_some(()),
+        );
         let out = bench.rollout(&["run", "--service", "chat", "--steps", "10"]);
         assert_code(&out, 2, "file and Envoy disagree");
-        assert!(out.stderr.contains("disagree about the services"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("disagree about the services"),
+            "{}",
+            out.stderr
+        );
         assert!(!state_dir(&bench.file()).join("state.json").exists());
         assert_eq!(bench.gauge("new_percentage"), Some(0));
     }
@@ -796,7 +980,11 @@ mod defects {
         let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
         doc["stats"]
             .as_array()
-            .and_then(|stats| stats.iter().find_map(|s| s["histograms"][0]["buckets"].as_array()))
+            .and_then(|stats| {
+                stats
+                    .iter()
+                    .find_map(|s| s["histograms"][0]["buckets"].as_array())
+            })
             .and_then(|b| b.last())
             .and_then(|b| b["cumulative"].as_u64())
             .unwrap_or(0)
@@ -819,8 +1007,19 @@ mod defects {
         let admin = bench.envoy.admin_url();
         let child = migrator_cmd()
             .args([
-                "cutover-verify", "--admin-url", &admin, "--service", "chat=chat_new", "--window", "9",
-                "--min-requests", "5", "--max-p95-ms", "200", "--format", "json",
+                "cutover-verify",
+                "--admin-url",
+                &admin,
+                "--service",
+                "chat=chat_new",
+                "--window",
+                "9",
+                "--min-requests",
+                "5",
+                "--max-p95-ms",
+                "200",
+                "--format",
+                "json",
             ])
             .env_remove("ENVOY_ADMIN_URL")
             .stdout(Stdio::piped())
@@ -842,14 +1041,29 @@ mod defects {
         let p95 = cutover_verify_support::check(&report, "chat.new_p95_ms");
         assert_eq!(p95["status"], "fail", "{p95}");
         assert!(p95["value"].as_f64().unwrap() >= 200.0, "{p95}");
-        assert!(p95["detail"].as_str().unwrap().contains("over the window"), "{p95}");
+        assert!(
+            p95["detail"].as_str().unwrap().contains("over the window"),
+            "{p95}"
+        );
         // Since start the same Envoy reads fast: the old, cumulative judgement would pass.
         let since_start = cutover_verify_support::run(&[
-            "cutover-verify", "--admin-url", &admin, "--service", "chat=chat_new", "--min-requests", "5",
-            "--max-p95-ms", "200", "--format", "json",
+            "cutover-verify",
+            "--admin-url",
+            &admin,
+            "--service",
+            "chat=chat_new",
+            "--min-requests",
+            "5",
+            "--max-p95-ms",
+            "200",
+            "--format",
+            "json",
         ]);
         let report: Value = serde_json::from_str(&since_start.stdout).unwrap();
-        assert_eq!(cutover_verify_support::check(&report, "chat.new_p95_ms")["status"], "pass");
+        assert_eq!(
+            cutover_verify_support::check(&report, "chat.new_p95_ms")["status"],
+            "pass"
+        );
     }
 
     #[test]
@@ -857,7 +1071,10 @@ mod defects {
         // orchestration on its kill switch, no traffic: not part of the gate.
         let mut orchestration = config::orchestration_service(0);
         orchestration["use_legacy"] = true.into();
-        let bench = boot(&config::filter_config(vec![config::chat_service(100), orchestration]));
+        let bench = boot(&config::filter_config(vec![
+            config::chat_service(100),
+            orchestration,
+        ]));
         let mut client = bench.envoy.client();
         for i in 0..30 {
             let key = format!("k-{i}");
@@ -865,9 +1082,16 @@ mod defects {
         }
         let admin = bench.envoy.admin_url();
         let out = cutover_verify_support::run(&[
-            "cutover-verify", "--admin-url", &admin, "--min-requests", "10", "--format", "json",
+            "cutover-verify",
+            "--admin-url",
+            &admin,
+            "--min-requests",
+            "10",
+            "--format",
+            "json",
         ]);
-        let report: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        let report: Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
         let services: Vec<&str> = report["checks"]
             .as_array()
             .unwrap()
@@ -876,12 +1100,27 @@ mod defects {
             .collect();
         assert!(services.iter().all(|s| *s == "chat"), "{services:?}");
         // At 100 % the split is exact.
-        assert_eq!(cutover_verify_support::check(&report, "chat.split")["threshold"], "exactly 100%");
+        assert_eq!(
+            cutover_verify_support::check(&report, "chat.split")["threshold"],
+            "exactly 100%"
+        );
 
-        let out = cutover_verify_support::run(&["cutover-verify", "--admin-url", &admin, "--service", "chats=chats_new"]);
+        let out = cutover_verify_support::run(&[
+            "cutover-verify",
+            "--admin-url",
+            &admin,
+            "--service",
+            "chats=chats_new",
+        ]);
         assert_code(&out, 2, "unknown service");
         assert!(out.stderr.contains("chats"), "{}", out.stderr);
-        let out = cutover_verify_support::run(&["cutover-verify", "--admin-url", &admin, "--service", "chat=chat_nwe"]);
+        let out = cutover_verify_support::run(&[
+            "cutover-verify",
+            "--admin-url",
+            &admin,
+            "--service",
+            "chat=chat_nwe",
+        ]);
         assert_code(&out, 2, "unknown cluster");
         assert!(out.stderr.contains("chat_nwe"), "{}", out.stderr);
     }
@@ -894,8 +1133,19 @@ mod defects {
         let new_health = format!("new={}/health", bench.new.url());
         let (code, events, stderr) = bench
             .spawn(&[
-                "run", "--service", "chat", "--steps", "10", "--hold", "30s", "--interval", "1s",
-                "--health", &legacy_health, "--health", &new_health,
+                "run",
+                "--service",
+                "chat",
+                "--steps",
+                "10",
+                "--hold",
+                "30s",
+                "--interval",
+                "1s",
+                "--health",
+                &legacy_health,
+                "--health",
+                &new_health,
             ])
             .finish();
         assert_eq!(code, 1, "{events:#?} {stderr}");
@@ -921,7 +1171,11 @@ mod fleet {
     use super::*;
 
     fn target(bench: &Bench) -> String {
-        format!("admin={},file={}", bench.envoy.admin_url(), bench.file().display())
+        format!(
+            "admin={},file={}",
+            bench.envoy.admin_url(),
+            bench.file().display()
+        )
     }
 
     fn fleet(benches: &[&Bench], args: &[&str]) -> Command {
@@ -945,7 +1199,10 @@ mod fleet {
         let a = boot(&config::chat_config(10));
         let b = boot(&config::chat_config(10));
         assert_code(&run(&[&a, &b], &["set", "chat", "50"]), 0, "fleet set");
-        assert_eq!((a.gauge("new_percentage"), b.gauge("new_percentage")), (Some(50), Some(50)));
+        assert_eq!(
+            (a.gauge("new_percentage"), b.gauge("new_percentage")),
+            (Some(50), Some(50))
+        );
         let shown = run(&[&a, &b], &["show", "--format", "json"]);
         assert_code(&shown, 0, "fleet show");
         let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
@@ -954,7 +1211,8 @@ mod fleet {
         // B's file is edited by hand with a runtime its Envoy does not have: B refuses it and
         // keeps serving 50; the next fleet step is rejected by B.
         let mut doc: Value = serde_json::from_slice(&std::fs::read(b.file()).unwrap()).unwrap();
-        doc["resources"][0]["typed_config"]["config"]["vm_config"]["runtime"] = "envoy.wasm.runtime.wamr".into();
+        doc["resources"][0]["typed_config"]["config"]["vm_config"]["runtime"] =
+            "envoy.wasm.runtime.wamr".into();
         let before = b.envoy.ecds_stats();
         b.envoy.write_ecds_raw(doc.to_string().as_bytes());
         wait_until("B refuses the hand edit", Duration::from_secs(20), || {
@@ -963,10 +1221,22 @@ mod fleet {
         let a_file_before = std::fs::read(a.file()).unwrap();
         let out = run(&[&a, &b], &["set", "chat", "80"]);
         assert_code(&out, 4, "B rejects");
-        assert!(out.stderr.contains(&b.envoy.admin_url()), "names the failing target: {}", out.stderr);
-        assert_eq!(a.gauge("new_percentage"), Some(50), "A back at the previous step");
+        assert!(
+            out.stderr.contains(&b.envoy.admin_url()),
+            "names the failing target: {}",
+            out.stderr
+        );
+        assert_eq!(
+            a.gauge("new_percentage"),
+            Some(50),
+            "A back at the previous step"
+        );
         assert_eq!(b.gauge("new_percentage"), Some(50));
-        assert_eq!(std::fs::read(a.file()).unwrap(), a_file_before, "A's previous file is back");
+        assert_eq!(
+            std::fs::read(a.file()).unwrap(),
+            a_file_before,
+            "A's previous file is back"
+        );
     }
 
     #[test]
@@ -986,13 +1256,31 @@ mod fleet {
         let mut cmd = fleet(
             &[&a, &b],
             &[
-                "run", "--service", "chat", "--steps", "50,100", "--hold", "2s", "--interval", "1s",
-                "--min-requests", "10", "--max-p95-ms", "10000", "--max-p99-ms", "10000", "--format", "json",
+                "run",
+                "--service",
+                "chat",
+                "--steps",
+                "50,100",
+                "--hold",
+                "2s",
+                "--interval",
+                "1s",
+                "--min-requests",
+                "10",
+                "--max-p95-ms",
+                "10000",
+                "--max-p99-ms",
+                "10000",
+                "--format",
+                "json",
             ],
         );
         let out: Outcome = cmd.output().unwrap().into();
         assert_code(&out, 0, "fleet run");
-        assert_eq!((a.gauge("new_percentage"), b.gauge("new_percentage")), (Some(100), Some(100)));
+        assert_eq!(
+            (a.gauge("new_percentage"), b.gauge("new_percentage")),
+            (Some(100), Some(100))
+        );
         let intervals: Vec<Value> = out
             .stdout
             .lines()
@@ -1000,7 +1288,10 @@ mod fleet {
             .filter(|e| e["event"] == "interval")
             .collect();
         assert!(!intervals.is_empty());
-        assert!(state_dir(&a.file()).join("state.json").exists(), "state beside the first target's file");
+        assert!(
+            state_dir(&a.file()).join("state.json").exists(),
+            "state beside the first target's file"
+        );
     }
 }
 
@@ -1047,8 +1338,13 @@ mod prometheus_source {
 
     fn start(envoys: &[&Bench]) -> Prometheus {
         let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".to_string());
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("rollout-prometheus-{}-{port}", std::process::id()));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("rollout-prometheus-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let targets: Vec<String> = envoys
             .iter()
@@ -1061,8 +1357,14 @@ mod prometheus_source {
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let mut command = Command::new(&bin);
         command
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
@@ -1076,10 +1378,14 @@ mod prometheus_source {
             url: format!("http://127.0.0.1:{port}"),
         };
         let want = envoys.len().to_string();
-        wait_until("Prometheus scraping every Envoy", Duration::from_secs(60), || {
-            let answer = query(&prometheus.url, "count(up == 1)");
-            (answer["data"]["result"][0]["value"][1] == want.as_str()).then_some(())
-        });
+        wait_until(
+            "Prometheus scraping every Envoy",
+            Duration::from_secs(60),
+            || {
+                let answer = query(&prometheus.url, "count(up == 1)");
+                (answer["data"]["result"][0]["value"][1] == want.as_str()).then_some(())
+            },
+        );
         prometheus
     }
 
@@ -1094,18 +1400,160 @@ mod prometheus_source {
                 &format!("admin={},file={}", b.envoy.admin_url(), b.file().display()),
             ]);
         }
-        cmd.args(["--timeout", "20s", "run", "--service", "chat", "--prometheus-url", &prometheus.url])
-            .args(["--interval", "3s", "--min-requests", "10", "--format", "json"])
-            .args(["--max-p95-ms", "10000", "--max-p99-ms", "10000"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--timeout",
+            "20s",
+            "run",
+            "--service",
+            "chat",
+            "--prometheus-url",
+            &prometheus.url,
+        ])
+        .args([
+            "--interval",
+            "3s",
+            "--min-requests",
+            "10",
+            "--format",
+            "json",
+        ])
+        .args(["--max-p95-ms", "10000", "--max-p99-ms", "10000"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         RunningRollout {
             child,
             lines: stdout.lines(),
             events: Vec::new(),
+        }
+    }
+
+    /// Upper bounds (ms) of Envoy's default histogram buckets.
+    const ENVOY_BUCKETS: [f64; 19] = [
+        0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    ];
+
+    /// Width of the Envoy histogram bucket that holds `ms`.
+    fn bucket_width(ms: f64) -> f64 {
+        let mut lower = 0.0;
+        for upper in ENVOY_BUCKETS {
+            if ms <= upper {
+                return upper - lower;
+            }
+            lower = upper;
+        }
+        f64::INFINITY
+    }
+
+    /// (value, samples) of the check `id` in a list of checks, when it had data.
+    fn figure(checks: &Value, id: &str) -> Option<(f64, f64)> {
+        let c = checks.as_array()?.iter().find(|c| c["id"] == id)?;
+        Some((c["value"].as_f64()?, c["samples"].as_f64()?))
+    }
+
+    /// The same traffic judged from Prometheus (`rollout run --prometheus-url`) and from the admin
+    /// endpoint (`cutover-verify --window`, the same checks on two admin readings), figure by
+    /// figure. The windows are not the same seconds (Prometheus' ends at its last 1 s scrape
+    /// before the query, cutover-verify's at its second reading), so each figure is compared
+    /// within what two windows of the same steady traffic can differ by:
+    /// - split: the 3σ noise of two binomial shares, 300·√(p(1−p)(1/n₁+1/n₂)) points;
+    /// - 5xx rate: new fails exactly every 5th request, so a window of n requests holds 20 % ±
+    ///   100/n; two windows differ by at most 100/n₁ + 100/n₂ points;
+    /// - p95/p99: both are interpolated in Envoy's histogram buckets, new answers in ≈ 12 ms, so
+    ///   they differ by at most the width of the bucket the larger one falls in.
+    ///
+    /// Windows of 6 s always hold one of Envoy's 5 s histogram flushes, so latency has data.
+    #[test]
+    fn prometheus_and_admin_figures_agree_check_by_check() {
+        let bench = boot(&config::chat_config(0));
+        let prometheus = start(&[&bench]);
+        bench.new.set_fail_every(5);
+        bench.new.set_delay(Duration::from_millis(12));
+        let _traffic = bench.traffic();
+        let mut run = bench.spawn(&[
+            "run",
+            "--service",
+            "chat",
+            "--steps",
+            "50",
+            "--hold",
+            "30s",
+            "--interval",
+            "6s",
+            "--prometheus-url",
+            &prometheus.url,
+            "--min-requests",
+            "10",
+            "--max-error-rate",
+            "50",
+            "--max-p95-ms",
+            "10000",
+            "--max-p99-ms",
+            "10000",
+        ]);
+        run.until("step applied", |e| e["event"] == "step_applied");
+        let admin = bench.envoy.admin_url();
+        let reports: Vec<Value> = (0..4)
+            .map(|_| {
+                let out = cutover_verify_support::run(&[
+                    "cutover-verify",
+                    "--admin-url",
+                    &admin,
+                    "--service",
+                    "chat=chat_new",
+                    "--window",
+                    "6",
+                    "--min-requests",
+                    "10",
+                    "--format",
+                    "json",
+                ]);
+                out.json()["checks"].clone()
+            })
+            .collect();
+        let (code, events, stderr) = run.finish();
+        assert_eq!(code, 0, "{events:#?} {stderr}");
+        // The first Prometheus interval may begin before the series of 50 % existed.
+        let intervals: Vec<Value> = events_of(&events, "interval")
+            .iter()
+            .skip(1)
+            .map(|e| e["checks"].clone())
+            .collect();
+        assert!(intervals.len() >= 3, "{events:#?}");
+
+        for id in [
+            "chat.split",
+            "chat.new_5xx_rate",
+            "chat.new_p95_ms",
+            "chat.new_p99_ms",
+        ] {
+            let mut pairs = 0;
+            for from_prometheus in &intervals {
+                for from_admin in &reports {
+                    let (Some((p, n_p)), Some((a, n_a))) =
+                        (figure(from_prometheus, id), figure(from_admin, id))
+                    else {
+                        continue;
+                    };
+                    let tolerance = match id {
+                        "chat.split" => 300.0 * (0.25 * (1.0 / n_p + 1.0 / n_a)).sqrt(),
+                        "chat.new_5xx_rate" => 100.0 / n_p + 100.0 / n_a,
+                        _ => bucket_width(p.max(a)),
+                    };
+                    assert!(
+                        (p - a).abs() <= tolerance,
+                        "{id}: Prometheus {p} ({n_p} samples) vs admin {a} ({n_a} samples), tolerance {tolerance}"
+                    );
+                    pairs += 1;
+                }
+            }
+            assert!(
+                pairs > 0,
+                "{id}: no window where both sources had data: {intervals:#?} {reports:#?}"
+            );
         }
     }
 
@@ -1118,26 +1566,49 @@ mod prometheus_source {
         let _tb = b.traffic();
 
         // Healthy: promoted to 100 on the fleet's Prometheus figures.
-        let (code, events, stderr) =
-            fleet_run(&[&a, &b], &prometheus, &["--steps", "50,100", "--hold", "3s"]).finish();
+        let (code, events, stderr) = fleet_run(
+            &[&a, &b],
+            &prometheus,
+            &["--steps", "50,100", "--hold", "3s"],
+        )
+        .finish();
         assert_eq!(code, 0, "{events:#?} {stderr}");
-        assert_eq!((a.gauge("new_percentage"), b.gauge("new_percentage")), (Some(100), Some(100)));
+        assert_eq!(
+            (a.gauge("new_percentage"), b.gauge("new_percentage")),
+            (Some(100), Some(100))
+        );
         let interval = events_of(&events, "interval")[0];
-        let split = interval["checks"].as_array().unwrap().iter().find(|c| c["id"] == "chat.split").unwrap();
+        let split = interval["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "chat.split")
+            .unwrap();
         assert_eq!(split["status"], "pass", "{split}");
 
         // New failing on one Envoy of the two: the fleet's 5xx rate fails and both roll back.
         a.rollout(&["set", "chat", "0"]);
         b.rollout(&["set", "chat", "0"]);
         a.new.set_fail_every(5);
-        let (code, events, stderr) =
-            fleet_run(&[&a, &b], &prometheus, &["--steps", "50,100", "--hold", "30s"]).finish();
+        let (code, events, stderr) = fleet_run(
+            &[&a, &b],
+            &prometheus,
+            &["--steps", "50,100", "--hold", "30s"],
+        )
+        .finish();
         assert_eq!(code, 1, "{events:#?} {stderr}");
         let failed = &events_of(&events, "rolled_back")[0]["failed_checks"];
         assert!(
-            failed.as_array().unwrap().iter().any(|c| c["id"] == "chat.new_5xx_rate"),
+            failed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == "chat.new_5xx_rate"),
             "{failed:#}"
         );
-        assert_eq!((a.gauge("use_legacy"), b.gauge("use_legacy")), (Some(1), Some(1)));
+        assert_eq!(
+            (a.gauge("use_legacy"), b.gauge("use_legacy")),
+            (Some(1), Some(1))
+        );
     }
 }

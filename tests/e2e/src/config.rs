@@ -1,5 +1,9 @@
-//! Filter configurations for tests, in the shape of the shared contract (docs/configuration.md).
+//! Filter configurations for tests, in the shape of the shared contract (docs/configuration.md),
+//! with the filter crate's defaults (`cutover_filter::config`).
 
+use cutover_filter::config::{
+    DEFAULT_CLUSTER_HEADER, DEFAULT_DUAL_WRITE_METHODS, DEFAULT_STICKINESS_HEADERS,
+};
 use serde_json::{json, Value};
 
 /// Path prefixes of the `chat` service in the test topology.
@@ -37,8 +41,8 @@ pub fn orchestration_service(new_percentage: u8) -> Value {
 /// A whole filter configuration with these services and the default headers.
 pub fn filter_config(services: Vec<Value>) -> Value {
     json!({
-        "cluster_header": "x-cutover-cluster",
-        "stickiness_headers": ["x-correlation-id", "x-request-id"],
+        "cluster_header": DEFAULT_CLUSTER_HEADER,
+        "stickiness_headers": DEFAULT_STICKINESS_HEADERS,
         "emit_feature_headers": true,
         "services": services
     })
@@ -55,7 +59,7 @@ pub fn chat_dual_write_config(new_percentage: u8, timeout_ms: u64, max_body_byte
     let mut service = chat_service(new_percentage);
     service["dual_write"] = json!({
         "enabled": true,
-        "methods": ["POST", "PUT", "PATCH"],
+        "methods": DEFAULT_DUAL_WRITE_METHODS,
         "timeout_ms": timeout_ms,
         "max_body_bytes": max_body_bytes
     });

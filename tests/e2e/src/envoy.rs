@@ -15,19 +15,20 @@ use crate::client::{HttpClient, Response};
 use crate::paths::{envoy_bin, filter_wasm};
 use crate::upstream::Upstream;
 
-/// Name of the filter in the HTTP filter chain; also the ECDS resource name, so its discovery
-/// stats are `extension_config_discovery.http_filter.cutover.*`.
-pub const FILTER_NAME: &str = "cutover";
-/// Type URL of Envoy's Wasm HTTP filter config.
-pub const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+/// Name of the filter in the HTTP filter chain and of its ECDS resource, and the type URL of
+/// Envoy's Wasm HTTP filter config: the filter crate's `ecds` module is their one home.
+pub use cutover_filter::ecds::{FILTER_NAME, WASM_TYPE_URL};
 /// Cluster header used when the filter config does not name one (the filter's default).
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-cutover-cluster";
 /// How long `boot` waits for `/ready` = LIVE (a loaded 2-core CI box can take seconds).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long ECDS updates and stat polls wait by default.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(20);
-/// Stat prefix of the filter's ECDS subscription.
-pub const ECDS_STATS_PREFIX: &str = "extension_config_discovery.http_filter.cutover";
+/// Stat prefix of the filter's ECDS subscription (the filter crate's, without its final dot).
+pub const ECDS_STATS_PREFIX: &str = {
+    let prefix = cutover_filter::ecds::DISCOVERY_STATS_PREFIX;
+    prefix.split_at(prefix.len() - 1).0
+};
 
 /// Envoy's `failure_policy` for the Wasm plugin (what happens after the VM fails, e.g. a panic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,37 +362,24 @@ pub fn request_time_filter(header: &str) -> Value {
 }
 
 /// The `envoy.extensions.filters.http.wasm.v3.Wasm` typed config for the filter with this
-/// configuration (serialized to the JSON string the plugin reads).
+/// configuration (serialized to the JSON string the plugin reads), built by the filter crate's
+/// `ecds` module.
 pub fn wasm_typed_config(
     wasm: &Path,
     filter_config: &Value,
     failure_policy: Option<FailurePolicy>,
 ) -> Value {
-    let mut plugin = json!({
-        "name": FILTER_NAME,
-        "vm_config": {
-            "vm_id": FILTER_NAME,
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": wasm}}
-        },
-        "configuration": {
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": filter_config.to_string()
-        }
-    });
-    if let Some(policy) = failure_policy {
-        plugin["failure_policy"] = json!(policy.as_str());
-    }
-    json!({"@type": WASM_TYPE_URL, "config": plugin})
+    cutover_filter::ecds::wasm_typed_config(
+        &wasm.to_string_lossy(),
+        &filter_config.to_string(),
+        failure_policy.map(FailurePolicy::as_str),
+    )
 }
 
-/// An ECDS file body carrying one `TypedExtensionConfig` named [`FILTER_NAME`].
+/// An ECDS file body carrying one `TypedExtensionConfig` named [`FILTER_NAME`] (the filter
+/// crate's `ecds` module builds it).
 pub fn ecds_resource(typed_config: &Value) -> Value {
-    json!({"resources": [{
-        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-        "name": FILTER_NAME,
-        "typed_config": typed_config
-    }]})
+    cutover_filter::ecds::ecds_document(typed_config.clone())
 }
 
 /// A running Envoy. Dropping it kills and reaps the process and removes its files, except when
