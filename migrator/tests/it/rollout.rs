@@ -1468,7 +1468,11 @@ mod prometheus_source {
     /// Windows of 6 s always hold one of Envoy's 5 s histogram flushes, so latency has data.
     #[test]
     fn prometheus_and_admin_figures_agree_check_by_check() {
-        let bench = boot(&config::chat_config(0));
+        // Every read also mirrored and compared, so the comparison's counters are judged too.
+        let mut service = config::chat_service(0);
+        service["shadow_reads"] = serde_json::json!({"percentage": 100, "methods": ["GET"]});
+        service["compare"] = serde_json::json!({});
+        let bench = boot(&config::filter_config(vec![service]));
         let prometheus = start(&[&bench]);
         bench.new.set_fail_every(5);
         bench.new.set_delay(Duration::from_millis(12));
@@ -1489,6 +1493,8 @@ mod prometheus_source {
             "10",
             "--max-error-rate",
             "50",
+            "--min-compare-equal-rate",
+            "0",
             "--max-p95-ms",
             "10000",
             "--max-p99-ms",
@@ -1508,6 +1514,8 @@ mod prometheus_source {
                     "6",
                     "--min-requests",
                     "10",
+                    "--min-compare-equal-rate",
+                    "0",
                     "--format",
                     "json",
                 ]);
@@ -1529,6 +1537,7 @@ mod prometheus_source {
             "chat.new_5xx_rate",
             "chat.new_p95_ms",
             "chat.new_p99_ms",
+            "chat.compare_equal_rate",
         ] {
             let mut pairs = 0;
             for from_prometheus in &intervals {
@@ -1540,9 +1549,12 @@ mod prometheus_source {
                     };
                     let tolerance = match id {
                         "chat.split" => 300.0 * (0.25 * (1.0 / n_p + 1.0 / n_a)).sqrt(),
-                        "chat.new_5xx_rate" => 100.0 / n_p + 100.0 / n_a,
+                        "chat.new_5xx_rate" | "chat.compare_equal_rate" => {
+                            100.0 / n_p + 100.0 / n_a
+                        }
                         _ => bucket_width(p.max(a)),
                     };
+                    println!("{id}: Prometheus {p:.3} (n {n_p:.0}) admin {a:.3} (n {n_a:.0}) |Δ| {:.3} ≤ {tolerance:.3}", (p - a).abs());
                     assert!(
                         (p - a).abs() <= tolerance,
                         "{id}: Prometheus {p} ({n_p} samples) vs admin {a} ({n_a} samples), tolerance {tolerance}"
