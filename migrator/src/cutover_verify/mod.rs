@@ -169,7 +169,7 @@ pub async fn build_report(args: &CutoverVerifyArgs) -> anyhow::Result<Report> {
     };
     let service_list = services::with_served(
         services::resolve(
-            services::from_gauges(&observed.latest),
+            services::discovered(&observed.latest, served.as_ref()),
             file_services,
             &args.services,
         )?,

@@ -194,6 +194,24 @@ pub fn from_gauges(snapshot: &Snapshot) -> Vec<ServiceSpec> {
         .collect()
 }
 
+/// Services being rolled out, as Envoy reports them: those of [`from_gauges`], and those whose
+/// responses the filter compares (a dark launch at 0 % is being judged too), with the
+/// configuration Envoy serves when known.
+pub fn discovered(snapshot: &Snapshot, served: Option<&FilterConfig>) -> Vec<ServiceSpec> {
+    let mut specs = from_gauges(snapshot);
+    for service in served.map(|c| c.services.as_slice()).unwrap_or_default() {
+        let spec = ServiceSpec::from_config(service);
+        if spec.compares() == Some(true) && !specs.iter().any(|s| s.name == spec.name) {
+            specs.push(ServiceSpec {
+                file_percentage: None,
+                ..spec
+            });
+        }
+    }
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    specs
+}
+
 /// Refuses `--service NAME=CLUSTER` entries Envoy does not know: a service without gauges (and
 /// not in the filter configuration file) or a cluster without stats (typos are usage errors,
 /// not "no data").
