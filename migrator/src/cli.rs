@@ -104,6 +104,9 @@ pub struct StatusArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub migrations: MigrationsArgs,
+    /// Output format: text, or JSON with a stable schema (`migrator-status/v1`, docs/migrator.md).
+    #[arg(long, value_enum, default_value_t = crate::verify::OutputFormat::Text)]
+    pub format: crate::verify::OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,10 @@ struct TableDto {
     /// A column that orders versions of a row (e.g. `updated_at`): `copy` never replaces a target
     /// row whose version is newer than the source's.
     version: Option<String>,
+    /// Plan tables (earlier in the plan) that this table's copy may overlap: its ranges are
+    /// claimable before those tables are done, although its target table references them.
+    #[serde(default)]
+    may_overlap: Vec<String>,
     columns: Vec<ColumnDto>,
 }
 
@@ -126,6 +130,9 @@ pub struct TablePlan {
     /// Target column that orders versions of a row (`version = "updated_at"`): the upsert keeps a
     /// target row whose version is newer than the source's, and `verify` reports it as such.
     pub version: Option<String>,
+    /// Earlier plan tables this table's copy may overlap (`may_overlap = ["users"]`): `copy`
+    /// does not wait for them to be done before claiming this table's ranges.
+    pub may_overlap: Vec<String>,
     /// Key column first, then the others in plan order.
     pub columns: Vec<ColumnPlan>,
 }
@@ -163,6 +170,8 @@ impl Plan {
         if dto.table.is_empty() {
             return Err(invalid(format!("{origin}: no [[table]] entries")));
         }
+        let all_names: Vec<String> = dto.table.iter().map(|t| t.name.clone()).collect();
+        let dto_names: HashSet<&str> = all_names.iter().map(String::as_str).collect();
         let mut names = HashSet::new();
         let mut tables = Vec::with_capacity(dto.table.len());
         for t in dto.table {
@@ -249,12 +258,37 @@ impl Plan {
                     )));
                 }
             }
+            let mut overlaps = HashSet::new();
+            for parent in &t.may_overlap {
+                if !overlaps.insert(parent) {
+                    return Err(invalid(format!(
+                        "{label}: may_overlap lists {parent} twice"
+                    )));
+                }
+                if *parent == t.name {
+                    return Err(invalid(format!(
+                        "{label}: may_overlap names the table itself"
+                    )));
+                }
+                // Parents come first in the plan: only an earlier table can be waited for.
+                if !tables.iter().any(|p: &TablePlan| p.name == *parent) {
+                    let why = if dto_names.contains(parent.as_str()) {
+                        "comes later in the plan (parents are listed before their children)"
+                    } else {
+                        "is not a table of the plan"
+                    };
+                    return Err(invalid(format!(
+                        "{label}: may_overlap names {parent}, which {why}"
+                    )));
+                }
+            }
             tables.push(TablePlan {
                 name: t.name,
                 source,
                 target,
                 key: t.key,
                 version: t.version,
+                may_overlap: t.may_overlap,
                 columns,
             });
         }
@@ -534,6 +568,15 @@ impl ResolvedTable {
             "SELECT CAST({key_sql} AS text) FROM {}",
             self.plan.target.sql()
         );
+        Self::finish(select, &key_sql, preds, None, window)
+    }
+
+    /// The target table's rows in a key window (every column): `verify --jobs` reads one key
+    /// range per connection.
+    pub fn target_window_sql(&self, window: &Window<'_>) -> String {
+        let key_sql = quote_ident(&self.key().name);
+        let preds = self.window_predicate(&key_sql, window);
+        let select = format!("SELECT * FROM {}", self.plan.target.sql());
         Self::finish(select, &key_sql, preds, None, window)
     }
 
@@ -878,6 +921,41 @@ mod tests {
         );
         for t in &plan.tables {
             assert_eq!(t.columns[0].name, t.key);
+        }
+    }
+
+    #[test]
+    fn may_overlap_names_earlier_plan_tables_only() {
+        let plan_with = |overlap: &str| {
+            format!(
+                "[[table]]\nname='users'\nsource='legacy.users'\ntarget='auth.users'\nkey='id'\ncolumns=[{{name='id'}}]\n\
+                 [[table]]\nname='conversations'\nsource='legacy.conversations'\ntarget='chat.conversations'\nkey='id'\n\
+                 may_overlap={overlap}\ncolumns=[{{name='id'}}]\n\
+                 [[table]]\nname='messages'\nsource='legacy.messages'\ntarget='chat.messages'\nkey='id'\ncolumns=[{{name='id'}}]\n"
+            )
+        };
+        let plan = Plan::parse(&plan_with("['users']"), "p.toml").expect("valid");
+        assert_eq!(plan.tables[1].may_overlap, ["users"]);
+        assert!(plan.tables[0].may_overlap.is_empty());
+        for (overlap, expected) in [
+            (
+                "['userz']",
+                "may_overlap names userz, which is not a table of the plan",
+            ),
+            (
+                "['messages']",
+                "may_overlap names messages, which comes later in the plan",
+            ),
+            ("['conversations']", "may_overlap names the table itself"),
+            ("['users', 'users']", "may_overlap lists users twice"),
+        ] {
+            let err = Plan::parse(&plan_with(overlap), "p.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("table conversations") && err.contains(expected),
+                "{overlap}: {err}"
+            );
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Progress {
     started_at: u64,
     started: Instant,
     last_line: Instant,
+    /// Who does the work, e.g. "3 workers in 2 processes" (copy's aggregated progress).
+    note: String,
 }
 
 impl Progress {
@@ -38,7 +40,7 @@ impl Progress {
                 None => bar,
             };
             let style = ProgressStyle::with_template(
-                "{prefix:>16} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+                "{prefix:>16} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -57,11 +59,33 @@ impl Progress {
             started_at: done,
             started: now,
             last_line: now,
+            note: String::new(),
         }
     }
 
     pub fn advance(&mut self, rows: u64) {
         self.done += rows;
+        self.show();
+    }
+
+    /// Sets the rows done so far and the estimated total (progress added up elsewhere, e.g. over
+    /// every process of a copy run), with a note on who does the work.
+    pub fn set(&mut self, done: u64, total: u64, note: &str) {
+        self.done = done.max(self.started_at);
+        self.total = total;
+        if note != self.note {
+            self.note = note.to_string();
+            if let Some(bar) = &self.bar {
+                bar.set_message(self.note.clone());
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(total.max(self.done));
+        }
+        self.show();
+    }
+
+    fn show(&mut self) {
         if let Some(bar) = &self.bar {
             if self.done > bar.length().unwrap_or(0) {
                 bar.set_length(self.done);
@@ -87,8 +111,13 @@ impl Progress {
         } else {
             100.0
         };
+        let note = if self.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.note)
+        };
         format!(
-            "{}: {}/{} rows ({pct:.1}%), {rate:.0} rows/s, ETA {eta}",
+            "{}: {}/{} rows ({pct:.1}%), {rate:.0} rows/s, ETA {eta}{note}",
             self.label, self.done, self.total
         )
     }

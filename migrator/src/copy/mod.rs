@@ -42,7 +42,8 @@
 //! Modules: [`runs`] (bookkeeping tables, runs, checkpoints), [`ranges`] (work units, claims,
 //! leases), [`pipeline`] (the readers),
 //! [`format`] (COPY formats, the binary row counter), [`apply`] (writing a batch), [`sql`] (the
-//! target-side SQL), [`diagnose`] (naming a rejected row), [`report`] (counts and the summary).
+//! target-side SQL), [`diagnose`] (naming a rejected row), [`report`] (counts and the summary),
+//! [`watch`] (the run's progress over every process, for the bars and the summary).
 //! This file is the orchestration: the dry run, the run's start or join, the workers.
 
 pub mod apply;
@@ -54,6 +55,7 @@ pub mod ranges;
 pub mod report;
 pub mod runs;
 pub mod sql;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -198,7 +200,12 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<u8> {
         let first = &mut workers[0];
         let pruned = prune::run_if(
             pruning,
-            (&mut first.sources.keys, &mut first.target, &tables[..], prune_mode),
+            (
+                &mut first.sources.keys,
+                &mut first.target,
+                &tables[..],
+                prune_mode,
+            ),
             &mut summaries,
             batch_size,
         )
@@ -254,6 +261,8 @@ async fn dry_run(
             counts,
             deleted: 0,
             elapsed: started.elapsed(),
+            workers: 1,
+            processes: 1,
         });
     }
     let deleting = (&mut sources.keys, target, tables, prune::Mode::DryRun);
@@ -394,16 +403,9 @@ impl Worker {
     }
 }
 
-/// Progress and per-table timing of this process, over all its workers.
-struct Tally {
-    group: MultiProgress,
-    bars: Mutex<HashMap<String, Progress>>,
-    /// First claim and last finished range of each table, by this process.
-    spans: Mutex<HashMap<String, (Instant, Instant)>>,
-}
-
 /// Runs the workers until every range of the run is done (or one fails: the others stop at their
-/// next batch); the run's summary. The caller prunes, completes the run and prints it.
+/// next batch), showing the progress of the whole run meanwhile; the run's summary, over every
+/// process that shared it. The caller prunes, completes the run and prints it.
 async fn run_workers(
     workers: &mut [Worker],
     lock: &AdvisoryLock,
@@ -412,11 +414,6 @@ async fn run_workers(
 ) -> anyhow::Result<Vec<TableSummary>> {
     let run_id = settings.run_id;
     let at_start = runs::load_checkpoints(&mut workers[0].target, run_id).await?;
-    let tally = Tally {
-        group: MultiProgress::new(),
-        bars: Mutex::new(HashMap::new()),
-        spans: Mutex::new(HashMap::new()),
-    };
     for table in tables {
         if let Some(c) = at_start.get(table.name()).filter(|c| !c.done) {
             if let Some(key) = &c.last_key {
@@ -428,30 +425,37 @@ async fn run_workers(
             }
         }
     }
+    // Its own connection: the workers' are busy with their batches.
+    let mut watcher = db::connect("target", settings.target_url).await?;
     let stop = AtomicBool::new(false);
+    let ended = tokio::sync::Notify::new();
     let first_failure = Mutex::new(None::<usize>);
-    let results =
-        futures_util::future::join_all(workers.iter_mut().enumerate().map(|(n, worker)| {
-            let (stop, first_failure, tally, at_start) = (&stop, &first_failure, &tally, &at_start);
-            async move {
-                let result = work(worker, tables, settings, stop, tally, at_start).await;
-                if result.is_err() {
-                    stop.store(true, Ordering::SeqCst);
-                    if let Ok(mut first) = first_failure.lock() {
-                        first.get_or_insert(n);
+    let all_workers = async {
+        let results =
+            futures_util::future::join_all(workers.iter_mut().enumerate().map(|(n, worker)| {
+                let (stop, first_failure) = (&stop, &first_failure);
+                async move {
+                    let result = work(worker, tables, settings, stop).await;
+                    if result.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                        if let Ok(mut first) = first_failure.lock() {
+                            first.get_or_insert(n);
+                        }
                     }
+                    result
                 }
-                result
-            }
-        }))
-        .await;
-    if let Ok(mut bars) = tally.bars.lock() {
-        for bar in bars.values_mut() {
-            bar.finish();
-        }
-    }
+            }))
+            .await;
+        ended.notify_one();
+        results
+    };
+    let (results, ()) = tokio::join!(
+        all_workers,
+        show_progress(&mut watcher, tables, run_id, &ended)
+    );
     let failed = first_failure.lock().ok().and_then(|f| *f);
     if let Some(n) = failed {
+        db::close(watcher).await;
         let mut results = results;
         let failure = match results.swap_remove(n) {
             Err(e) => e,
@@ -477,21 +481,80 @@ async fn run_workers(
         )
         .await);
     }
-    let totals = runs::load_checkpoints(&mut workers[0].target, run_id).await?;
-    let spans = tally.spans.lock().map(|s| s.clone()).unwrap_or_default();
+    let totals = runs::load_checkpoints(&mut watcher, run_id).await;
+    let progress = watch::read(&mut watcher, run_id).await;
+    db::close(watcher).await;
+    let (totals, progress) = (totals?, watch::aggregate(&progress?));
     let summaries: Vec<TableSummary> = tables
         .iter()
-        .map(|t| TableSummary {
-            name: t.name().to_string(),
-            counts: totals.get(t.name()).map(|c| c.counts).unwrap_or_default(),
-            deleted: 0,
-            elapsed: spans
-                .get(t.name())
-                .map(|(first, last)| last.duration_since(*first))
-                .unwrap_or_default(),
+        .map(|t| {
+            let p = progress.get(t.name()).cloned().unwrap_or_default();
+            TableSummary {
+                name: t.name().to_string(),
+                counts: totals.get(t.name()).map(|c| c.counts).unwrap_or_default(),
+                deleted: 0,
+                elapsed: p.elapsed.unwrap_or_default(),
+                workers: p.workers_done,
+                processes: p.processes_done,
+            }
         })
         .collect();
     Ok(summaries)
+}
+
+/// The progress bars (or lines) of the run's tables, every worker of every process added up,
+/// read from the target every [`watch::POLL`] until `ended`. Informational: a failed read only
+/// ends the display.
+async fn show_progress(
+    conn: &mut PgConnection,
+    tables: &[ResolvedTable],
+    run_id: i64,
+    ended: &tokio::sync::Notify,
+) {
+    let group = MultiProgress::new();
+    let mut bars: HashMap<String, Progress> = HashMap::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut reading = true;
+    loop {
+        if reading {
+            match watch::read(conn, run_id).await {
+                Ok(ranges) => {
+                    let all = watch::aggregate(&ranges);
+                    for table in tables {
+                        let name = table.name();
+                        let Some(p) = all.get(name) else { continue };
+                        if finished.contains(name) || !p.started() {
+                            continue;
+                        }
+                        let bar = bars.entry(name.to_string()).or_insert_with(|| {
+                            Progress::in_group(name, p.rows_planned, p.rows_done, &group)
+                        });
+                        bar.set(p.rows_done, p.rows_planned, &p.workers_note());
+                        if p.finished() {
+                            if let Some(mut bar) = bars.remove(name) {
+                                bar.finish();
+                            }
+                            finished.insert(name.to_string());
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "copy: reading the run's progress: {}; progress is no longer shown",
+                        error::describe_db_error(&e)
+                    );
+                    reading = false;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(watch::POLL) => {}
+            () = ended.notified() => break,
+        }
+    }
+    for bar in bars.values_mut() {
+        bar.finish();
+    }
 }
 
 /// One worker's loop: claim a range, copy it, until the run has no open range.
@@ -500,8 +563,6 @@ async fn work(
     tables: &[ResolvedTable],
     settings: &Settings<'_>,
     stop: &AtomicBool,
-    tally: &Tally,
-    at_start: &HashMap<String, Checkpoint>,
 ) -> anyhow::Result<()> {
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -535,7 +596,7 @@ async fn work(
                 lease.table, lease.range_no
             );
         }
-        copy_claimed(worker, table, &lease, settings, stop, tally, at_start).await?;
+        copy_claimed(worker, table, &lease, settings, stop).await?;
     }
 }
 
@@ -545,14 +606,8 @@ async fn copy_claimed(
     lease: &Lease,
     settings: &Settings<'_>,
     stop: &AtomicBool,
-    tally: &Tally,
-    at_start: &HashMap<String, Checkpoint>,
 ) -> anyhow::Result<()> {
     let name = table.name();
-    if let Ok(mut spans) = tally.spans.lock() {
-        let now = Instant::now();
-        spans.entry(name.to_string()).or_insert((now, now));
-    }
     if worker.prepared.as_deref() != Some(name) {
         worker
             .sources
@@ -562,21 +617,8 @@ async fn copy_claimed(
         worker.prepared = Some(name.to_string());
     }
     let after = lease.last_key.clone().or_else(|| lease.after.clone());
-    let mut advance = |rows: u64| {
-        if let Ok(mut bars) = tally.bars.lock() {
-            bars.entry(name.to_string())
-                .or_insert_with(|| {
-                    let start = at_start.get(name).cloned().unwrap_or_default();
-                    Progress::in_group(
-                        name,
-                        start.planned_rows,
-                        start.counts.rows_read,
-                        &tally.group,
-                    )
-                })
-                .advance(rows);
-        }
-    };
+    // The progress is read from the range checkpoints, over every process: see show_progress.
+    let mut advance = |_rows: u64| {};
     copy_range(
         &mut worker.sources,
         &mut worker.recheck,
@@ -596,11 +638,6 @@ async fn copy_claimed(
     ranges::finish(&mut worker.target, lease)
         .await
         .with_context(|| format!("table {name}: recording range {} as done", lease.range_no))?;
-    if let Ok(mut spans) = tally.spans.lock() {
-        if let Some(span) = spans.get_mut(name) {
-            span.1 = Instant::now();
-        }
-    }
     Ok(())
 }
 
@@ -645,20 +682,21 @@ async fn copy_range(
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let batch_counts = apply::apply_batch(recheck, target, table, format, &staging, &batch, mode)
-                .await
-                .map_err(|e| {
-                    // A rejected row names table and key itself; anything else gets both here.
-                    if e.is::<MigratorError>() {
-                        e
-                    } else {
-                        e.context(format!(
-                            "table {}: writing the batch {} to the target",
-                            table.name(),
-                            batch.range()
-                        ))
-                    }
-                })?;
+            let batch_counts =
+                apply::apply_batch(recheck, target, table, format, &staging, &batch, mode)
+                    .await
+                    .map_err(|e| {
+                        // A rejected row names table and key itself; anything else gets both here.
+                        if e.is::<MigratorError>() {
+                            e
+                        } else {
+                            e.context(format!(
+                                "table {}: writing the batch {} to the target",
+                                table.name(),
+                                batch.range()
+                            ))
+                        }
+                    })?;
             counts.add(batch_counts);
             advance(batch.rows);
         }

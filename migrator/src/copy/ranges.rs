@@ -70,36 +70,48 @@ pub async fn plan_table(
     range_rows: u64,
     total_rows: u64,
 ) -> anyhow::Result<TableRanges> {
-    let mut bounds = Vec::new();
-    let mut after = start;
-    loop {
-        let next: Option<String> =
-            sqlx::query_scalar(&table.source_key_at_sql(after.as_deref(), None, range_rows - 1))
-                .fetch_optional(&mut *keys)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "table {}: cutting the source into ranges: {}",
-                        table.name(),
-                        error::describe_db_error(&e)
-                    )
-                })?
-                .flatten();
-        match next {
-            Some(key) => {
-                bounds.push((after.take(), Some(key.clone())));
-                after = Some(key);
-            }
-            None => {
-                bounds.push((after, None));
-                break;
-            }
-        }
-    }
     Ok(TableRanges {
-        bounds,
+        bounds: cut(keys, table, start, range_rows, usize::MAX).await?,
         rows: total_rows,
     })
+}
+
+/// The key ranges (after, up_to] of about `range_rows` source rows each, in key order from the
+/// source's key distribution (the key every `range_rows` rows: an index-only scan when the key is
+/// an indexed column), at most `max_ranges` of them: together they cover every key after
+/// `start`, the last one open-ended. `copy` plans its work units with it, `verify --jobs` its
+/// shares.
+pub async fn cut(
+    keys: &mut PgConnection,
+    table: &ResolvedTable,
+    start: Option<String>,
+    range_rows: u64,
+    max_ranges: usize,
+) -> anyhow::Result<Vec<(Option<String>, Option<String>)>> {
+    let mut bounds = Vec::new();
+    let mut after = start;
+    while bounds.len() + 1 < max_ranges.max(1) {
+        let next: Option<String> = sqlx::query_scalar(&table.source_key_at_sql(
+            after.as_deref(),
+            None,
+            range_rows.max(1) - 1,
+        ))
+        .fetch_optional(&mut *keys)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "table {}: cutting the source into key ranges: {}",
+                table.name(),
+                error::describe_db_error(&e)
+            )
+        })?
+        .flatten();
+        let Some(key) = next else { break };
+        bounds.push((after.take(), Some(key.clone())));
+        after = Some(key);
+    }
+    bounds.push((after, None));
+    Ok(bounds)
 }
 
 /// Stores the ranges of `table` for run `run_id` (plan order `order`, claimable once the
@@ -181,7 +193,8 @@ pub enum Claim {
 
 const CLAIM: &str = "
 UPDATE cutover_migrator.copy_ranges r
-   SET holder = $2, lease_until = clock_timestamp() + make_interval(secs => $3), claims = r.claims + 1, updated_at = now()
+   SET holder = $2, lease_until = clock_timestamp() + make_interval(secs => $3), claims = r.claims + 1, updated_at = now(),
+       claimed_at = coalesce(r.claimed_at, clock_timestamp())
   FROM (SELECT c.run_id, c.table_name, c.range_no, c.holder AS previous
           FROM cutover_migrator.copy_ranges c
          WHERE c.run_id = $1 AND NOT c.done
@@ -333,7 +346,8 @@ pub async fn checkpoint(
 pub async fn finish(conn: &mut PgConnection, lease: &Lease) -> anyhow::Result<()> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let done = sqlx::query(
-        "UPDATE cutover_migrator.copy_ranges r SET done = true, holder = NULL, lease_until = NULL, updated_at = now() \
+        "UPDATE cutover_migrator.copy_ranges r SET done = true, holder = NULL, lease_until = NULL, updated_at = now(), \
+                done_at = clock_timestamp(), done_by = $4 \
           WHERE r.run_id = $1 AND r.table_name = $2 AND r.range_no = $3 AND r.holder = $4 AND NOT r.done \
             AND EXISTS (SELECT 1 FROM cutover_migrator.copy_runs u WHERE u.run_id = r.run_id AND u.status = 'running')",
     )
@@ -409,7 +423,8 @@ pub async fn list(conn: &mut PgConnection, run_id: i64) -> sqlx::Result<Vec<Rang
 }
 
 /// For each table, the tables earlier in `tables` (plan order) that its target table references
-/// by a foreign key: its ranges wait for those to be done.
+/// by a foreign key, less those the plan lets it overlap (`may_overlap`): its ranges wait for
+/// those to be done.
 pub async fn dependencies(
     target: &mut PgConnection,
     tables: &[ResolvedTable],
@@ -433,13 +448,58 @@ pub async fn dependencies(
             .await?,
             None => Vec::new(),
         };
-        let deps = tables[..i]
+        let earlier: Vec<(&str, Option<i64>)> = tables[..i]
             .iter()
             .zip(&oids)
-            .filter(|(_, oid)| oid.is_some_and(|o| parents.contains(&o)))
-            .map(|(p, _)| p.name().to_string())
+            .map(|(p, oid)| (p.name(), *oid))
             .collect();
-        out.insert(t.name().to_string(), deps);
+        out.insert(
+            t.name().to_string(),
+            waits_for(&earlier, &parents, &t.plan.may_overlap),
+        );
     }
     Ok(out)
+}
+
+/// The earlier tables (name, target oid) a table waits for: those whose target it references
+/// (`parents`: referenced oids), unless the plan lets it overlap them.
+fn waits_for(
+    earlier: &[(&str, Option<i64>)],
+    parents: &[i64],
+    may_overlap: &[String],
+) -> Vec<String> {
+    earlier
+        .iter()
+        .filter(|(_, oid)| oid.is_some_and(|o| parents.contains(&o)))
+        .filter(|(name, _)| !may_overlap.iter().any(|m| m == name))
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_waits_for_referenced_parents_unless_it_may_overlap_them() {
+        let earlier = [
+            ("users", Some(1)),
+            ("conversations", Some(2)),
+            ("tasks", Some(3)),
+        ];
+        // messages references conversations (and, say, users); tasks is unrelated.
+        let parents = [1, 2];
+        assert_eq!(
+            waits_for(&earlier, &parents, &[]),
+            ["users", "conversations"]
+        );
+        assert_eq!(
+            waits_for(&earlier, &parents, &["conversations".to_string()]),
+            ["users"]
+        );
+        let all = ["users".to_string(), "conversations".to_string()];
+        assert!(waits_for(&earlier, &parents, &all).is_empty());
+        // A table whose target does not exist yet is never waited for by oid.
+        assert!(waits_for(&[("users", None)], &parents, &[]).is_empty());
+    }
 }

@@ -27,7 +27,11 @@ pub struct TableSummary {
     pub counts: Counts,
     /// Rows deleted by `--prune` (0 without it).
     pub deleted: u64,
+    /// From the first claim of one of its ranges to the last range done, over every process.
     pub elapsed: Duration,
+    /// Workers (and their processes) that finished its ranges: every process sharing the run.
+    pub workers: usize,
+    pub processes: usize,
 }
 
 /// The summary table on stdout; `dry_run` says "would insert/update".
@@ -42,18 +46,20 @@ fn render_summary(summaries: &[TableSummary], dry_run: bool) -> String {
         ("inserted", "updated", "deleted")
     };
     let mut out = format!(
-        "{:<20} {:>12} {:>12} {:>12} {:>12} {:>10}\n",
-        "table", ins, upd, "unchanged", del, "elapsed"
+        "{:<20} {:>12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>10}\n",
+        "table", ins, upd, "unchanged", del, "elapsed", "workers", "processes"
     );
     for s in summaries {
         out.push_str(&format!(
-            "{:<20} {:>12} {:>12} {:>12} {:>12} {:>9.2}s\n",
+            "{:<20} {:>12} {:>12} {:>12} {:>12} {:>9.2}s {:>8} {:>10}\n",
             s.name,
             s.counts.inserted,
             s.counts.updated,
             s.counts.unchanged,
             s.deleted,
-            s.elapsed.as_secs_f64()
+            s.elapsed.as_secs_f64(),
+            s.workers,
+            s.processes
         ));
     }
     if dry_run {
@@ -78,6 +84,8 @@ mod tests {
             },
             deleted: 2,
             elapsed: Duration::from_millis(1500),
+            workers: 3,
+            processes: 2,
         };
         let dry = render_summary(std::slice::from_ref(&s), true);
         assert!(dry.contains("would insert") && dry.ends_with("dry run: nothing was written\n"));
@@ -86,5 +94,6 @@ mod tests {
         assert!(!real.contains("would") && real.contains("1.50s"), "{real}");
         let figures: Vec<&str> = real.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(figures[1..5], ["1", "1", "1", "2"], "{real}");
+        assert_eq!(figures[6..], ["3", "2"], "{real}");
     }
 }

@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS cutover_migrator.copy_ranges (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, table_name, range_no)
 );
+ALTER TABLE cutover_migrator.copy_ranges ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
+ALTER TABLE cutover_migrator.copy_ranges ADD COLUMN IF NOT EXISTS done_at timestamptz;
+ALTER TABLE cutover_migrator.copy_ranges ADD COLUMN IF NOT EXISTS done_by text;
 ALTER TABLE cutover_migrator.copy_runs DROP CONSTRAINT IF EXISTS copy_runs_status_check;
 ALTER TABLE cutover_migrator.copy_runs ADD CONSTRAINT copy_runs_status_check
     CHECK (status IN ('running', 'complete', 'abandoned', 'failed', 'lock_lost'));
@@ -79,6 +82,8 @@ ALTER TABLE cutover_migrator.copy_runs ADD CONSTRAINT copy_runs_status_check
 const BOOKKEEPING_CURRENT: &str =
     "SELECT to_regclass('cutover_migrator.copy_checkpoints') IS NOT NULL \
     AND to_regclass('cutover_migrator.copy_ranges') IS NOT NULL \
+    AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('cutover_migrator.copy_ranges') \
+                AND attname = 'done_by' AND NOT attisdropped) \
     AND EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'copy_runs_status_check' \
                 AND conrelid = to_regclass('cutover_migrator.copy_runs') \
                 AND pg_get_constraintdef(oid) LIKE '%lock_lost%')";

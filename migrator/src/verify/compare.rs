@@ -28,6 +28,37 @@ pub fn bucket_mask(estimated_rows: f64) -> u32 {
 
 type Checksums = HashMap<i32, (i64, String)>;
 
+/// One key range of a table, as each side reads it (`verify --jobs`: one range per connection).
+#[derive(Debug, Clone)]
+pub struct Share {
+    pub source_from: String,
+    pub target_from: String,
+}
+
+/// The checksums of the whole table from those of its key ranges: a bucket holds rows of every
+/// range, so its counts and fingerprint sums add up (sums as exact integers: each fingerprint is
+/// 64 bits, so 2^63 rows would be needed to leave an i128). One share is passed through as is.
+pub fn merge(shares: Vec<Checksums>) -> anyhow::Result<Checksums> {
+    if shares.len() <= 1 {
+        return Ok(shares.into_iter().next().unwrap_or_default());
+    }
+    let mut sums: HashMap<i32, (i64, i128)> = HashMap::new();
+    for share in shares {
+        for (bucket, (n, fingerprint)) in share {
+            let value: i128 = fingerprint.parse().with_context(|| {
+                format!("bucket {bucket}: fingerprint sum {fingerprint:?} is not an integer")
+            })?;
+            let entry = sums.entry(bucket).or_insert((0, 0));
+            entry.0 += n;
+            entry.1 += value;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(bucket, (n, sum))| (bucket, (n, sum.to_string())))
+        .collect())
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Runs one of the comparison queries on one side; errors name the table, the side and the step.
@@ -99,16 +130,31 @@ async fn column_values(
 /// while rows are being written: `source_rows - target_rows = missing - extra`.
 const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
-/// Compares one table. `helpers`: further (source, target) connection pairs that compute shares
-/// of the bucket checksums in the same snapshots (`verify --jobs`), exported by the first pair.
+/// Compares one table. `shares`: its key ranges (`verify --jobs`; empty or one: the whole table),
+/// the first computed by the first pair, each further one by one of the `helpers`, (source,
+/// target) connection pairs in the same snapshots, exported by the first pair.
 pub async fn compare_table(
     source: &mut PgConnection,
     target: &mut PgConnection,
     helpers: &mut [(PgConnection, PgConnection)],
     job: &TableJob,
+    shares: &[Share],
     mask: u32,
     sample: usize,
 ) -> anyhow::Result<TableReport> {
+    let whole = [Share {
+        source_from: job.source_from.clone(),
+        target_from: job.target_from.clone(),
+    }];
+    let shares = if shares.len() > 1 { shares } else { &whole };
+    anyhow::ensure!(
+        shares.len() <= helpers.len() + 1,
+        "table {}: {} key ranges for {} connections",
+        job.name,
+        shares.len(),
+        helpers.len() + 1
+    );
+    let helpers = &mut helpers[..shares.len() - 1];
     let begin = |side: &'static str| {
         move |e: sqlx::Error| {
             anyhow::anyhow!(
@@ -122,7 +168,7 @@ pub async fn compare_table(
         tokio::join!(source.begin_with(SNAPSHOT), target.begin_with(SNAPSHOT));
     let mut source_tx = source_tx.map_err(begin("source"))?;
     let mut target_tx = target_tx.map_err(begin("target"))?;
-    let mut shares = Vec::with_capacity(helpers.len());
+    let mut joined = Vec::with_capacity(helpers.len());
     if !helpers.is_empty() {
         let export = "SELECT pg_export_snapshot()";
         let source_snapshot: String = sqlx::query_scalar(export)
@@ -140,20 +186,21 @@ pub async fn compare_table(
             let t = join_snapshot(helper_target, &target_snapshot)
                 .await
                 .map_err(begin("target"))?;
-            shares.push((s, t));
+            joined.push((s, t));
         }
     }
     let report = compare_in_snapshots(
         &mut source_tx,
         &mut target_tx,
-        &mut shares,
+        &mut joined,
         job,
+        shares,
         mask,
         sample,
     )
     .await?;
     // Read-only: ending the snapshots cannot lose anything.
-    for (s, t) in shares {
+    for (s, t) in joined {
         let _ = tokio::join!(s.commit(), t.commit());
     }
     let _ = tokio::join!(source_tx.commit(), target_tx.commit());
@@ -174,20 +221,22 @@ async fn join_snapshot<'c>(conn: &'c mut PgConnection, id: &str) -> sqlx::Result
     Ok(tx)
 }
 
-/// The bucket checksums of one side: the first connection and each helper compute a share of
-/// the buckets at once; the shares are disjoint, so their union is the whole.
+/// The bucket checksums of one side: the first connection and each helper compute those of one
+/// key range (`froms`, one per connection) at once; the ranges are disjoint and cover every key,
+/// so their merged checksums are the whole table's.
 async fn all_checksums(
     main: &mut PgConnection,
     helpers: Vec<&mut PgConnection>,
     p: &Projection,
-    from: &str,
+    froms: &[&str],
     mask: u32,
     side: &str,
     table: &str,
 ) -> anyhow::Result<Checksums> {
-    let parts = helpers.len() as u32 + 1;
-    let mut queries = vec![p.bucket_checksums_share(from, mask, 0, parts)];
-    queries.extend((1..parts).map(|part| p.bucket_checksums_share(from, mask, part, parts)));
+    let queries: Vec<String> = froms
+        .iter()
+        .map(|from| p.bucket_checksums(from, mask))
+        .collect();
     let mut conns = vec![main];
     conns.extend(helpers);
     let shares = futures_util::future::try_join_all(
@@ -197,14 +246,15 @@ async fn all_checksums(
             .map(|(conn, sql)| checksums(conn, sql, side, table)),
     )
     .await?;
-    Ok(shares.into_iter().flatten().collect())
+    merge(shares).with_context(|| format!("table {table}: adding up the checksums of the {side}"))
 }
 
 async fn compare_in_snapshots(
     source: &mut PgConnection,
     target: &mut PgConnection,
-    shares: &mut [(Tx<'_>, Tx<'_>)],
+    joined: &mut [(Tx<'_>, Tx<'_>)],
     job: &TableJob,
+    shares: &[Share],
     mask: u32,
     sample: usize,
 ) -> anyhow::Result<TableReport> {
@@ -213,13 +263,15 @@ async fn compare_in_snapshots(
     let name = job.name.as_str();
 
     let (source_helpers, target_helpers): (Vec<&mut PgConnection>, Vec<&mut PgConnection>) =
-        shares.iter_mut().map(|(s, t)| (&mut **s, &mut **t)).unzip();
+        joined.iter_mut().map(|(s, t)| (&mut **s, &mut **t)).unzip();
+    let source_froms: Vec<&str> = shares.iter().map(|s| s.source_from.as_str()).collect();
+    let target_froms: Vec<&str> = shares.iter().map(|s| s.target_from.as_str()).collect();
     let (source_sums, target_sums) = tokio::join!(
         all_checksums(
             source,
             source_helpers,
             p,
-            &job.source_from,
+            &source_froms,
             mask,
             "source",
             name
@@ -228,7 +280,7 @@ async fn compare_in_snapshots(
             target,
             target_helpers,
             p,
-            &job.target_from,
+            &target_froms,
             mask,
             "target",
             name
@@ -368,6 +420,29 @@ async fn compare_in_snapshots(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_range_checksums_add_up_to_the_whole_table() {
+        let share = |entries: &[(i32, i64, &str)]| -> Checksums {
+            entries
+                .iter()
+                .map(|(b, n, f)| (*b, (*n, f.to_string())))
+                .collect()
+        };
+        let big = "9223372036854775807"; // i64::MAX: two of them leave 64 bits
+        let merged = merge(vec![
+            share(&[(0, 2, big), (1, 1, "-5")]),
+            share(&[(0, 1, big), (2, 4, "17")]),
+        ])
+        .unwrap();
+        assert_eq!(merged[&0], (3, "18446744073709551614".to_string()));
+        assert_eq!(merged[&1], (1, "-5".to_string()));
+        assert_eq!(merged[&2], (4, "17".to_string()));
+        // One share (one connection): the sums exactly as the server rendered them.
+        let one = share(&[(3, 1, "0042")]);
+        assert_eq!(merge(vec![one.clone()]).unwrap(), one);
+        assert!(merge(vec![share(&[(0, 1, "1.5")]), share(&[])]).is_err());
+    }
 
     #[test]
     fn bucket_count_follows_the_table_size() {

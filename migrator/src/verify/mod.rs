@@ -79,8 +79,8 @@ pub struct VerifyArgs {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rechecks: u32,
 
-    /// Connections per database computing a table's bucket checksums at once (each a share of
-    /// the buckets, all in one snapshot per side): same report, same exactness.
+    /// Connections per database computing a table's bucket checksums at once, each on its own key
+    /// range of the table (all in one snapshot per side): same report, same exactness.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub jobs: u32,
 }
@@ -159,6 +159,52 @@ pub async fn verify(args: &VerifySharedArgs) -> anyhow::Result<VerifyReport> {
     verify_with(args, 1).await
 }
 
+/// The planner's row estimate of a table (0 when it has none).
+async fn row_estimate(conn: &mut sqlx::PgConnection, table_sql: &str) -> anyhow::Result<f64> {
+    let estimate: Option<f64> = sqlx::query(sql::TARGET_ROW_ESTIMATE)
+        .bind(table_sql)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    Ok(estimate.unwrap_or(0.0))
+}
+
+/// `--jobs`: the table cut into `jobs` key ranges of about equal source rows, with copy's range
+/// computation ([`crate::copy::ranges::cut`]), sized by the larger of both sides' row estimates
+/// (a wrong estimate only makes the last range bigger); one connection pair computes each.
+async fn key_shares(
+    source: &mut sqlx::PgConnection,
+    table: &crate::plan::ResolvedTable,
+    jobs: usize,
+    target_estimate: f64,
+) -> anyhow::Result<Vec<compare::Share>> {
+    if jobs <= 1 {
+        return Ok(Vec::new());
+    }
+    let source_estimate = match &table.plan.source {
+        crate::plan::Source::Table(name) => row_estimate(source, &name.sql()).await?,
+        crate::plan::Source::Query(_) => 0.0,
+    };
+    let rows = source_estimate.max(target_estimate).max(1.0);
+    let range_rows = (rows / jobs as f64).ceil() as u64;
+    let bounds = crate::copy::ranges::cut(source, table, None, range_rows, jobs).await?;
+    Ok(bounds
+        .iter()
+        .map(|(after, up_to)| {
+            let window = crate::plan::Window {
+                after: after.as_deref(),
+                up_to: up_to.as_deref(),
+                ..Default::default()
+            };
+            compare::Share {
+                source_from: sql::from_clause(&table.source_select_sql(&window, None), true),
+                target_from: sql::from_clause(&table.target_window_sql(&window), true),
+            }
+        })
+        .collect())
+}
+
 /// [`verify`] with `jobs` connections per side for the bucket checksums.
 pub async fn verify_with(args: &VerifySharedArgs, jobs: usize) -> anyhow::Result<VerifyReport> {
     let source_url = required(&args.source_url, "--source-url (or LEGACY_DATABASE_URL)")?;
@@ -186,21 +232,19 @@ pub async fn verify_with(args: &VerifySharedArgs, jobs: usize) -> anyhow::Result
     let jobs = jobs_of_tables;
 
     let mut reports = Vec::with_capacity(jobs.len());
-    for job in &jobs {
-        let estimate: Option<f64> = sqlx::query(sql::TARGET_ROW_ESTIMATE)
-            .bind(&job.target_sql)
-            .fetch_optional(&mut target)
+    for (job, table) in jobs.iter().zip(&resolved) {
+        let estimate = row_estimate(&mut target, &job.target_sql)
             .await
-            .with_context(|| format!("table {}: reading the target's row estimate", job.name))?
-            .map(|row| row.try_get(0))
-            .transpose()?;
-        let mask = compare::bucket_mask(estimate.unwrap_or(0.0));
+            .with_context(|| format!("table {}: reading the target's row estimate", job.name))?;
+        let mask = compare::bucket_mask(estimate);
+        let shares = key_shares(&mut source, table, helpers.len() + 1, estimate).await?;
         reports.push(
             compare::compare_table(
                 &mut source,
                 &mut target,
                 &mut helpers,
                 job,
+                &shares,
                 mask,
                 args.sample,
             )

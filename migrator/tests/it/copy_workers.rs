@@ -303,3 +303,232 @@ fn a_second_run_is_refused_while_workers_run() {
     wait_child(first, Duration::from_secs(300)).assert_code(0);
     assert_eq!(env.assert_equal("users"), 20_000);
 }
+
+/// Holds the target row of the first key of a table locked (a transaction of the test's own)
+/// after changing that row in the source: the worker whose range holds it blocks on its first
+/// batch, before committing anything, until the lock is released (`release`, or drop).
+struct FirstRowBlocked {
+    client: Option<postgres::Client>,
+}
+
+impl FirstRowBlocked {
+    /// `table`: `users` or `conversations` (both have `updated_at`, the plan's version column).
+    fn new(env: &Env, table: &str) -> FirstRowBlocked {
+        let (source_table, target_table, column) = match table {
+            "users" => ("legacy.users", "auth.users", "username"),
+            _ => ("legacy.conversations", "chat.conversations", "title"),
+        };
+        let mut source = env.source_client();
+        let id: String = source
+            .query_one(
+                &format!("SELECT id::text FROM {source_table} ORDER BY id LIMIT 1"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        source
+            .batch_execute(&format!(
+                "UPDATE {source_table} SET {column} = {column} || '-renamed', updated_at = now() WHERE id = '{id}'"
+            ))
+            .unwrap();
+        let mut client = env.target_client();
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT 1 FROM {target_table} WHERE id = '{id}' FOR UPDATE"
+            ))
+            .unwrap();
+        FirstRowBlocked {
+            client: Some(client),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            client.batch_execute("ROLLBACK").unwrap();
+        }
+    }
+}
+
+impl Drop for FirstRowBlocked {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Whether a backend of the target database waits for a row lock (the blocked worker).
+fn a_worker_waits_for_the_lock(env: &Env) -> bool {
+    env.target_client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+}
+
+/// Per table of the latest run: first claim of a range, last range done (epoch seconds).
+fn claim_and_done_times(env: &Env, table: &str) -> (f64, f64) {
+    let row = env
+        .target_client()
+        .query_one(
+            "SELECT extract(epoch FROM min(claimed_at))::float8, extract(epoch FROM max(done_at))::float8
+               FROM cutover_migrator.copy_ranges
+              WHERE run_id = (SELECT max(run_id) FROM cutover_migrator.copy_runs) AND table_name = $1",
+            &[&table],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The summary line of `table`: (inserted, updated, unchanged, workers, processes).
+fn summary_with_workers(out: &common::Outcome, table: &str) -> (u64, u64, u64, u64, u64) {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(table))
+        .unwrap_or_else(|| panic!("no summary line for {table}:\n{}", out.stdout));
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let n = |i: usize| -> u64 { w[i].parse().unwrap_or_else(|_| panic!("{line}")) };
+    (n(1), n(2), n(3), n(6), n(7))
+}
+
+#[test]
+fn the_summary_adds_up_every_process_of_the_run() {
+    let env = Env::new("mig_copy_two_process_summary", 3_000);
+    // A first run copies everything; the second (the one observed) updates one user.
+    env.run(&["copy", "--tables", TABLES]).assert_code(0);
+    let mut blocked = FirstRowBlocked::new(&env, "users");
+    let args = [
+        "copy",
+        "--tables",
+        TABLES,
+        "--range-rows",
+        "500",
+        "--batch-size",
+        "50",
+        "--lease-secs",
+        "300",
+    ];
+    let first = env.spawn(&args);
+    wait_for(
+        "the first process blocked in users range 0",
+        Duration::from_secs(120),
+        || a_worker_waits_for_the_lock(&env),
+    );
+    let mut join_args = args.to_vec();
+    join_args.push("--join");
+    let second = env.spawn(&join_args);
+    // The joined process does every other range; the first stays blocked in users range 0.
+    wait_for(
+        "the joined process to finish users' other ranges",
+        Duration::from_secs(120),
+        || {
+            let users: Vec<_> = ranges(&env)
+                .into_iter()
+                .filter(|r| r.0 == "users")
+                .collect();
+            users.len() > 1 && users.iter().filter(|r| !r.2).count() == 1
+        },
+    );
+    blocked.release();
+    let (first, second) = (
+        wait_child(first, Duration::from_secs(300)),
+        wait_child(second, Duration::from_secs(300)),
+    );
+    first.assert_code(0);
+    second.assert_code(0);
+    for out in [&first, &second] {
+        // Both processes report the whole run: one user updated, whoever did it.
+        let (inserted, updated, unchanged, workers, processes) = summary_with_workers(out, "users");
+        assert_eq!(
+            (inserted, updated, unchanged),
+            (0, 1, 2_999),
+            "{}",
+            out.stdout
+        );
+        assert_eq!((workers, processes), (2, 2), "{}", out.stdout);
+        let (_, _, unchanged, _, _) = summary_with_workers(out, "messages");
+        assert_eq!(unchanged, 3_000, "{}", out.stdout);
+    }
+    assert_eq!(env.assert_equal("users"), 3_000);
+}
+
+#[test]
+fn a_child_waits_for_its_parent_unless_the_plan_lets_it_overlap() {
+    let env = Env::new("mig_copy_overlap", 3_000);
+    let shipped = migrator::plan::SHIPPED_PLAN;
+    let overlapping = crate::copy_during_dual_write::tempfile_plan(&shipped.replacen(
+        "target = \"chat.messages\"\n",
+        "target = \"chat.messages\"\nmay_overlap = [\"conversations\"]\n",
+        1,
+    ));
+    // The messages' parents are in the target already (a first copy), so an overlapping
+    // messages range never writes a row before its conversation.
+    env.run(&["copy", "--tables", "conversations,messages"])
+        .assert_code(0);
+    let plain = crate::copy_during_dual_write::tempfile_plan(shipped);
+    for (plan, may_overlap) in [(plain.path(), false), (overlapping.path(), true)] {
+        let mut blocked = FirstRowBlocked::new(&env, "conversations");
+        let plan = plan.to_str().unwrap().to_string();
+        let child = env.spawn(&[
+            "copy",
+            "--plan",
+            &plan,
+            "--tables",
+            "conversations,messages",
+            "--jobs",
+            "2",
+            "--range-rows",
+            "1000",
+            "--batch-size",
+            "50",
+        ]);
+        wait_for(
+            "a worker blocked in conversations range 0",
+            Duration::from_secs(120),
+            || a_worker_waits_for_the_lock(&env),
+        );
+        let parent_open = |env: &Env| {
+            ranges(env)
+                .into_iter()
+                .filter(|r| r.0 == "conversations" && !r.2)
+                .count()
+        };
+        if may_overlap {
+            wait_for(
+                "the other worker to claim a messages range",
+                Duration::from_secs(120),
+                || ranges(&env).iter().any(|r| r.0 == "messages" && r.4 > 0),
+            );
+            assert_eq!(parent_open(&env), 1, "conversations is not done yet");
+        } else {
+            wait_for(
+                "the other worker to finish conversations' other ranges",
+                Duration::from_secs(120),
+                || parent_open(&env) == 1,
+            );
+            // A few claim polls of the idle worker (every 200 ms): none may take a child range.
+            std::thread::sleep(Duration::from_secs(1));
+            let claimed: Vec<_> = ranges(&env)
+                .into_iter()
+                .filter(|r| r.0 == "messages" && r.4 > 0)
+                .collect();
+            assert!(
+                claimed.is_empty(),
+                "messages waits for conversations: {claimed:?}"
+            );
+        }
+        blocked.release();
+        wait_child(child, Duration::from_secs(300)).assert_code(0);
+        let (_, parent_done) = claim_and_done_times(&env, "conversations");
+        let (child_claimed, _) = claim_and_done_times(&env, "messages");
+        assert_eq!(
+            child_claimed < parent_done,
+            may_overlap,
+            "may_overlap {may_overlap}: messages first claimed at {child_claimed}, conversations done at {parent_done}"
+        );
+    }
+    assert_eq!(env.assert_equal("conversations"), 3_000);
+    assert_eq!(env.assert_equal("messages"), 3_000);
+}

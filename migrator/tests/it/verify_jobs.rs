@@ -1,5 +1,6 @@
-//! `verify --jobs N`: the bucket checksums are computed in shares on N connections per side, in one
-//! snapshot per side; the report is the same as with one connection, differences and all.
+//! `verify --jobs N`: the bucket checksums are computed on N connections per side, each over one
+//! key range of the table (copy's range cut), in one snapshot per side; the report is the same as
+//! with one connection, differences and all.
 
 use crate::verify_support;
 
