@@ -25,6 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cutover_filter::metrics::{Counter, Gauge};
+use cutover_filter::outcome::Outcome;
 use cutover_pgfixture::TestDb;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -39,15 +40,6 @@ use crate::{config, wait_until};
 pub const SERVICES: [&str; 2] = ["chat", "orchestration"];
 /// The service rolled out first, during which the new side fails.
 pub const FAULTY_SERVICE: &str = "chat";
-/// Counters of which every sent shadow ends in exactly one (docs/metrics.md).
-pub const SHADOW_OUTCOMES: [Counter; 6] = [
-    Counter::ShadowSucceeded,
-    Counter::ShadowFailed3xx,
-    Counter::ShadowFailed4xx,
-    Counter::ShadowFailed5xx,
-    Counter::ShadowFailedReset,
-    Counter::ShadowTimedOut,
-];
 /// Bound on every wait for the system (a loaded 2-core machine).
 const WAIT: Duration = Duration::from_secs(120);
 /// Bound on one migrator command other than `rollout run`.
@@ -194,38 +186,13 @@ impl World {
 
     /// Shadows sent and their outcomes so far, over every service.
     pub fn shadows(&self) -> ShadowCounts {
-        let stats = self.envoy.stats();
-        let get = |service: &str, counter: Counter| {
-            let name = cutover_stat(service, counter.suffix());
-            stats
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0, |(_, v)| *v)
-        };
-        let sum = |counters: &[Counter]| -> u64 {
-            SERVICES
-                .iter()
-                .flat_map(|s| counters.iter().map(move |c| get(s, *c)))
-                .sum()
-        };
-        ShadowCounts {
-            sent: sum(&[Counter::ShadowSent]),
-            outcomes: sum(&SHADOW_OUTCOMES),
-            succeeded: sum(&[Counter::ShadowSucceeded]),
-            failed_4xx: sum(&[Counter::ShadowFailed3xx, Counter::ShadowFailed4xx]),
-            failed_5xx: sum(&[Counter::ShadowFailed5xx]),
-            failed_reset: sum(&[Counter::ShadowFailedReset]),
-            timed_out: sum(&[Counter::ShadowTimedOut]),
-        }
+        shadow_counts(&self.envoy)
     }
 
     /// Waits (bounded) until every shadow sent has an outcome; only meaningful while no write is
     /// sent (reads are not mirrored).
     pub fn settle_shadows(&self) -> ShadowCounts {
-        wait_until("every shadow to have an outcome", WAIT, || {
-            let counts = self.shadows();
-            (counts.sent == counts.outcomes).then_some(counts)
-        })
+        settle_shadows(&self.envoy)
     }
 
     /// The rows of every entity the ledger knows, on legacy and on new.
@@ -240,6 +207,54 @@ impl World {
             .as_ref()
             .expect("the traffic runs until the end")
     }
+}
+
+/// Shadows sent and their outcomes so far, summed over [`SERVICES`].
+pub fn shadow_counts(envoy: &Envoy) -> ShadowCounts {
+    let stats = envoy.stats();
+    let get = |service: &str, counter: Counter| {
+        let name = cutover_stat(service, counter.suffix());
+        stats
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    let sum = |counters: &[Counter]| -> u64 {
+        SERVICES
+            .iter()
+            .flat_map(|s| counters.iter().map(move |c| get(s, *c)))
+            .sum()
+    };
+    ShadowCounts {
+        sent: sum(&[Counter::ShadowSent]),
+        // Every sent shadow ends in exactly one of these (docs/metrics.md).
+        outcomes: sum(&Outcome::COUNTERS),
+        succeeded: sum(&[Counter::ShadowSucceeded]),
+        failed_4xx: sum(&[Counter::ShadowFailed3xx, Counter::ShadowFailed4xx]),
+        failed_5xx: sum(&[Counter::ShadowFailed5xx]),
+        failed_reset: sum(&[Counter::ShadowFailedReset]),
+        timed_out: sum(&[Counter::ShadowTimedOut]),
+    }
+}
+
+/// Waits (bounded) until every shadow sent has an outcome.
+pub fn settle_shadows(envoy: &Envoy) -> ShadowCounts {
+    wait_until("every shadow to have an outcome", WAIT, || {
+        let counts = shadow_counts(envoy);
+        (counts.sent == counts.outcomes).then_some(counts)
+    })
+}
+
+/// Envoy routing both services to the two services (one process per side serves both), the
+/// filter loaded through ECDS, the request time stamped before the filter.
+pub fn envoy_for(filter_config: &Value, legacy: &App, new: &App) -> crate::envoy::EnvoyBuilder {
+    Envoy::builder(filter_config)
+        .ecds()
+        .cluster("chat_legacy", legacy.port())
+        .cluster("orchestration_legacy", legacy.port())
+        .cluster("chat_new", new.port())
+        .cluster("orchestration_new", new.port())
+        .request_time_header(REQUEST_TIME_HEADER)
 }
 
 /// Shadow counters summed over the services.
@@ -468,13 +483,7 @@ impl<'a> Story<'a> {
         );
         let legacy = App::start_on(Flavor::Legacy, legacy_db);
         let new = App::start_on(Flavor::New, new_db);
-        let envoy = Envoy::builder(&filter_config())
-            .ecds()
-            .cluster("chat_legacy", legacy.port())
-            .cluster("orchestration_legacy", legacy.port())
-            .cluster("chat_new", new.port())
-            .cluster("orchestration_new", new.port())
-            .request_time_header(REQUEST_TIME_HEADER)
+        let envoy = envoy_for(&filter_config(), &legacy, &new)
             .log_level("warning")
             .boot();
         let ecds_file = envoy
