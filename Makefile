@@ -25,9 +25,15 @@ test: wasm lint
 	export ENVOY_BIN="$$(scripts/ensure-envoy)" PROMETHEUS_BIN="$$(scripts/ensure-prometheus)" CUTOVER_WASM="$(WASM)"; \
 	scripts/with-postgres cargo test --workspace --no-fail-fast
 
+# The whole cutover on real services, narrated (tests/e2e/src/story.rs, binary cutover-demo): the
+# binaries are built first (as the e2e tests build them), then the story runs against them.
+BIN_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug
 demo: wasm
-	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; \
-	scripts/with-postgres scripts/demo
+	cargo build -p cutover-apps -p migrator --bins
+	cargo build -p cutover-e2e --bin cutover-demo
+	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)" \
+	  CUTOVER_APP_BIN="$(BIN_DIR)/cutover-app" MIGRATOR_BIN="$(BIN_DIR)/migrator"; \
+	scripts/with-postgres "$(BIN_DIR)/cutover-demo"
 
 # In-VM cost of one request through the filter in the wasmtime harness (a benchmark, not a test).
 # The workspace release profile is tuned for the .wasm (LTO, opt-level "s"); the host side of the

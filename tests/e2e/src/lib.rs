@@ -24,6 +24,7 @@ pub mod envoy;
 mod http;
 pub mod load;
 pub mod paths;
+pub mod story;
 pub mod traffic;
 pub mod upstream;
 

@@ -78,8 +78,8 @@ fn every_envoy_yaml_passes_validate() {
         );
     }
     // Relative paths resolve against Envoy's working directory. The ECDS bootstrap watches
-    // `.tmp/ecds/cutover.json`, which must exist at start-up (the demo creates it from a ready
-    // step file), so validate from a scratch directory that has it.
+    // `.tmp/ecds/cutover.json`, which must exist at start-up (copied from a ready step file, as
+    // its header says), so validate from a scratch directory that has it.
     let ecds_dir = scratch.join(".tmp/ecds");
     fs::create_dir_all(&ecds_dir).expect("create the watched ECDS directory");
     fs::copy(

@@ -26,4 +26,5 @@ mod routing_counters;
 mod split_percentages;
 mod spoofed_cluster_header;
 mod sticky_sides;
+mod story;
 mod whole_cutover;

@@ -12,21 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cutover_e2e::app::{apply_schema, Flavor, EXIT_SCHEMA, REQUEST_TIME_HEADER};
 use cutover_e2e::traffic::{Kind, Rows};
-use cutover_e2e::{config, cutover_stat, wait_until, App, Envoy, Traffic, TrafficConfig};
-use cutover_filter::metrics::Counter;
+use cutover_e2e::{config, story, wait_until, App, Envoy, Traffic, TrafficConfig};
 use cutover_pgfixture::TestDb;
 use serde_json::{json, Value};
 
-const SERVICES: [&str; 2] = ["chat", "orchestration"];
-/// The counters of which every sent shadow ends in exactly one (docs/metrics.md).
-const SHADOW_OUTCOMES: [Counter; 6] = [
-    Counter::ShadowSucceeded,
-    Counter::ShadowFailed3xx,
-    Counter::ShadowFailed4xx,
-    Counter::ShadowFailed5xx,
-    Counter::ShadowFailedReset,
-    Counter::ShadowTimedOut,
-];
 /// Bound on every wait of these tests (a loaded 2-core machine).
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -49,42 +38,15 @@ fn filter_config(new_percentage: u8) -> Value {
     config::filter_config(services)
 }
 
-/// Envoy routing both services to the two apps (one process per side serves both), loading the
-/// filter through ECDS, with the request-time header stamped before the filter.
+/// Envoy routing both services to the two apps (`story::envoy_for`) at `new_percentage`.
 fn envoy_for(legacy: &App, new: &App, new_percentage: u8) -> Envoy {
-    Envoy::builder(&filter_config(new_percentage))
-        .ecds()
-        .cluster("chat_legacy", legacy.port())
-        .cluster("orchestration_legacy", legacy.port())
-        .cluster("chat_new", new.port())
-        .cluster("orchestration_new", new.port())
-        .request_time_header(REQUEST_TIME_HEADER)
-        .boot()
+    story::envoy_for(&filter_config(new_percentage), legacy, new).boot()
 }
 
 /// Waits until every shadow sent has an outcome; returns (sent, succeeded) over both services.
 fn settle_shadows(envoy: &Envoy) -> (u64, u64) {
-    wait_until("every shadow to have an outcome", WAIT, || {
-        let stats = envoy.stats();
-        let get = |service: &str, counter: Counter| {
-            let name = cutover_stat(service, counter.suffix());
-            stats
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0, |(_, v)| *v)
-        };
-        let sent: u64 = SERVICES.iter().map(|s| get(s, Counter::ShadowSent)).sum();
-        let outcomes: u64 = SERVICES
-            .iter()
-            .flat_map(|s| SHADOW_OUTCOMES.iter().map(move |m| (s, m)))
-            .map(|(s, m)| get(s, *m))
-            .sum();
-        let succeeded: u64 = SERVICES
-            .iter()
-            .map(|s| get(s, Counter::ShadowSucceeded))
-            .sum();
-        (sent == outcomes).then_some((sent, succeeded))
-    })
+    let counts = story::settle_shadows(envoy);
+    (counts.sent, counts.succeeded)
 }
 
 /// 40 users on 4 connections at 80 requests/s, bounded to 4,000 requests and 150 s.
