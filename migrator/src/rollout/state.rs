@@ -5,9 +5,12 @@
 //! - `lock` — held (exclusive `flock`) by the running `run`; a second `run` is refused;
 //! - `request` — `pause` or `abort` from another process, picked up by the running `run`;
 //! - `audit.log` — one JSON line per change applied (or rejected): who, when, before, after;
+//! - `gates.json` — the last gate judged per service, kept across the runs of other services
+//!   (the dual-write interlock reads it);
 //! - `accepted.json` — the last ECDS document this tool saw Envoy confirm, with Envoy's
 //!   `update_time` then: the base of the kill switch when the file holds something else.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -135,18 +138,38 @@ pub fn load(file: &Path) -> Result<Option<RunState>> {
 pub fn save(file: &Path, state: &mut RunState) -> Result<()> {
     let dir = ensure_dir(file)?;
     state.updated_at = now();
+    if let Some(gate) = &state.last_gate {
+        let mut gates = load_gates(file);
+        gates.insert(state.service.clone(), gate.clone());
+        let bytes = serde_json::to_vec_pretty(&gates).unwrap_or_default();
+        live_file::write_atomically(&dir.join("gates.json"), &bytes).map_err(|e| {
+            RolloutError::file(format!("{}: cannot write the gates: {e}", dir.display()))
+        })?;
+    }
     let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
     bytes.push(b'\n');
     live_file::write_atomically(&dir.join("state.json"), &bytes)
         .map_err(|e| RolloutError::file(format!("{}: cannot write the state: {e}", dir.display())))
 }
 
-pub fn last_gate(file: &Path, service: &str) -> Option<LastGate> {
-    load(file)
+/// `gates.json`: service → its last gate. A missing or unreadable file is no gate on record
+/// (the interlock then refuses, which is the safe side).
+fn load_gates(file: &Path) -> BTreeMap<String, LastGate> {
+    live_file::read(&state_dir(file).join("gates.json"))
         .ok()
-        .flatten()
-        .filter(|s| s.service == service)
-        .and_then(|s| s.last_gate)
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// The last gate of `service`, also when another service's `run` used this file since.
+pub fn last_gate(file: &Path, service: &str) -> Option<LastGate> {
+    load_gates(file).remove(service).or_else(|| {
+        load(file)
+            .ok()
+            .flatten()
+            .filter(|s| s.service == service)
+            .and_then(|s| s.last_gate)
+    })
 }
 
 /// The exclusive lock of the running `run`; released when dropped (or the process dies).
@@ -369,5 +392,42 @@ pub fn audit(
     });
     if let Err(e) = result {
         eprintln!("rollout: warning: could not append to the audit log: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_state(service: &str, gate: Option<LastGate>) -> RunState {
+        RunState {
+            schema: "rollout-state/v1".to_string(),
+            service: service.to_string(),
+            steps: vec![10, 100],
+            step_index: 1,
+            phase: Phase::Completed,
+            passed_intervals: 1,
+            failed_intervals: 0,
+            inconclusive_intervals: 0,
+            last_gate: gate,
+            reason: None,
+            pid: 1,
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_gate_survives_the_run_of_another_service() {
+        let dir = std::env::temp_dir().join(format!("rollout-gates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cutover.json");
+        let passed = |percentage| LastGate { percentage, passed: true, at: now() };
+        save(&file, &mut run_state("chat", Some(passed(100)))).unwrap();
+        save(&file, &mut run_state("orchestration", Some(passed(50)))).unwrap();
+        let chat = last_gate(&file, "chat").expect("chat's gate kept");
+        assert!(chat.passed && chat.percentage == 100);
+        assert_eq!(last_gate(&file, "orchestration").map(|g| g.percentage), Some(50));
+        assert!(last_gate(&file, "search").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
