@@ -1,6 +1,6 @@
 //! Native cost of comparing two 4 KiB JSON responses with noise rules (parse both, walk, report),
 //! averaged over many comparisons: the same documents and rules as the in-VM figure
-//! (tests/harness/examples/compare_cost.rs), for profiling the comparer with native tools.
+//! (tests/harness/examples/compare_vm_cost.rs), for profiling the comparer with native tools.
 //! A benchmark, not a test:
 //! `cargo run -p cutover-filter --release --example compare_cost [-- COMPARISONS]`.
 

@@ -1,7 +1,7 @@
 //! In-VM cost of comparing two 4 KiB JSON responses (dark launch), on one wasmtime VM of the
 //! release `.wasm`. A benchmark, not a test: the first half of `make bench-compare`
 //! (`scripts/bench-compare`), or alone
-//! `cargo run -p cutover-harness --release --example compare_cost [-- READS_PER_ROUND]`.
+//! `cargo run -p cutover-harness --release --example compare_vm_cost [-- READS_PER_ROUND]`.
 //!
 //! Every read is sampled (`shadow_reads` at 100 %) and compared: the primary's 4,096-byte body
 //! streams to the client, the tick dispatches the shadow, and the shadow's 4,096-byte answer is
