@@ -59,6 +59,12 @@ bench-filter-instructions: wasm
 bench-dual-write: wasm
 	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-dual-write
 
+# Dark launch: in-VM cost of comparing two 4 KiB JSON responses, then client latency with
+# shadow_reads at 10 % and a 200 ms shadow vs comparison off through Envoy (docs/benchmarks.md).
+.PHONY: bench-compare
+bench-compare: wasm
+	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-compare
+
 # migrator verify vs reladiff 0.6.0 on 1,000,000 rows with 152 differences (a benchmark, not a test).
 bench-verify:
 	scripts/with-postgres scripts/bench-verify

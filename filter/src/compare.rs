@@ -10,24 +10,32 @@
 //! byte.
 //!
 //! Bounds: bodies are capped by the service's `compare.max_body_bytes` before they get here
-//! ([`BodyCapture`]). JSON is parsed by `serde_json`, whose recursion limit (128 nested arrays
-//! or objects) makes a deeper document fail to parse: such a body is compared by bytes, and
-//! nothing here recurses deeper than that limit. Numbers serde_json cannot represent (an
-//! exponent beyond `f64`, such as `1e400`) make the document fail to parse likewise. The walk
-//! visits each node of the primary's document once and follows every noise rule one level per
-//! node with a few bit operations ([`path`]); an `unordered` array costs a sort of its
-//! elements' canonical forms.
+//! ([`BodyCapture`]). JSON is parsed by `serde_json` into a flat arena (`doc`: strings
+//! borrowed from the body, members sorted once), whose recursion limit (128 nested arrays or
+//! objects) makes a deeper document fail to parse: such a body is compared by bytes, and nothing
+//! here recurses deeper than that limit. Numbers serde_json cannot represent (an exponent beyond
+//! `f64`, such as `1e400`) make the document fail to parse likewise. The walk visits each node
+//! of the primary's document at most once and follows the noise rules still alive there one
+//! level per node with a few bit operations ([`path`]), on one stack: nothing is allocated per
+//! node, the path of a difference is rendered only once one is found, and below the point where
+//! every rule has died a node costs a comparison and nothing else. An `unordered` array costs a
+//! sort of its elements' canonical forms.
 
+mod doc;
 pub mod path;
 pub mod pending;
 
 use crate::config::CompareConfig;
 use crate::metrics::Counter;
 use crate::shadow::ShadowInfo;
+use doc::{Doc, Node};
 use path::{push_escaped, render_path, JsonPath, States, Step};
-use serde_json::{Map, Number, Value};
+use serde::Serialize;
+use serde_json::Value;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::fmt::Write as _;
 
 /// Values and body excerpts in a [`Difference`] are cut to this many bytes (the log must not
 /// carry whole bodies unless the operator asks for it with `compare.log_bodies`).
@@ -264,8 +272,8 @@ pub fn compare_responses(
 }
 
 /// A body as the comparer sees it.
-enum Body {
-    Json(Value),
+enum Body<'d> {
+    Json(Doc<'d>),
     /// Says it is JSON (`content-type`) but does not parse: serde_json's message.
     InvalidJson(String),
     /// Neither says nor is JSON.
@@ -286,9 +294,9 @@ pub fn is_json_content_type(content_type: &[u8]) -> bool {
                 .is_some_and(|suffix| suffix.eq_ignore_ascii_case(b"+json"))
 }
 
-fn read_body(content_type: Option<&[u8]>, body: &[u8]) -> Body {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(value) => Body::Json(value),
+fn read_body<'d>(content_type: Option<&[u8]>, body: &'d [u8]) -> Body<'d> {
+    match Doc::parse(body) {
+        Ok(doc) => Body::Json(doc),
         Err(err) if content_type.is_some_and(is_json_content_type) => {
             Body::InvalidJson(err.to_string())
         }
@@ -307,7 +315,7 @@ fn compare_bodies(
     let a = read_body(primary.content_type.as_deref(), &primary.body);
     let b = read_body(shadow.content_type.as_deref(), &shadow.body);
     match (&a, &b) {
-        (Body::Json(a), Body::Json(b)) => compare_json(rules, a, b),
+        (Body::Json(a), Body::Json(b)) => compare_docs(rules, a, b),
         (Body::Json(_), _) | (_, Body::Json(_)) => Some(Difference {
             at: Location::Json("$".to_string()),
             primary: describe_body(&a, &primary.body),
@@ -317,9 +325,9 @@ fn compare_bodies(
     }
 }
 
-fn describe_body(body: &Body, bytes: &[u8]) -> String {
+fn describe_body(body: &Body<'_>, bytes: &[u8]) -> String {
     match body {
-        Body::Json(value) => shown_value(value),
+        Body::Json(doc) => shown_value(&doc.at(doc.root())),
         Body::InvalidJson(err) => cut(&format!("<invalid JSON: {err}>")),
         Body::Other => format!("<not JSON: {} bytes>", bytes.len()),
     }
@@ -380,10 +388,23 @@ fn compare_headers(
 
 /// Compares two JSON documents under the noise rules; `None` when they are equal.
 pub fn compare_json(rules: &CompareConfig, primary: &Value, shadow: &Value) -> Option<Difference> {
-    let walker = Walker { rules };
+    match (Doc::from_value(primary), Doc::from_value(shadow)) {
+        (Ok(a), Ok(b)) => compare_docs(rules, &a, &b),
+        // A `Value` always reads as a document; compared as a whole should it ever not.
+        _ => (primary != shadow).then(|| Difference {
+            at: Location::Json("$".to_string()),
+            primary: shown_value(primary),
+            shadow: shown_value(shadow),
+        }),
+    }
+}
+
+fn compare_docs<'v>(rules: &CompareConfig, a: &'v Doc<'v>, b: &'v Doc<'v>) -> Option<Difference> {
+    let mut walker = Walker::new(rules, a, b);
+    let root = walker.root();
     let mut location = Vec::new();
     walker
-        .compare(primary, shadow, &walker.root(), &mut location)
+        .compare(a.root(), b.root(), root, &mut location)
         .map(|(primary, shadow)| Difference {
             at: Location::Json(render_path(&location)),
             primary,
@@ -391,149 +412,196 @@ pub fn compare_json(rules: &CompareConfig, primary: &Value, shadow: &Value) -> O
         })
 }
 
-/// The automaton states of every noise rule at one location: `ignore` rules first, then
-/// `unordered`. Empty once no rule can match anywhere below (no per-node work then).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RuleStates(Vec<States>);
+/// The noise rules alive at one location: the slice `lo..hi` of [`Walker::live`], and whether
+/// an `ignore` rule or an `unordered` rule selects the location itself.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    lo: usize,
+    hi: usize,
+    ignored: bool,
+    unordered: bool,
+}
 
-struct Walker<'r> {
+/// Walks the primary's document (`a`) and the shadow's (`b`) side by side. The rules are
+/// followed on one stack of live automaton states (`(rule, states)`, rules that can no longer
+/// match anywhere below dropped), pushed on the way down and popped on the way up: no
+/// allocation per node, and no work at all below the point where every rule has died.
+struct Walker<'r, 'v> {
     rules: &'r CompareConfig,
+    a: &'v Doc<'v>,
+    b: &'v Doc<'v>,
+    live: Vec<(usize, States)>,
 }
 
 /// Both sides' values at the difference, already shown.
 type Found = (String, String);
 
-impl<'r> Walker<'r> {
-    fn paths(&self) -> impl Iterator<Item = &'r JsonPath> + 'r {
-        self.rules.ignore.iter().chain(self.rules.unordered.iter())
-    }
+/// Which document a node belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
 
-    fn root(&self) -> RuleStates {
-        let n = self.rules.ignore.len() + self.rules.unordered.len();
-        if n == 0 {
-            RuleStates(Vec::new())
-        } else {
-            RuleStates(vec![JsonPath::START; n])
+impl<'r, 'v> Walker<'r, 'v> {
+    fn new(rules: &'r CompareConfig, a: &'v Doc<'v>, b: &'v Doc<'v>) -> Self {
+        Self {
+            rules,
+            a,
+            b,
+            live: Vec::with_capacity(4 * (rules.ignore.len() + rules.unordered.len())),
         }
     }
 
-    fn child(&self, states: &RuleStates, step: Step<'_>) -> RuleStates {
-        if states.0.is_empty() {
-            return RuleStates(Vec::new());
-        }
-        let next: Vec<States> = self
-            .paths()
-            .zip(&states.0)
-            .map(|(path, s)| path.step(*s, step))
-            .collect();
-        if next.iter().all(|s| *s == 0) {
-            RuleStates(Vec::new())
-        } else {
-            RuleStates(next)
+    fn doc(&self, side: Side) -> &'v Doc<'v> {
+        match side {
+            Side::A => self.a,
+            Side::B => self.b,
         }
     }
 
-    fn ignored(&self, states: &RuleStates) -> bool {
-        self.rules
-            .ignore
-            .iter()
-            .zip(&states.0)
-            .any(|(path, s)| path.selects(*s))
+    /// Rule `k`: the `ignore` rules first, then the `unordered` ones.
+    fn rule(&self, k: usize) -> Option<(&'r JsonPath, bool)> {
+        let ignores = self.rules.ignore.len();
+        match self.rules.ignore.get(k) {
+            Some(path) => Some((path, true)),
+            None => self
+                .rules
+                .unordered
+                .get(k.wrapping_sub(ignores))
+                .map(|path| (path, false)),
+        }
     }
 
-    fn unordered(&self, states: &RuleStates) -> bool {
-        let skip = self.rules.ignore.len();
-        self.rules
-            .unordered
-            .iter()
-            .zip(states.0.iter().skip(skip))
-            .any(|(path, s)| path.selects(*s))
+    fn root(&mut self) -> Frame {
+        let lo = self.live.len();
+        let mut frame = Frame {
+            lo,
+            hi: lo,
+            ignored: false,
+            unordered: false,
+        };
+        for k in 0..self.rules.ignore.len() + self.rules.unordered.len() {
+            if let Some((path, is_ignore)) = self.rule(k) {
+                self.live.push((k, JsonPath::START));
+                frame.mark(path.selects(JsonPath::START), is_ignore);
+            }
+        }
+        frame.hi = self.live.len();
+        frame
+    }
+
+    /// The frame one level below `parent`, following `step`; pop it with [`Walker::leave`].
+    fn enter(&mut self, parent: Frame, step: Step<'_>) -> Frame {
+        let lo = self.live.len();
+        let mut frame = Frame {
+            lo,
+            hi: lo,
+            ignored: false,
+            unordered: false,
+        };
+        for i in parent.lo..parent.hi {
+            let Some((k, states)) = self.live.get(i).copied() else {
+                break;
+            };
+            let Some((path, is_ignore)) = self.rule(k) else {
+                continue;
+            };
+            let next = path.step(states, step);
+            if next != 0 {
+                self.live.push((k, next));
+                frame.mark(path.selects(next), is_ignore);
+            }
+        }
+        frame.hi = self.live.len();
+        frame
+    }
+
+    fn leave(&mut self, frame: Frame) {
+        self.live.truncate(frame.lo);
     }
 
     /// `location` is the path to `a`/`b`; on a difference it is left pointing at it.
-    fn compare<'v>(
-        &self,
-        a: &'v Value,
-        b: &'v Value,
-        states: &RuleStates,
+    fn compare(
+        &mut self,
+        a: usize,
+        b: usize,
+        frame: Frame,
         location: &mut Vec<Step<'v>>,
     ) -> Option<Found> {
-        if self.ignored(states) {
+        if frame.ignored {
             return None;
         }
-        match (a, b) {
-            (Value::Object(a), Value::Object(b)) => self.compare_objects(a, b, states, location),
-            (Value::Array(a), Value::Array(b)) if self.unordered(states) => {
-                self.compare_multisets(a, b, states, location)
+        let (da, db) = (self.a, self.b);
+        match (da.node(a), db.node(b)) {
+            (Node::Object { start: i, len: m }, Node::Object { start: j, len: n }) => {
+                self.compare_objects(da.members(*i, *m), db.members(*j, *n), frame, location)
             }
-            (Value::Array(a), Value::Array(b)) => self.compare_arrays(a, b, states, location),
-            (Value::Number(x), Value::Number(y)) if number_key(x) == number_key(y) => None,
-            (Value::String(x), Value::String(y)) if x == y => None,
-            (Value::Bool(x), Value::Bool(y)) if x == y => None,
-            (Value::Null, Value::Null) => None,
-            _ => Some((shown_value(a), shown_value(b))),
+            (Node::Array { start: i, len: m }, Node::Array { start: j, len: n }) => {
+                let (x, y) = (da.elements(*i, *m), db.elements(*j, *n));
+                if frame.unordered {
+                    self.compare_multisets(x, y, frame, location)
+                } else {
+                    self.compare_arrays(x, y, frame, location)
+                }
+            }
+            (x, y) if scalars_equal(x, y) => None,
+            _ => Some((shown(da, a), shown(db, b))),
         }
     }
 
-    fn compare_objects<'v>(
-        &self,
-        a: &'v Map<String, Value>,
-        b: &'v Map<String, Value>,
-        states: &RuleStates,
+    fn compare_objects(
+        &mut self,
+        a: &'v [(Cow<'v, str>, usize)],
+        b: &'v [(Cow<'v, str>, usize)],
+        frame: Frame,
         location: &mut Vec<Step<'v>>,
     ) -> Option<Found> {
-        // Both maps iterate in key order: walk them side by side.
-        let mut left = a.iter().peekable();
-        let mut right = b.iter().peekable();
+        // Both sides' members are sorted by name: walk them side by side.
+        let (mut i, mut j) = (0, 0);
         loop {
-            let (key, x, y) = match (left.peek(), right.peek()) {
+            let (key, x, y) = match (a.get(i), b.get(j)) {
                 (None, None) => return None,
                 (Some((k, x)), None) => {
-                    let found = (k.as_str(), Some(*x), None);
-                    left.next();
-                    found
+                    i += 1;
+                    (k, Some(*x), None)
                 }
-                (None, Some((k, y))) => {
-                    let found = (k.as_str(), None, Some(*y));
-                    right.next();
-                    found
+                (None, Some((l, y))) => {
+                    j += 1;
+                    (l, None, Some(*y))
                 }
-                (Some((k, x)), Some((l, y))) => match k.as_str().cmp(l.as_str()) {
+                (Some((k, x)), Some((l, y))) => match k.as_ref().cmp(l.as_ref()) {
                     Ordering::Less => {
-                        let found = (k.as_str(), Some(*x), None);
-                        left.next();
-                        found
+                        i += 1;
+                        (k, Some(*x), None)
                     }
                     Ordering::Greater => {
-                        let found = (l.as_str(), None, Some(*y));
-                        right.next();
-                        found
+                        j += 1;
+                        (l, None, Some(*y))
                     }
                     Ordering::Equal => {
-                        let found = (k.as_str(), Some(*x), Some(*y));
-                        left.next();
-                        right.next();
-                        found
+                        i += 1;
+                        j += 1;
+                        (k, Some(*x), Some(*y))
                     }
                 },
             };
-            let step = Step::Key(key);
-            if let Some(found) = self.compare_member(x, y, step, states, location) {
+            if let Some(found) = self.compare_member(x, y, Step::Key(key), frame, location) {
                 return Some(found);
             }
         }
     }
 
-    fn compare_arrays<'v>(
-        &self,
-        a: &'v [Value],
-        b: &'v [Value],
-        states: &RuleStates,
+    fn compare_arrays(
+        &mut self,
+        a: &[usize],
+        b: &[usize],
+        frame: Frame,
         location: &mut Vec<Step<'v>>,
     ) -> Option<Found> {
         for i in 0..a.len().max(b.len()) {
-            let step = Step::Index(i);
-            if let Some(found) = self.compare_member(a.get(i), b.get(i), step, states, location) {
+            let (x, y) = (a.get(i).copied(), b.get(i).copied());
+            if let Some(found) = self.compare_member(x, y, Step::Index(i), frame, location) {
                 return Some(found);
             }
         }
@@ -541,48 +609,52 @@ impl<'r> Walker<'r> {
     }
 
     /// One member or element; `None` on a side that lacks it.
-    fn compare_member<'v>(
-        &self,
-        x: Option<&'v Value>,
-        y: Option<&'v Value>,
+    fn compare_member(
+        &mut self,
+        x: Option<usize>,
+        y: Option<usize>,
         step: Step<'v>,
-        states: &RuleStates,
+        frame: Frame,
         location: &mut Vec<Step<'v>>,
     ) -> Option<Found> {
-        let child = self.child(states, step);
-        if self.ignored(&child) {
-            return None;
-        }
-        location.push(step);
-        let found = match (x, y) {
-            (Some(x), Some(y)) => self.compare(x, y, &child, location),
-            (Some(x), None) => Some((shown_value(x), ABSENT.to_string())),
-            (None, Some(y)) => Some((ABSENT.to_string(), shown_value(y))),
-            (None, None) => None,
+        let child = self.enter(frame, step);
+        let found = if child.ignored {
+            None
+        } else {
+            location.push(step);
+            let found = match (x, y) {
+                (Some(x), Some(y)) => self.compare(x, y, child, location),
+                (Some(x), None) => Some((shown(self.a, x), ABSENT.to_string())),
+                (None, Some(y)) => Some((ABSENT.to_string(), shown(self.b, y))),
+                (None, None) => None,
+            };
+            if found.is_none() {
+                location.pop();
+            }
+            found
         };
-        if found.is_none() {
-            location.pop();
-        }
+        self.leave(child);
         found
     }
 
     /// An `unordered` array: equal when both hold the same elements (by canonical form under
     /// the rules) the same number of times. Elements selected by `ignore` do not count.
-    fn compare_multisets<'v>(
-        &self,
-        a: &'v [Value],
-        b: &'v [Value],
-        states: &RuleStates,
+    fn compare_multisets(
+        &mut self,
+        a: &[usize],
+        b: &[usize],
+        frame: Frame,
         location: &mut Vec<Step<'v>>,
     ) -> Option<Found> {
-        let (left, right) = (
-            self.canonical_elements(a, states),
-            self.canonical_elements(b, states),
-        );
+        let left = self.canonical_elements(Side::A, a, frame);
+        let right = self.canonical_elements(Side::B, b, frame);
         // Merge the two sorted lists; what is left over on either side has no equal element.
-        let (mut unmatched_a, mut unmatched_b) = (Vec::new(), Vec::new());
+        let (mut first_a, mut first_b): (Option<usize>, Option<usize>) = (None, None);
+        let unmatched = |first: &mut Option<usize>, index: usize| {
+            *first = Some(first.map_or(index, |f| f.min(index)));
+        };
         let (mut i, mut j) = (0, 0);
-        while i < left.len() || j < right.len() {
+        loop {
             match (left.get(i), right.get(j)) {
                 (Some(x), Some(y)) => match x.0.cmp(&y.0) {
                     Ordering::Equal => {
@@ -590,129 +662,170 @@ impl<'r> Walker<'r> {
                         j += 1;
                     }
                     Ordering::Less => {
-                        unmatched_a.push(x.1);
+                        unmatched(&mut first_a, x.1);
                         i += 1;
                     }
                     Ordering::Greater => {
-                        unmatched_b.push(y.1);
+                        unmatched(&mut first_b, y.1);
                         j += 1;
                     }
                 },
                 (Some(x), None) => {
-                    unmatched_a.push(x.1);
+                    unmatched(&mut first_a, x.1);
                     i += 1;
                 }
                 (None, Some(y)) => {
-                    unmatched_b.push(y.1);
+                    unmatched(&mut first_b, y.1);
                     j += 1;
                 }
                 (None, None) => break,
             }
         }
-        let first_a = unmatched_a.iter().min().copied();
-        let first_b = unmatched_b.iter().min().copied();
-        let shown_at = |values: &[Value], index: Option<usize>| {
+        let shown_at = |doc: &Doc<'_>, values: &[usize], index: Option<usize>| {
             index
                 .and_then(|i| values.get(i))
-                .map_or_else(|| NO_EQUAL_ELEMENT.to_string(), shown_value)
+                .map_or_else(|| NO_EQUAL_ELEMENT.to_string(), |node| shown(doc, *node))
         };
         match (first_a, first_b) {
             (None, None) => None,
             // Named by the primary's index when the primary has an unmatched element.
             (Some(i), _) => {
                 location.push(Step::Index(i));
-                Some((shown_at(a, first_a), shown_at(b, first_b)))
+                Some((shown_at(self.a, a, first_a), shown_at(self.b, b, first_b)))
             }
             (None, Some(j)) => {
                 location.push(Step::Index(j));
-                Some((NO_EQUAL_ELEMENT.to_string(), shown_at(b, first_b)))
+                Some((NO_EQUAL_ELEMENT.to_string(), shown_at(self.b, b, first_b)))
             }
         }
     }
 
-    /// The canonical forms of an unordered array's elements with their indexes, sorted;
-    /// elements selected by `ignore` left out.
-    fn canonical_elements(&self, values: &[Value], states: &RuleStates) -> Vec<(String, usize)> {
-        let mut elements: Vec<(String, usize)> = values
-            .iter()
-            .enumerate()
-            .filter_map(|(i, value)| {
-                let child = self.child(states, Step::Index(i));
-                if self.ignored(&child) {
-                    return None;
-                }
-                let mut canonical = String::new();
-                self.canonical(value, &child, &mut canonical);
-                Some((canonical, i))
-            })
-            .collect();
-        elements.sort();
-        elements
+    /// The canonical forms of an unordered array's elements with their indexes, sorted (equal
+    /// forms by index); elements selected by `ignore` left out.
+    fn canonical_elements(
+        &mut self,
+        side: Side,
+        elements: &[usize],
+        frame: Frame,
+    ) -> Vec<(String, usize)> {
+        let mut forms: Vec<(String, usize)> = Vec::with_capacity(elements.len());
+        for (i, node) in elements.iter().enumerate() {
+            let child = self.enter(frame, Step::Index(i));
+            if !child.ignored {
+                let mut form = String::new();
+                self.canonical(side, *node, child, &mut form);
+                forms.push((form, i));
+            }
+            self.leave(child);
+        }
+        forms.sort();
+        forms
     }
 
     /// A text that is equal for two values exactly when [`Walker::compare`] finds them equal
-    /// at this location: members in key order, ignored members left out, ignored elements of
+    /// at this location: members in name order, ignored members left out, ignored elements of
     /// ordered arrays as `~` (trailing ones dropped), unordered arrays sorted.
-    fn canonical(&self, v: &Value, states: &RuleStates, out: &mut String) {
-        match v {
-            Value::Null => out.push_str("null"),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Number(n) => match number_key(n) {
-                NumberKey::Int(i) => out.push_str(&i.to_string()),
-                NumberKey::Float(bits) => out.push_str(&format!("{:e}", f64::from_bits(bits))),
-            },
-            Value::String(s) => push_quoted(s, out),
-            Value::Object(map) => {
+    fn canonical(&mut self, side: Side, node: usize, frame: Frame, out: &mut String) {
+        let doc = self.doc(side);
+        match doc.node(node) {
+            Node::Null => out.push_str("null"),
+            Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Node::PosInt(_) | Node::NegInt(_) | Node::Float(_) => {
+                // Writing to a String cannot fail.
+                let _ = match number_key(doc.node(node)) {
+                    Some(NumberKey::Int(i)) => write!(out, "{i}"),
+                    Some(NumberKey::Float(bits)) => write!(out, "{:e}", f64::from_bits(bits)),
+                    None => Ok(()),
+                };
+            }
+            Node::Str(s) => push_quoted(s, out),
+            Node::Object { start, len } => {
                 out.push('{');
                 let mut first = true;
-                for (key, value) in map {
-                    let child = self.child(states, Step::Key(key));
-                    if self.ignored(&child) {
-                        continue;
+                for (name, value) in doc.members(*start, *len) {
+                    let child = self.enter(frame, Step::Key(name));
+                    if !child.ignored {
+                        if !first {
+                            out.push(',');
+                        }
+                        first = false;
+                        push_quoted(name, out);
+                        out.push(':');
+                        self.canonical(side, *value, child, out);
                     }
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    push_quoted(key, out);
-                    out.push(':');
-                    self.canonical(value, &child, out);
+                    self.leave(child);
                 }
                 out.push('}');
             }
-            Value::Array(values) if self.unordered(states) => {
-                let elements: Vec<String> = self
-                    .canonical_elements(values, states)
-                    .into_iter()
-                    .map(|(element, _)| element)
-                    .collect();
+            Node::Array { start, len } if frame.unordered => {
+                let forms = self.canonical_elements(side, doc.elements(*start, *len), frame);
                 out.push('[');
-                out.push_str(&elements.join(","));
+                for (k, (form, _)) in forms.iter().enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(form);
+                }
                 out.push(']');
             }
-            Value::Array(values) => {
-                let mut elements: Vec<String> = values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, value)| {
-                        let child = self.child(states, Step::Index(i));
-                        if self.ignored(&child) {
-                            return "~".to_string();
-                        }
-                        let mut element = String::new();
-                        self.canonical(value, &child, &mut element);
-                        element
-                    })
-                    .collect();
-                while elements.last().is_some_and(|e| e == "~") {
-                    elements.pop();
-                }
+            Node::Array { start, len } => {
                 out.push('[');
-                out.push_str(&elements.join(","));
+                // Ignored elements are written only once an element follows them.
+                let (mut written, mut ignored) = (0usize, 0usize);
+                for (i, element) in doc.elements(*start, *len).iter().enumerate() {
+                    let child = self.enter(frame, Step::Index(i));
+                    if child.ignored {
+                        ignored += 1;
+                    } else {
+                        for _ in 0..ignored {
+                            if written > 0 {
+                                out.push(',');
+                            }
+                            out.push('~');
+                            written += 1;
+                        }
+                        ignored = 0;
+                        if written > 0 {
+                            out.push(',');
+                        }
+                        self.canonical(side, *element, child, out);
+                        written += 1;
+                    }
+                    self.leave(child);
+                }
                 out.push(']');
             }
         }
     }
+}
+
+impl Frame {
+    fn mark(&mut self, selected: bool, is_ignore: bool) {
+        if selected {
+            if is_ignore {
+                self.ignored = true;
+            } else {
+                self.unordered = true;
+            }
+        }
+    }
+}
+
+/// Equal scalars: numbers by value, strings, booleans and nulls exactly. Containers are never
+/// equal here.
+fn scalars_equal(a: &Node<'_>, b: &Node<'_>) -> bool {
+    match (a, b) {
+        (Node::Str(x), Node::Str(y)) => x == y,
+        (Node::PosInt(x), Node::PosInt(y)) => x == y,
+        (Node::NegInt(x), Node::NegInt(y)) => x == y,
+        (Node::Bool(x), Node::Bool(y)) => x == y,
+        (Node::Null, Node::Null) => true,
+        _ => number_key(a).is_some_and(|key| number_key(b) == Some(key)),
+    }
+}
+
+fn shown(doc: &Doc<'_>, node: usize) -> String {
+    shown_value(&doc.at(node))
 }
 
 fn push_quoted(s: &str, out: &mut String) {
@@ -733,25 +846,27 @@ enum NumberKey {
 /// every integer below it exactly, and `i128` does too.
 const EXACT_INTEGER_LIMIT: f64 = 1.0e38;
 
-fn number_key(n: &Number) -> NumberKey {
-    if let Some(i) = n.as_i64() {
-        return NumberKey::Int(i128::from(i));
-    }
-    if let Some(u) = n.as_u64() {
-        return NumberKey::Int(i128::from(u));
-    }
-    let f = n.as_f64().unwrap_or(f64::NAN);
-    if f.is_finite() && f.fract() == 0.0 && f.abs() < EXACT_INTEGER_LIMIT {
-        // Exact: `f` is an integer within i128's range.
-        NumberKey::Int(f as i128)
-    } else {
-        NumberKey::Float(f.to_bits())
-    }
+/// The value of a number node (`None` for anything else).
+fn number_key(node: &Node<'_>) -> Option<NumberKey> {
+    let f = match node {
+        Node::PosInt(u) => return Some(NumberKey::Int(i128::from(*u))),
+        Node::NegInt(i) => return Some(NumberKey::Int(i128::from(*i))),
+        Node::Float(f) => *f,
+        _ => return None,
+    };
+    Some(
+        if f.is_finite() && f.fract() == 0.0 && f.abs() < EXACT_INTEGER_LIMIT {
+            // Exact: `f` is an integer within i128's range.
+            NumberKey::Int(f as i128)
+        } else {
+            NumberKey::Float(f.to_bits())
+        },
+    )
 }
 
 /// A value as compact JSON, cut to [`MAX_SHOWN_BYTES`] (serialisation stops there, so a huge
 /// value costs no more than a small one).
-pub fn shown_value(value: &Value) -> String {
+pub fn shown_value(value: &impl Serialize) -> String {
     let mut out = LimitedWriter {
         bytes: Vec::new(),
         limit: MAX_SHOWN_BYTES,

@@ -9,6 +9,9 @@ use std::time::Instant;
 
 use cutover_harness::Filter;
 
+mod common;
+use common::thread_cpu_time_ns;
+
 const CONFIG: &str = r#"{
   "services": [
     { "name": "chat", "path_prefixes": ["/api/chat", "/api/conversations", "/hubs/chat"],
@@ -84,15 +87,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if cost < 2000.0 { "met" } else { "NOT met" }
     );
     Ok(())
-}
-
-/// This thread's user + system CPU time from /proc (clock ticks of 10 ms: the run is long enough
-/// for that to be precise to about 1%); `None` where /proc is not available.
-fn thread_cpu_time_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on Linux for every architecture this runs on.
-    Some(ticks * 10_000_000)
 }

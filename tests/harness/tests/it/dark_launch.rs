@@ -116,3 +116,42 @@ fn a_reset_shadow_and_a_reset_stream_are_skipped() -> Result<(), Error> {
     assert_eq!(compare_counter(&f, "total"), 2);
     Ok(())
 }
+
+/// The filter's bound (`root::MAX_SHADOWS_IN_FLIGHT`): shadows, and so comparisons, in flight
+/// per VM.
+const MAX_IN_FLIGHT: usize = 10_000;
+
+#[test]
+fn beyond_the_in_flight_bound_a_comparison_is_skipped_and_counted() -> Result<(), Error> {
+    let mut f = Filter::boot(&dark_launch(4096))?;
+    let read = |f: &mut Filter, n: usize| -> Result<(), Error> {
+        let mut s = f.request(&request("GET", "/api/chat/7", &format!("c-{n}")), None)?;
+        s.respond_headers(200, &JSON)?;
+        s.send_response_body(b"{}", true)?;
+        s.finish()
+    };
+    // As many comparisons as the bound, every shadow dispatched and none answered yet.
+    for n in 0..MAX_IN_FLIGHT {
+        read(&mut f, n)?;
+    }
+    f.tick()?;
+    assert_eq!(f.pending_http_calls().len(), MAX_IN_FLIGHT);
+    assert_eq!(compare_counter(&f, "skipped_in_flight_limit"), 0);
+    // One more: not mirrored, its comparison skipped and counted; the client's answer is whole.
+    read(&mut f, MAX_IN_FLIGHT)?;
+    f.tick()?;
+    assert_eq!(f.pending_http_calls().len(), MAX_IN_FLIGHT);
+    assert_eq!(compare_counter(&f, "total"), MAX_IN_FLIGHT as u64 + 1);
+    assert_eq!(compare_counter(&f, "skipped_in_flight_limit"), 1);
+    assert_eq!(f.counter("cutover.chat.shadow_failed_reset"), 1);
+    // A finished comparison frees its place for the next one.
+    let token = f.pending_http_calls()[0].token;
+    f.deliver_http_call_response(token, Some(200), &JSON, b"{}")?;
+    assert_eq!(compare_counter(&f, "equal"), 1);
+    read(&mut f, MAX_IN_FLIGHT + 1)?;
+    f.tick()?;
+    assert_eq!(f.pending_http_calls().len(), MAX_IN_FLIGHT);
+    assert_eq!(compare_counter(&f, "skipped_in_flight_limit"), 1);
+    assert_eq!(compare_counter(&f, "total"), MAX_IN_FLIGHT as u64 + 2);
+    Ok(())
+}
