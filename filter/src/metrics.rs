@@ -1,6 +1,9 @@
 //! Metric names. Every name is `cutover.<service>.<suffix>`; Envoy shows them on `/stats` as
 //! `wasmcustom.cutover.<service>.<suffix>`.
 
+use crate::config::ServiceConfig;
+use std::collections::HashMap;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
     RoutedLegacy,
@@ -135,6 +138,68 @@ pub fn metric_name(service: &str, suffix: &str) -> String {
     format!("cutover.{service}.{suffix}")
 }
 
+/// What Envoy must do for the metrics of a configuration (the glue's hostcalls).
+pub trait MetricsHost {
+    /// Defines counter (`gauge: false`) or gauge `name`; its id, `None` if Envoy refused.
+    fn define(&mut self, name: &str, gauge: bool) -> Option<u32>;
+    fn record(&mut self, id: u32, value: u64);
+}
+
+/// The ids Envoy gave this VM's metrics, by name. The VM outlives plugin configurations (ECDS
+/// updates reuse it) and each name may be defined with Envoy only once.
+#[derive(Debug, Default)]
+pub struct MetricIds(HashMap<String, u32>);
+
+impl MetricIds {
+    fn id(&mut self, name: String, gauge: bool, host: &mut impl MetricsHost) -> Option<u32> {
+        if let Some(id) = self.0.get(&name) {
+            return Some(*id);
+        }
+        let id = host.define(&name, gauge)?;
+        self.0.insert(name, id);
+        Some(id)
+    }
+}
+
+/// The counter ids of one service, indexed by [`Counter::index`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceMetrics {
+    counters: Vec<Option<u32>>,
+}
+
+impl ServiceMetrics {
+    /// Defines (or finds) every metric of `service` and records its gauges.
+    pub fn define(
+        service: &ServiceConfig,
+        ids: &mut MetricIds,
+        host: &mut impl MetricsHost,
+    ) -> Self {
+        let gauges = [
+            (Gauge::NewPercentage, u64::from(service.new_percentage)),
+            (Gauge::UseLegacy, u64::from(service.use_legacy)),
+            (
+                Gauge::DualWriteEnabled,
+                u64::from(service.dual_write.enabled),
+            ),
+        ];
+        for (gauge, value) in gauges {
+            if let Some(id) = ids.id(metric_name(&service.name, gauge.suffix()), true, host) {
+                host.record(id, value);
+            }
+        }
+        let counters = Counter::ALL
+            .iter()
+            .map(|c| ids.id(metric_name(&service.name, c.suffix()), false, host))
+            .collect();
+        Self { counters }
+    }
+
+    /// The id of `counter`, `None` if Envoy refused to define it.
+    pub fn id(&self, counter: Counter) -> Option<u32> {
+        self.counters.get(counter.index()).copied().flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +261,57 @@ mod tests {
             .filter(|c| c.suffix().starts_with("compare_") && *c != Counter::CompareTotal)
             .collect();
         assert_eq!(compare, Counter::COMPARE_OUTCOMES);
+    }
+
+    #[derive(Default)]
+    struct Host {
+        defined: Vec<(String, bool)>,
+        recorded: Vec<(u32, u64)>,
+    }
+
+    impl MetricsHost for Host {
+        fn define(&mut self, name: &str, gauge: bool) -> Option<u32> {
+            // Envoy refuses one name here, to show a refusal costs only that metric.
+            if name.ends_with("no_key") {
+                return None;
+            }
+            self.defined.push((name.to_string(), gauge));
+            u32::try_from(self.defined.len()).ok()
+        }
+        fn record(&mut self, id: u32, value: u64) {
+            self.recorded.push((id, value));
+        }
+    }
+
+    #[test]
+    fn each_metric_is_defined_once_per_vm_and_gauges_recorded_per_configuration() {
+        let config = crate::config::FilterConfig::from_json(
+            br#"{"services":[{"name":"chat","path_prefixes":["/c"],"legacy_cluster":"l",
+                "new_cluster":"n","new_percentage":30,"use_legacy":true}]}"#,
+        )
+        .unwrap();
+        let service = &config.services[0];
+        let (mut ids, mut host) = (MetricIds::default(), Host::default());
+        let first = ServiceMetrics::define(service, &mut ids, &mut host);
+        assert_eq!(
+            host.defined.len(),
+            Gauge::ALL.len() + Counter::ALL.len() - 1
+        );
+        assert_eq!(
+            host.defined[0],
+            ("cutover.chat.new_percentage".into(), true)
+        );
+        assert_eq!(host.recorded, [(1, 30), (2, 1), (3, 0)]);
+        assert_eq!(first.id(Counter::RoutedLegacy), Some(4));
+        assert_eq!(first.id(Counter::NoKey), None);
+        // A new configuration of the same VM: the same ids, no new definitions, fresh gauges.
+        let again = ServiceMetrics::define(service, &mut ids, &mut host);
+        assert_eq!(again, first);
+        assert_eq!(
+            host.defined.len(),
+            Gauge::ALL.len() + Counter::ALL.len() - 1
+        );
+        assert_eq!(host.recorded.len(), 6);
     }
 
     #[test]

@@ -20,12 +20,16 @@
 
 use crate::compare::pending::{reads_shadow_body, shadow_half, Comparisons, Completed, Half};
 use crate::compare::Skip;
-use crate::config::CompareConfig;
-use crate::metrics::Counter;
+use crate::config::{CompareConfig, ConfigError, FilterConfig};
+use crate::metrics::{Counter, MetricIds, MetricsHost, ServiceMetrics};
 use crate::outcome::{classify, needs_body, CallResponse, Outcome, BODY_PREFIX_LEN};
 use crate::shadow::{Dispatched, Settled, ShadowInfo, ShadowRequest, SubmitError, Tracker};
+use crate::stream::Settings;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Tick period while shadows wait to be dispatched.
@@ -36,6 +40,52 @@ pub const SLOW_TICK_MS: u64 = 1_000;
 pub const MAX_SHADOWS_IN_FLIGHT: usize = 10_000;
 /// How long after its timeout an unsettled shadow is forgotten (counted as lost).
 pub const SETTLE_GRACE_MS: u64 = 30_000;
+
+/// One hostcall of [`Shadows::tick_steps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickStep {
+    /// `proxy_set_effective_context`.
+    SwitchTo(u32),
+    /// `proxy_set_tick_period_milliseconds` (0: off).
+    Period(u64),
+}
+
+/// What a root context builds from an accepted configuration: what every request needs, each
+/// service's metric ids (by service index) and the key of the configuration text.
+#[derive(Debug)]
+pub struct Plugin {
+    pub settings: Settings,
+    pub metrics: Vec<Rc<ServiceMetrics>>,
+    pub config_key: u64,
+}
+
+impl Plugin {
+    /// Validates the configuration text and defines its metrics; the error names the field.
+    pub fn configure(
+        bytes: &[u8],
+        ids: &mut MetricIds,
+        host: &mut impl MetricsHost,
+    ) -> Result<Self, ConfigError> {
+        let config = FilterConfig::from_json(bytes)?;
+        let metrics = config
+            .services
+            .iter()
+            .map(|s| Rc::new(ServiceMetrics::define(s, ids, host)))
+            .collect();
+        let mut hasher = DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        Ok(Self {
+            settings: Settings::new(config),
+            metrics,
+            config_key: hasher.finish(),
+        })
+    }
+
+    /// The counter id of service `service`, if Envoy defined it.
+    pub fn counter_id(&self, service: usize, counter: Counter) -> Option<u32> {
+        self.metrics.get(service)?.id(counter)
+    }
+}
 
 /// What the root core asks the glue to do besides its return values.
 pub trait RootEffects<S> {
@@ -404,9 +454,101 @@ impl<S: Clone> Shadows<S> {
         changes
     }
 
+    /// The tick changes as the hostcalls that apply them from context `current`, whose root
+    /// context is `own_root`: `set_tick_period` acts on the effective context's root context,
+    /// so another root context's tick is set after switching to it, and `current` is restored.
+    pub fn tick_steps(&mut self, current: u32, own_root: u32) -> Vec<TickStep> {
+        let mut steps = Vec::new();
+        let mut effective = own_root;
+        for (root, period_ms) in self.tick_changes() {
+            if root != effective {
+                steps.push(TickStep::SwitchTo(root));
+                effective = root;
+            }
+            steps.push(TickStep::Period(period_ms));
+        }
+        if effective != own_root {
+            steps.push(TickStep::SwitchTo(current));
+        }
+        steps
+    }
+
     /// Shadows tracked (submitted and not settled).
     pub fn in_flight(&self) -> usize {
         self.tracker.in_flight()
+    }
+}
+
+/// Envoy's side of a root context's callbacks ([`on_tick`], [`on_call_response`]). The call
+/// reads are associated functions: hostcalls about the call being answered, no state of the glue.
+pub trait RootHost<S>: RootEffects<S> {
+    fn now_ms(&mut self) -> u64;
+    /// Sends `request` to its cluster: Envoy's token, or its refusal, described.
+    fn dispatch(&mut self, request: &ShadowRequest) -> Result<u32, String>;
+    /// The answered call's raw `:status`.
+    fn call_status() -> Option<Vec<u8>>;
+    /// The first `size` bytes of the answered call's body.
+    fn call_body(size: usize) -> Vec<u8>;
+    fn call_headers() -> Vec<(String, Vec<u8>)>;
+    /// Tells Envoy that the calling root context (replaced, drained) is finished; its tick off.
+    fn done(&mut self);
+    fn debug(&mut self, line: fmt::Arguments<'_>);
+}
+
+/// Root context `root` ticks: it dispatches the shadows handed to it, expires lost ones, and
+/// finishes once drained. The shadows are borrowed only between hostcalls, never across one.
+pub fn on_tick<S: Clone>(shadows: &RefCell<Shadows<S>>, root: u32, host: &mut impl RootHost<S>) {
+    let now = host.now_ms();
+    let queue = shadows.borrow_mut().tick(root, now, host);
+    for request in queue {
+        let sent = host.dispatch(&request);
+        let now = host.now_ms();
+        let mut shadows = shadows.borrow_mut();
+        match sent {
+            Ok(token) => shadows.dispatched(request.id, token, request.timeout_ms, now, host),
+            Err(why) => {
+                let cluster = &request.cluster;
+                host.warn(format_args!(
+                    "cutover: cannot dispatch shadow to cluster {cluster}: {why}"
+                ));
+                shadows.dispatch_failed(request.id, host);
+            }
+        }
+    }
+    settle(shadows, root, host);
+}
+
+/// A call dispatched by root context `root` answered, with `headers` response headers (none:
+/// Envoy has no response map, and reading one would fail the hostcall) and `body_size` bytes.
+pub fn on_call_response<S: Clone, H: RootHost<S>>(
+    shadows: &RefCell<Shadows<S>>,
+    root: u32,
+    token: u32,
+    (headers, body_size): (usize, usize),
+    host: &mut H,
+) -> Option<Outcome> {
+    let status = if headers > 0 { H::call_status() } else { None };
+    let now = host.now_ms();
+    let outcome = shadows.borrow_mut().call_response(
+        token,
+        status.as_deref(),
+        body_size,
+        H::call_body,
+        H::call_headers,
+        now,
+        host,
+    );
+    host.debug(format_args!(
+        "cutover: shadow response token={token} root={root} outcome={outcome:?}"
+    ));
+    settle(shadows, root, host);
+    outcome
+}
+
+/// A replaced root context that holds no call any more is finished.
+fn settle<S: Clone>(shadows: &RefCell<Shadows<S>>, root: u32, host: &mut impl RootHost<S>) {
+    if shadows.borrow_mut().finished(root) {
+        host.done();
     }
 }
 
@@ -558,6 +700,111 @@ mod tests {
         assert_eq!(vm.fx.count_of(Counter::ShadowSent), 1);
         assert_eq!(vm.fx.count_of(Counter::ShadowSucceeded), 1);
         assert_eq!(vm.shadows.in_flight(), 0);
+    }
+
+    #[test]
+    fn tick_steps_switch_to_another_root_and_back() {
+        let mut vm = Vm::new();
+        vm.shadows.configure(1, A);
+        vm.shadows.configure(2, B);
+        // Own root only: no switch.
+        vm.submit(1);
+        assert_eq!(
+            vm.shadows.tick_steps(10, 1),
+            [TickStep::Period(FAST_TICK_MS)]
+        );
+        // From an HTTP context (10) of root 1, root 2's tick changes: switch, set, restore.
+        vm.submit(2);
+        assert_eq!(
+            vm.shadows.tick_steps(10, 1),
+            [
+                TickStep::SwitchTo(2),
+                TickStep::Period(FAST_TICK_MS),
+                TickStep::SwitchTo(10)
+            ]
+        );
+        assert_eq!(vm.shadows.tick_steps(10, 1), [], "applied once");
+    }
+
+    thread_local! {
+        /// The call being answered, as the test host's associated functions read it.
+        static CALL: RefCell<(Option<Vec<u8>>, Vec<u8>)> = const { RefCell::new((None, Vec::new())) };
+    }
+
+    /// Envoy for the root callbacks: refuses dispatches to cluster "gone", records `done`.
+    #[derive(Default)]
+    struct Host {
+        fx: Fx,
+        dispatched: Vec<String>,
+        done: usize,
+    }
+
+    impl RootEffects<&'static str> for Host {
+        fn count(&mut self, service: &&'static str, counter: Counter) {
+            self.fx.count(service, counter);
+        }
+        fn warn(&mut self, line: fmt::Arguments<'_>) {
+            self.fx.warn(line);
+        }
+    }
+
+    impl RootHost<&'static str> for Host {
+        fn now_ms(&mut self) -> u64 {
+            5
+        }
+        fn dispatch(&mut self, request: &ShadowRequest) -> Result<u32, String> {
+            if request.cluster == "gone" {
+                return Err("BadArgument".into());
+            }
+            self.dispatched.push(request.cluster.clone());
+            Ok(u32::try_from(self.dispatched.len()).unwrap())
+        }
+        fn call_status() -> Option<Vec<u8>> {
+            CALL.with(|c| c.borrow().0.clone())
+        }
+        fn call_body(size: usize) -> Vec<u8> {
+            CALL.with(|c| c.borrow().1[..size].to_vec())
+        }
+        fn call_headers() -> Vec<(String, Vec<u8>)> {
+            panic!("not compared: headers are not read")
+        }
+        fn done(&mut self) {
+            self.done += 1;
+        }
+        fn debug(&mut self, _: fmt::Arguments<'_>) {}
+    }
+
+    #[test]
+    fn the_root_callbacks_dispatch_classify_and_finish_a_drained_root() {
+        let cell = RefCell::new(Shadows::new(100, 1_000));
+        let mut host = Host::default();
+        cell.borrow_mut().configure(1, A);
+        let submit = |cluster: &str, host: &mut Host| {
+            let mut r = request();
+            r.cluster = cluster.into();
+            cell.borrow_mut()
+                .submit(1, r, info(), "chat", None, 0, host)
+                .unwrap()
+        };
+        submit("chat_legacy", &mut host);
+        submit("gone", &mut host);
+        on_tick(&cell, 1, &mut host);
+        assert_eq!(host.dispatched, ["chat_legacy"]);
+        // The refused one is sent and failed at once, and logged.
+        assert_eq!(host.fx.count_of(Counter::ShadowSent), 2);
+        assert_eq!(host.fx.count_of(Counter::ShadowFailedReset), 1);
+        assert!(host.fx.warnings[0].contains("cluster gone: BadArgument"));
+        // Replaced while the call is in flight: it drains.
+        assert!(!cell.borrow_mut().shutdown(1));
+        // Envoy's own 503 (no headers read without headers: here with them, body prefix read).
+        CALL.with(|c| *c.borrow_mut() = (Some(b"503".to_vec()), b"no healthy upstream".to_vec()));
+        let outcome = on_call_response(&cell, 1, 1, (1, 19), &mut host);
+        assert_eq!(outcome, Some(Outcome::FailedReset));
+        assert_eq!(host.done, 1, "drained: finished");
+        // A token that is not this VM's is ignored, and without headers no status is read.
+        CALL.with(|c| *c.borrow_mut() = (Some(b"200".to_vec()), Vec::new()));
+        assert_eq!(on_call_response(&cell, 1, 99, (0, 0), &mut host), None);
+        assert_eq!(host.fx.outcomes(), 2);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! `make bench-filter`: Envoy with the cutover filter vs the same Envoy (same listener, routes and
 //! clusters) without it, under wrk on loopback, interleaved in one run. Prints requests/s and p99
-//! per round, the medians and their ratios (targets: ≥ 0.90× requests/s, ≤ 1.15× p99).
+//! per round, the medians and their ratios (targets: ≥ 0.90× requests/s, ≤ 1.15× p99), and beside
+//! them Envoy's CPU time per request (user + system, from `/proc/<pid>/stat` before and after each
+//! wrk run, divided by the requests wrk completed): requests/s on these shared machines swing
+//! between rounds, CPU per request much less.
 //!
 //! Env: BENCH_SECONDS (per round and side, default 10), BENCH_ROUNDS (default 3),
 //! BENCH_CONNECTIONS (default 32), BENCH_PACED_RATE (requests/s of the second, fixed-rate phase,
@@ -32,6 +35,38 @@ fn parse_latency(text: &str) -> Option<Duration> {
 struct Run {
     requests_per_second: f64,
     p99: Duration,
+    /// Requests wrk completed.
+    requests: u64,
+}
+
+/// User + system CPU seconds process `pid` used so far (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    // The command name (field 2) is in parentheses and may contain spaces: count after it.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no field {} in /proc/{pid}/stat: {stat}", i + 3))
+            as f64
+    };
+    // fields[0] is field 3 (state): utime is field 14, stime field 15.
+    (ticks(11) + ticks(12)) / ticks_per_second
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`).
+fn clock_ticks_per_second() -> f64 {
+    let output = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("run getconf CLK_TCK");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("getconf CLK_TCK prints a number")
 }
 
 fn wrk(url: &str, script: &std::path::Path, seconds: u64, connections: u64) -> Run {
@@ -75,9 +110,16 @@ fn wrk(url: &str, script: &std::path::Path, seconds: u64, connections: u64) -> R
                 .and_then(|v| parse_latency(v.trim()))
         })
         .unwrap_or_else(|| panic!("no 99% latency in wrk output:\n{text}"));
+    // "  123456 requests in 10.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request total in wrk output:\n{text}"));
     Run {
         requests_per_second,
         p99,
+        requests,
     }
 }
 
@@ -140,24 +182,31 @@ fn main() {
             connections,
         );
     }
+    let ticks_per_second = clock_ticks_per_second();
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    let mut cpu_us: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     for round in 1..=rounds {
         let mut line = format!("round {round}:");
         for (i, (label, envoy)) in sides.iter().enumerate() {
+            let pid = envoy.pid().expect("Envoy runs");
+            let cpu_before = cpu_seconds(pid, ticks_per_second);
             let run = wrk(
                 &format!("{}/", envoy.listener_url()),
                 &script,
                 seconds,
                 connections,
             );
+            let cpu = cpu_seconds(pid, ticks_per_second) - cpu_before;
+            let run_cpu_us = cpu * 1e6 / run.requests.max(1) as f64;
             let run_p99 = run.p99.as_secs_f64() * 1e3;
             line += &format!(
-                " | {label} {:.0} req/s p99 {run_p99:.2} ms",
+                " | {label} {:.0} req/s p99 {run_p99:.2} ms CPU {run_cpu_us:.1} µs/req",
                 run.requests_per_second
             );
             rps[i].push(run.requests_per_second);
             p99[i].push(run_p99);
+            cpu_us[i].push(run_cpu_us);
         }
         println!("{line}");
     }
@@ -168,15 +217,30 @@ fn main() {
         routed > 0 || !path.starts_with("/api/chat"),
         "the filter routed none of the load"
     );
-    let medians: Vec<(f64, f64)> = (0..sides.len())
-        .map(|i| (median_f64(rps[i].clone()), median_f64(p99[i].clone())))
+    let medians: Vec<(f64, f64, f64)> = (0..sides.len())
+        .map(|i| {
+            (
+                median_f64(rps[i].clone()),
+                median_f64(p99[i].clone()),
+                median_f64(cpu_us[i].clone()),
+            )
+        })
         .collect();
     for (i, (label, _)) in sides.iter().enumerate() {
         println!(
-            "median {label:<18} {:>9.0} req/s  p99 {:>7.2} ms",
-            medians[i].0, medians[i].1
+            "median {label:<18} {:>9.0} req/s  p99 {:>7.2} ms  Envoy CPU {:>6.1} µs/request",
+            medians[i].0, medians[i].1, medians[i].2
         );
     }
+    println!(
+        "Envoy CPU per request cutover/none: {:.3}{}",
+        medians[0].2 / medians[1].2,
+        if sides.len() > 2 {
+            format!(", no-op wasm/none: {:.3}", medians[2].2 / medians[1].2)
+        } else {
+            String::new()
+        }
+    );
     let rps_ratio = medians[0].0 / medians[1].0;
     let p99_ratio = medians[0].1 / medians[1].1;
     println!(

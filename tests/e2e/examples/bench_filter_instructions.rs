@@ -9,8 +9,13 @@
 //! `GET /api/chat/rooms/1/messages` with distinct `x-correlation-id`s; the dump's total divided
 //! by the requests is the figure.
 //!
-//! Env: `ENVOY_BIN`, `CUTOVER_WASM`, `BENCH_NOOP_WASM` (tests/e2e/noop-filter), `BENCH_REQUESTS`
-//! (3000), `BENCH_WARMUP` (300), `BENCH_SIDES` (comma-separated subset of the side names below).
+//! Side `hostcalls` (only when named in `BENCH_SIDES`) is the breakdown: one Envoy under callgrind
+//! with a listener per entry of [`PROBES`], each running tests/e2e/hostcall-probe with that list
+//! of host calls; each row is its instructions per request minus the empty list's.
+//!
+//! Env: `ENVOY_BIN`, `CUTOVER_WASM`, `BENCH_NOOP_WASM` (tests/e2e/noop-filter), `BENCH_PROBE_WASM`
+//! (tests/e2e/hostcall-probe), `BENCH_REQUESTS` (3000), `BENCH_WARMUP` (300), `BENCH_SIDES`
+//! (comma-separated subset of the side names below, plus `hostcalls`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,8 +31,9 @@ use serde_json::{json, Value};
 const PATH: &str = "/api/chat/rooms/1/messages";
 const UNMATCHED_PATH: &str = "/static/app.js";
 const CLUSTER_HEADER: &str = "x-cutover-cluster";
-/// Under valgrind Envoy needs ~40 s to become ready on an idle machine, minutes on a loaded one.
-const READY_TIMEOUT: Duration = Duration::from_secs(900);
+/// Under valgrind Envoy needs ~40 s to become ready on an idle machine; more than 15 minutes
+/// were seen at load average 15.
+const READY_TIMEOUT: Duration = Duration::from_secs(2400);
 
 /// The Lua peer: the same decision as the filter (murmur3 x86 32 in LuaJIT's `bit` library,
 /// Unleash bucket of "chat:<key>", 50 %), the same request and response headers.
@@ -177,14 +183,82 @@ const SIDES: [Side; 8] = [
     },
 ];
 
-fn bootstrap(side: &Side, noop: &Path, listener: u16, admin: u16, upstream: u16) -> Value {
-    let cluster = |name: &str| {
-        json!({
-            "name": name, "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}
+/// The side (named only on request) that measures single host calls.
+const PROBE_SIDE: &str = "hostcalls";
+
+/// The host-call lists of side `hostcalls` (tests/e2e/hostcall-probe), the empty one first.
+const PROBES: &[&str] = &[
+    "",
+    "get:x-correlation-id",
+    "get:x-absent",
+    "get::path get:x-correlation-id",
+    "get::path get:x-correlation-id get:x-request-id",
+    "map",
+    "rawmap",
+    "remove:x-cutover-shadow",
+    "add:x-routed-to=new",
+    "set:x-routed-to=new",
+    "add:x-routed-to=new add:x-cutover-cluster=chat_new",
+    "set:x-routed-to=new set:x-cutover-cluster=chat_new",
+    "count",
+    "resp-add:x-routed-to=new",
+    "resp-set:x-routed-to=new",
+    "resp-add:x-routed-to=new resp-add:x-traffic-percentage=50 resp-add:x-chat-legacy=false",
+    "resp-set:x-routed-to=new resp-set:x-traffic-percentage=50 resp-set:x-chat-legacy=false",
+    "rewrite:x-cutover-cluster=chat_new,x-routed-to=new",
+    "resp-rewrite:x-routed-to=new,x-traffic-percentage=50,x-chat-legacy=false",
+    // Today's filter on a matched GET, as bare host calls.
+    "remove:x-cutover-shadow get::path get:x-correlation-id get:x-request-id count \
+     set:x-cutover-cluster=chat_new set:x-routed-to=new resp-set:x-routed-to=new \
+     resp-set:x-traffic-percentage=50 resp-set:x-chat-legacy=false",
+];
+
+fn upstream_cluster(name: &str, upstream: u16) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}
+    })
+}
+
+/// The routes of every side but `route-config`: by the cluster header, else legacy.
+fn cluster_header_routes() -> Value {
+    json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+        {"name": "by_cluster_header",
+            "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": true}]},
+            "route": {"cluster_header": CLUSTER_HEADER}},
+        {"name": "unmatched", "match": {"prefix": "/"}, "route": {"cluster": "chat_legacy"}}]}]})
+}
+
+fn router() -> Value {
+    json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+}
+
+/// Side `hostcalls`: one listener per probe list, on `listeners` (same order as [`PROBES`]).
+fn probe_bootstrap(probe: &Path, listeners: &[u16], admin: u16, upstream: u16) -> Value {
+    let listeners: Vec<Value> = listeners
+        .iter()
+        .zip(PROBES)
+        .map(|(port, ops)| {
+            let mut typed_config = wasm_typed_config(probe, &json!({}), None);
+            typed_config["config"]["configuration"]["value"] = json!(ops);
+            let filter = json!({"name": "cutover", "typed_config": typed_config});
+            listener_json(*port, cluster_header_routes(), vec![filter, router()])
         })
-    };
+        .collect();
+    json!({
+        "node": {"id": "bench", "cluster": "bench"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [upstream_cluster("chat_legacy", upstream), upstream_cluster("chat_new", upstream)]
+        }
+    })
+}
+
+fn bootstrap(side: &Side, noop: &Path, listener: u16, admin: u16, upstream: u16) -> Value {
+    let cluster = |name: &str| upstream_cluster(name, upstream);
     let mut unmatched =
         json!({"name": "unmatched", "match": {"prefix": "/"}, "route": {"cluster": "chat_legacy"}});
     if side.disable_on_unmatched {
@@ -206,12 +280,9 @@ fn bootstrap(side: &Side, noop: &Path, listener: u16, admin: u16, upstream: u16)
             unmatched,
         ]
     } else {
-        vec![
-            json!({"name": "by_cluster_header",
-                "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": true}]},
-                "route": {"cluster_header": CLUSTER_HEADER}}),
-            unmatched,
-        ]
+        let mut routes = cluster_header_routes()["virtual_hosts"][0]["routes"].clone();
+        routes[1] = unmatched;
+        routes.as_array().cloned().unwrap_or_default()
     };
     let mut filters = Vec::new();
     match side.filter {
@@ -224,10 +295,7 @@ fn bootstrap(side: &Side, noop: &Path, listener: u16, admin: u16, upstream: u16)
         Filter::Cutover { services } => filters.push(json!({"name": "cutover",
             "typed_config": wasm_typed_config(&filter_wasm(), &cutover_config(services), None)})),
     }
-    filters.push(
-        json!({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
-    );
+    filters.push(router());
     json!({
         "node": {"id": "bench", "cluster": "bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
@@ -311,14 +379,9 @@ fn key(i: usize) -> String {
     format!("user-{i:06}")
 }
 
-/// Instructions per request of one side.
-fn measure(side: &Side, noop: &Path, upstream: u16, requests: usize, warmup: usize) -> f64 {
-    let dir = new_workdir();
-    let (listener, admin) = (free_port(), free_port());
-    write_json(
-        &dir.join("bootstrap.json"),
-        &bootstrap(side, noop, listener, admin, upstream),
-    );
+/// Envoy under callgrind on `bootstrap`, ready.
+fn start_under_callgrind(dir: &Path, bootstrap: &Value, admin: u16) -> Process {
+    write_json(&dir.join("bootstrap.json"), bootstrap);
     let envoy = envoy_bin();
     let envoy = envoy.to_str().expect("Envoy path is UTF-8");
     let mut process = spawn(
@@ -336,14 +399,38 @@ fn measure(side: &Side, noop: &Path, upstream: u16, requests: usize, warmup: usi
             "--log-level",
             "warn",
         ],
-        &dir,
+        dir,
         "envoy.log",
     );
-    wait_ready(admin, &mut process, &dir);
+    wait_ready(admin, &mut process, dir);
+    process
+}
+
+/// Instructions per request of `requests` calls of `send`: counters zeroed before, dumped after.
+fn counted(process: &Process, dir: &Path, requests: usize, send: impl FnMut(usize)) -> f64 {
     let pid = process.0.id().to_string();
-    // The first request through a Wasm filter compiles it in V8, which takes minutes under valgrind.
-    let mut client =
-        HttpClient::new(&format!("http://127.0.0.1:{listener}")).with_timeout(READY_TIMEOUT);
+    callgrind_control(&["-z", &pid]);
+    (0..requests).for_each(send);
+    callgrind_control(&["-d", &pid]);
+    dumped_total(dir, &pid) as f64 / requests as f64
+}
+
+/// A keep-alive client of `listener`; the first request through a Wasm filter compiles it in V8,
+/// which takes minutes under valgrind.
+fn bench_client(listener: u16) -> HttpClient {
+    HttpClient::new(&format!("http://127.0.0.1:{listener}")).with_timeout(READY_TIMEOUT)
+}
+
+/// Instructions per request of one side.
+fn measure(side: &Side, noop: &Path, upstream: u16, requests: usize, warmup: usize) -> f64 {
+    let dir = new_workdir();
+    let (listener, admin) = (free_port(), free_port());
+    let process = start_under_callgrind(
+        &dir,
+        &bootstrap(side, noop, listener, admin, upstream),
+        admin,
+    );
+    let mut client = bench_client(listener);
     let mut send = |i: usize| {
         let key = key(i);
         let response = client.get_with(side.path, &[("x-correlation-id", key.as_bytes())]);
@@ -368,15 +455,48 @@ fn measure(side: &Side, noop: &Path, upstream: u16, requests: usize, warmup: usi
             );
         }
     }
-    callgrind_control(&["-z", &pid]);
-    for i in warmup..warmup + requests {
-        send(i);
-    }
-    callgrind_control(&["-d", &pid]);
-    let total = dumped_total(&dir, &pid);
+    let per_request = counted(&process, &dir, requests, |i| {
+        send(warmup + i);
+    });
     drop(process);
     let _ = fs::remove_dir_all(&dir);
-    total as f64 / requests as f64
+    per_request
+}
+
+/// Side `hostcalls`: instructions per request of each probe list, minus the empty list's.
+fn measure_probes(probe: &Path, upstream: u16, requests: usize, warmup: usize) {
+    let dir = new_workdir();
+    let listeners: Vec<u16> = PROBES.iter().map(|_| free_port()).collect();
+    let admin = free_port();
+    let process = start_under_callgrind(
+        &dir,
+        &probe_bootstrap(probe, &listeners, admin, upstream),
+        admin,
+    );
+    println!(
+        "| host calls (tests/e2e/hostcall-probe) | instructions / request | above the empty list |"
+    );
+    println!("|---|---|---|");
+    let mut floor = None;
+    for (ops, listener) in PROBES.iter().zip(&listeners) {
+        let mut client = bench_client(*listener);
+        let mut send = |i: usize| {
+            let key = key(i);
+            let response = client.get_with(PATH, &[("x-correlation-id", key.as_bytes())]);
+            assert_eq!(response.status, 200, "probe {ops:?}: status of request {i}");
+        };
+        (0..warmup).for_each(&mut send);
+        let per_request = counted(&process, &dir, requests, |i| send(warmup + i));
+        let floor = *floor.get_or_insert(per_request);
+        let label = if ops.is_empty() { "(none)" } else { ops };
+        println!(
+            "| `{label}` | {:.1}k | {:+.1}k |",
+            per_request / 1000.0,
+            (per_request - floor) / 1000.0
+        );
+    }
+    drop(process);
+    let _ = fs::remove_dir_all(&dir);
 }
 
 fn callgrind_control(args: &[&str]) {
@@ -389,7 +509,8 @@ fn callgrind_control(args: &[&str]) {
     assert!(status.success(), "callgrind_control {args:?} failed");
 }
 
-/// The instruction total of the dump `callgrind_control -d` wrote (`callgrind.out.<pid>.<n>`).
+/// The instruction total of the dump `callgrind_control -d` wrote (`callgrind.out.<pid>.<n>`),
+/// which is then removed.
 fn dumped_total(dir: &Path, pid: &str) -> u64 {
     let prefix = format!("callgrind.out.{pid}.");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -403,17 +524,19 @@ fn dumped_total(dir: &Path, pid: &str) -> u64 {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with(&prefix))
             });
-        if let Some(total) = dump
-            .and_then(|p| fs::read_to_string(p).ok())
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| {
-                        l.strip_prefix("totals:")
-                            .or_else(|| l.strip_prefix("summary:"))
-                    })
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-        {
+        let total = dump.as_ref().and_then(|p| {
+            fs::read_to_string(p)
+                .ok()?
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("totals:")
+                        .or_else(|| l.strip_prefix("summary:"))
+                })
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        });
+        if let (Some(path), Some(total)) = (dump, total) {
+            // Each dump is read once: the next `callgrind_control -d` writes the next number.
+            let _ = fs::remove_file(path);
             return total;
         }
         assert!(
@@ -439,7 +562,7 @@ fn main() {
     if let Some(wanted) = &wanted {
         for name in wanted {
             assert!(
-                SIDES.iter().any(|s| s.name == name),
+                name == PROBE_SIDE || SIDES.iter().any(|s| s.name == name),
                 "BENCH_SIDES: unknown side {name:?}"
             );
         }
@@ -455,8 +578,7 @@ fn main() {
             "static_resources": {"listeners": [listener_json(upstream,
                 json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
                     "direct_response": {"status": 200, "body": {"inline_string": "{\"messages\":[]}"}}}]}]}),
-                vec![json!({"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})])]}
+                vec![router()])]}
         }),
     );
     let mut upstream_process = spawn(
@@ -492,6 +614,15 @@ fn main() {
             side.path,
             per_request / 1000.0
         );
+    }
+    if wanted
+        .as_ref()
+        .is_some_and(|w| w.iter().any(|n| n == PROBE_SIDE))
+    {
+        let probe = PathBuf::from(std::env::var_os("BENCH_PROBE_WASM").expect(
+            "BENCH_PROBE_WASM: the host-call probe (scripts/bench-filter-instructions builds it)",
+        ));
+        measure_probes(&probe, upstream, requests, warmup);
     }
     drop(upstream_process);
     let _ = fs::remove_dir_all(&upstream_dir);
