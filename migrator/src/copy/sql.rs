@@ -305,10 +305,17 @@ mod tests {
             sql.contains(r#"OR ((cur."email", cur."updated_at") IS DISTINCT FROM (s."email", s."updated_at") AND (cur."updated_at" > s."updated_at") IS NOT TRUE))"#),
             "{sql}"
         );
-        assert!(sql.contains(r#"WHERE cur."updated_at" > s."updated_at")"#), "{sql}");
-        assert!(dry_run_counts(&t, "st").contains(r#"AND (cur."updated_at" > s."updated_at") IS NOT TRUE"#));
+        assert!(
+            sql.contains(r#"WHERE cur."updated_at" > s."updated_at")"#),
+            "{sql}"
+        );
+        assert!(dry_run_counts(&t, "st")
+            .contains(r#"AND (cur."updated_at" > s."updated_at") IS NOT TRUE"#));
         let unguarded = upsert(&table(&["id", "email"]), "st", None);
-        assert!(!unguarded.contains("IS NOT TRUE") && unguarded.contains(", CAST(0 AS int8), coalesce"), "{unguarded}");
+        assert!(
+            !unguarded.contains("IS NOT TRUE") && unguarded.contains(", CAST(0 AS int8), coalesce"),
+            "{unguarded}"
+        );
     }
 
     #[test]

@@ -421,12 +421,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rollout-gates-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("cutover.json");
-        let passed = |percentage| LastGate { percentage, passed: true, at: now() };
+        let passed = |percentage| LastGate {
+            percentage,
+            passed: true,
+            at: now(),
+        };
         save(&file, &mut run_state("chat", Some(passed(100)))).unwrap();
         save(&file, &mut run_state("orchestration", Some(passed(50)))).unwrap();
         let chat = last_gate(&file, "chat").expect("chat's gate kept");
         assert!(chat.passed && chat.percentage == 100);
-        assert_eq!(last_gate(&file, "orchestration").map(|g| g.percentage), Some(50));
+        assert_eq!(
+            last_gate(&file, "orchestration").map(|g| g.percentage),
+            Some(50)
+        );
         assert!(last_gate(&file, "search").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }

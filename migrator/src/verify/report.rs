@@ -134,7 +134,8 @@ impl TableReport {
     }
 
     pub fn differences(&self) -> u64 {
-        (self.missing.len() + self.extra.len() + self.changed.len() + self.target_newer.len()) as u64
+        (self.missing.len() + self.extra.len() + self.changed.len() + self.target_newer.len())
+            as u64
     }
 }
 

@@ -22,14 +22,21 @@ fn copy_refuses_once_the_target_has_taken_over() {
     env.run(&["copy"]).assert_code(0);
     let status = env.run(&["takeover", "status"]);
     status.assert_code(0);
-    assert!(status.stdout.contains("has not taken over"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("has not taken over"),
+        "{}",
+        status.stdout
+    );
     env.run(&["takeover", "mark"]).assert_code(0);
     env.run(&["takeover", "mark"]).assert_code(0); // idempotent
 
     // An edit made only on new after the cutover.
     let mut target = env.target_client();
     let id: String = target
-        .query_one("SELECT id::text FROM chat.messages ORDER BY id LIMIT 1", &[])
+        .query_one(
+            "SELECT id::text FROM chat.messages ORDER BY id LIMIT 1",
+            &[],
+        )
         .unwrap()
         .get(0);
     target
@@ -56,7 +63,8 @@ fn copy_refuses_once_the_target_has_taken_over() {
         let refused = env.run(args);
         refused.assert_code(migrator::error::exit::TAKEN_OVER.into());
         assert!(
-            refused.stderr.contains(&env.target.name) && refused.stderr.contains("--after-takeover"),
+            refused.stderr.contains(&env.target.name)
+                && refused.stderr.contains("--after-takeover"),
             "{}",
             refused.stderr
         );
@@ -64,12 +72,7 @@ fn copy_refuses_once_the_target_has_taken_over() {
     assert_eq!(message_content(&env, &id), "re-posted on new");
 
     // Prune never runs on a target that has taken over, not even with --after-takeover.
-    let prune = env.run(&[
-        "copy",
-        "--prune",
-        "--no-target-writes",
-        "--after-takeover",
-    ]);
+    let prune = env.run(&["copy", "--prune", "--no-target-writes", "--after-takeover"]);
     prune.assert_code(2);
     assert!(prune.stderr.contains("--prune refused"), "{}", prune.stderr);
     assert_eq!(message_content(&env, &id), "re-posted on new");

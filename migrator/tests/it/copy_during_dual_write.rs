@@ -95,9 +95,8 @@ fn target_title(env: &Env, id: &str) -> String {
 fn a_dual_written_update_after_copy_read_the_source_is_kept() {
     let env = Env::new("mig_dual_guard", 40);
     env.run(&["copy"]).assert_code(0);
-    let unguarded_plan = tempfile_plan(
-        &migrator::plan::SHIPPED_PLAN.replace("version = \"updated_at\"\n", ""),
-    );
+    let unguarded_plan =
+        tempfile_plan(&migrator::plan::SHIPPED_PLAN.replace("version = \"updated_at\"\n", ""));
     for (guarded, plan) in [(true, None), (false, Some(unguarded_plan.path()))] {
         let (a, user) = first_conversation(&env);
         let n = if guarded {
@@ -229,7 +228,9 @@ fn verify_reports_target_newer_rows_and_copy_keeps_them() {
     let text = env.run(&["verify"]);
     text.assert_code(1);
     assert!(
-        text.stdout.lines().any(|l| l.trim_start().starts_with("newer") && l.contains(&a)),
+        text.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("newer") && l.contains(&a)),
         "{}",
         text.stdout
     );

@@ -35,9 +35,7 @@ fn steady_writer(env: &Env, avoid: String, stop: Arc<AtomicBool>) -> thread::Joi
             let sql = |table: &str| {
                 format!("UPDATE {table} SET password_hash = $1 WHERE id = CAST(CAST($2 AS text) AS uuid)")
             };
-            source
-                .execute(&sql("legacy.users"), &[&value, id])
-                .unwrap();
+            source.execute(&sql("legacy.users"), &[&value, id]).unwrap();
             thread::sleep(Duration::from_millis(10));
             target.execute(&sql("auth.users"), &[&value, id]).unwrap();
             writes += 1;
@@ -109,7 +107,10 @@ fn settle_reports_only_persistent_differences_under_live_writes() {
     // The writes done, a plain verify agrees: the drift is the only difference.
     let plain = env.run(&["verify", "--tables", "users", "--format", "json"]);
     plain.assert_code(1);
-    assert_eq!(users_report(&plain.json())["changed"][0]["key"], drifted.as_str());
+    assert_eq!(
+        users_report(&plain.json())["changed"][0]["key"],
+        drifted.as_str()
+    );
     assert_eq!(plain.json()["differences"], 1);
 }
 

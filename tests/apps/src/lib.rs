@@ -126,19 +126,20 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let addr = listener.local_addr().map_err(AppError::Serve)?;
     let fault = std::sync::Arc::new(fault::Fault::default());
     let admin = match cli.admin_listen {
-        Some(admin_addr) => Some(
-            tokio::net::TcpListener::bind(admin_addr)
-                .await
-                .map_err(|source| AppError::Bind {
-                    addr: admin_addr,
-                    source,
-                })?,
-        ),
+        Some(admin_addr) => Some(tokio::net::TcpListener::bind(admin_addr).await.map_err(
+            |source| AppError::Bind {
+                addr: admin_addr,
+                source,
+            },
+        )?),
         None => None,
     };
     println!("{LISTENING_PREFIX}{addr}");
     if let Some(admin) = admin {
-        println!("{ADMIN_PREFIX}{}", admin.local_addr().map_err(AppError::Serve)?);
+        println!(
+            "{ADMIN_PREFIX}{}",
+            admin.local_addr().map_err(AppError::Serve)?
+        );
         let router = fault::admin_router(fault.clone());
         tokio::spawn(async move { axum::serve(admin, router).await });
     }

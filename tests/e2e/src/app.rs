@@ -129,8 +129,8 @@ impl App {
                 .ok()
                 .and_then(|line| line.strip_prefix(prefix)?.parse().ok())
         };
-        let addr = announced(LISTENING_PREFIX)
-            .and_then(|addr| Some((addr, announced(ADMIN_PREFIX)?)));
+        let addr =
+            announced(LISTENING_PREFIX).and_then(|addr| Some((addr, announced(ADMIN_PREFIX)?)));
         match addr {
             Some((addr, admin_addr)) => Ok(App {
                 child: Some(child),
@@ -178,7 +178,12 @@ impl App {
             &[("content-type", b"application/json")],
             body.as_bytes(),
         );
-        assert_eq!(response.status, 200, "set the fault: {}", response.body_text());
+        assert_eq!(
+            response.status,
+            200,
+            "set the fault: {}",
+            response.body_text()
+        );
     }
 
     /// The service's own database.

@@ -237,5 +237,8 @@ fn every_bootstrap_stamps_the_request_time_before_the_cutover_filter() {
         );
         checked += 1;
     }
-    assert!(checked >= 3, "demo.yaml, demo-ecds.yaml and production-template.yaml checked");
+    assert!(
+        checked >= 3,
+        "demo.yaml, demo-ecds.yaml and production-template.yaml checked"
+    );
 }

@@ -386,7 +386,10 @@ fn a_failed_shadow_is_repaired_in_both_directions() {
         });
         let ledger = traffic.stop();
         let (sent, succeeded) = settle_shadows(&envoy);
-        assert!(sent > 0 && succeeded == 0, "{primary} primary: every shadow failed ({succeeded} of {sent} succeeded)");
+        assert!(
+            sent > 0 && succeeded == 0,
+            "{primary} primary: every shadow failed ({succeeded} of {sent} succeeded)"
+        );
         assert!(ledger.failures().is_empty(), "{:?}", ledger.failures());
         assert_eq!(ledger.acks_served_by(primary), ledger.acks().len());
         let expected = ledger.expected();
@@ -410,9 +413,15 @@ fn a_failed_shadow_is_repaired_in_both_directions() {
         assert_eq!(code, 0, "{primary} primary: repair copy: {stdout}{stderr}");
 
         let (code, report) = verify_exit(plan, source, target);
-        assert_eq!(code, 0, "{primary} primary: verify after the repair: {report}");
+        assert_eq!(
+            code, 0,
+            "{primary} primary: verify after the repair: {report}"
+        );
         let (code, report) = verify_exit(None, &legacy_url, &new_url);
-        assert_eq!(code, 0, "{primary} primary: forward verify after the repair: {report}");
+        assert_eq!(
+            code, 0,
+            "{primary} primary: forward verify after the repair: {report}"
+        );
         for (side, app) in [("legacy", &legacy), ("new", &new)] {
             let missing = expected.differences(&load(app));
             assert!(
