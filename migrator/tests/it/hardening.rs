@@ -186,7 +186,8 @@ mod secrets {
         let _ = std::fs::remove_file(&pgpass);
     }
 
-    /// A fake Envoy admin endpoint answering `answers` requests with an empty stats document.
+    /// A fake Envoy admin endpoint answering up to `answers` requests (any path) with an empty stats
+    /// document; cutover-verify asks for stats, its config dump and clusters, so allow plenty.
     fn fake_admin(answers: usize) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -240,7 +241,7 @@ mod secrets {
         for format in ["text", "json"] {
             let admin = format!(
                 "http://admin:AdminPw-3@127.0.0.1:{}?token=T0ken-4",
-                fake_admin(2)
+                fake_admin(32)
             );
             for out in run_both_ways(
                 &[
