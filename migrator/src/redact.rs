@@ -58,49 +58,78 @@ pub fn scrub(text: &str) -> String {
 }
 
 /// `conn` (a URL or a `key=value` connection string) rendered without its secrets; the secrets
-/// are also registered for [`scrub`]. Text that is neither is not shown at all.
+/// are also registered for [`scrub`]. A URL keeps its user name, its password and every secret
+/// query parameter become `***`; a `user:password@host` without a scheme is shown from the host
+/// on; other text is not shown at all.
 pub fn url(conn: &str) -> String {
     register(conn);
-    if let Ok(mut parsed) = url::Url::parse(conn) {
-        if parsed.password().is_some() {
-            let _ = parsed.set_password(Some(MASK));
-        }
-        if parsed.query().is_some() {
-            let pairs: Vec<(String, String)> = parsed
-                .query_pairs()
+    match url::Url::parse(conn) {
+        Ok(parsed) if parsed.has_host() => masked_url(conn, parsed),
+        _ => match keyword_pairs(conn) {
+            Some(pairs) if !pairs.is_empty() => pairs
+                .iter()
                 .map(|(k, v)| {
-                    let v = if is_secret_key(&k) {
-                        MASK.to_string()
+                    if is_secret_key(k) {
+                        format!("{k}={MASK}")
                     } else {
-                        v.into_owned()
-                    };
-                    (k.into_owned(), v)
+                        format!("{k}={}", quote_keyword_value(v))
+                    }
                 })
-                .collect();
-            parsed.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        return parsed.to_string();
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => without_user_info(conn)
+                .unwrap_or_else(|| "<unparseable connection string>".to_string()),
+        },
     }
-    match keyword_pairs(conn) {
-        Some(pairs) if !pairs.is_empty() => pairs
-            .iter()
+}
+
+fn masked_url(conn: &str, mut parsed: url::Url) -> String {
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some(MASK));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
             .map(|(k, v)| {
-                if is_secret_key(k) {
-                    format!("{k}={MASK}")
+                let v = if is_secret_key(&k) {
+                    MASK.to_string()
                 } else {
-                    format!("{k}={}", quote_keyword_value(v))
-                }
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
             })
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => "<unparseable connection string>".to_string(),
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
+    let shown = parsed.to_string();
+    // The parser adds a root path to `http://host:port`; show the URL as it was given.
+    match shown.strip_suffix('/') {
+        Some(trimmed) if !conn.ends_with('/') && parsed.path() == "/" => trimmed.to_string(),
+        _ => shown,
+    }
+}
+
+/// `host:port/…` of an address written without a scheme (`admin:pw@host:9901`), or `None` for text
+/// that is not one word.
+fn without_user_info(text: &str) -> Option<String> {
+    if text.is_empty() || text.contains(char::is_whitespace) {
+        return None;
+    }
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!("{scheme}{host}{tail}"))
 }
 
 /// The secrets a URL or `key=value` connection string carries, as written.
 fn secrets_of(conn: &str) -> Vec<String> {
     let mut out = Vec::new();
-    if let Ok(parsed) = url::Url::parse(conn) {
+    let with_host = url::Url::parse(conn).ok().filter(url::Url::has_host);
+    if let Some(parsed) = with_host {
         if let Some(password) = parsed.password() {
             out.push(password.to_string());
         }
@@ -124,6 +153,12 @@ fn secrets_of(conn: &str) -> Vec<String> {
                 .filter(|(k, _)| is_secret_key(k))
                 .map(|(_, v)| v),
         );
+    } else if let Some((user_info, _)) = conn.split_once('@') {
+        // `user:password@host` without a scheme.
+        let user_info = user_info.rsplit("://").next().unwrap_or(user_info);
+        if let Some((_, password)) = user_info.split_once(':') {
+            out.push(password.to_string());
+        }
     }
     out.retain(|s| !s.is_empty());
     out
@@ -262,6 +297,20 @@ mod tests {
         );
         let http = url("http://admin:pw123@127.0.0.1:9901/?token=t0k");
         assert_eq!(http, "http://admin:***@127.0.0.1:9901/?token=***");
+        // Given without a path, shown without one.
+        assert_eq!(url("http://127.0.0.1:9901"), "http://127.0.0.1:9901");
+        assert_eq!(url("https://u@envoy:9901"), "https://u@envoy:9901");
+        assert_eq!(
+            url("http://a:Pw9@h:9901?Token=T1&filter=x"),
+            "http://a:***@h:9901/?Token=***&filter=x"
+        );
+    }
+
+    #[test]
+    fn an_address_without_a_scheme_is_shown_from_its_host() {
+        assert_eq!(url("admin:Pw7@127.0.0.1:9901"), "127.0.0.1:9901");
+        assert_eq!(url("127.0.0.1:9901/stats"), "127.0.0.1:9901/stats");
+        assert!(!scrub("error near admin:Pw7@").contains("Pw7"));
     }
 
     #[test]

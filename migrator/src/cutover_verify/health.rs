@@ -127,7 +127,7 @@ pub fn unreachable_side(service: &str, side: Side, path: &str, reason: &str) -> 
 /// was routed to that side.
 pub async fn side_check(client: &http::Client, service: &str, request: &SideRequest) -> Check {
     let side = request.side.as_str();
-    let shown = http::redact_url(&request.url);
+    let shown = crate::redact::url(&request.url);
     let answer = client
         .get_with_headers(&request.url, &request.headers)
         .await;

@@ -126,7 +126,7 @@ impl Client {
         headers: &[(String, String)],
     ) -> Result<Response, HttpError> {
         let parsed = parse_url(url)?;
-        let shown = redact_url(url);
+        let shown = crate::redact::url(url);
         let timeout = self.options.timeout;
         let limit = self.options.max_body_bytes;
         let classify = |e: reqwest::Error| -> HttpError {
@@ -201,15 +201,31 @@ impl Client {
     }
 }
 
-/// `base` joined with `path_and_query` (which starts with `/`).
+/// `base` with `path_and_query` (which starts with `/`) appended to its path; a query of `base`
+/// (such as a token for a proxy in front of the admin endpoint) is kept and comes first.
 pub fn join(base: &str, path_and_query: &str) -> String {
-    format!("{}{}", base.trim_end_matches('/'), path_and_query)
+    let Some(mut url) = url::Url::parse(base).ok().filter(url::Url::has_host) else {
+        // Not a URL the client would accept anyway (see `parse_url`): its error names it.
+        return format!("{}{}", base.trim_end_matches('/'), path_and_query);
+    };
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let joined = format!("{}{path}", url.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    let query = [url.query().unwrap_or_default(), query]
+        .into_iter()
+        .filter(|q| !q.is_empty())
+        .collect::<Vec<_>>()
+        .join("&");
+    url.set_query((!query.is_empty()).then_some(query.as_str()));
+    url.to_string()
 }
 
 /// Checks that `url` is an absolute `http://` or `https://` URL with a host.
 pub fn parse_url(url: &str) -> Result<url::Url, HttpError> {
     let invalid = |reason: &str| HttpError::InvalidUrl {
-        url: redact_url(url),
+        url: crate::redact::url(url),
         reason: reason.to_string(),
     };
     let missing_scheme =
@@ -225,34 +241,6 @@ pub fn parse_url(url: &str) -> Result<url::Url, HttpError> {
         return Err(invalid("no host"));
     }
     Ok(parsed)
-}
-
-/// `url` as it may be printed: without user name and password (also when it does not parse).
-pub fn redact_url(url: &str) -> String {
-    if let Ok(mut parsed) = url::Url::parse(url) {
-        if parsed.has_host() && (!parsed.username().is_empty() || parsed.password().is_some()) {
-            // Both only fail for URLs without a host, excluded above.
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-        }
-        if parsed.has_host() {
-            let shown = parsed.to_string();
-            // The parser adds a root path; keep the URL as it was given.
-            return match shown.strip_suffix('/') {
-                Some(trimmed) if !url.ends_with('/') && parsed.path() == "/" => trimmed.to_string(),
-                _ => shown,
-            };
-        }
-    }
-    // Not a URL with a host: drop everything up to the last '@' of the authority part.
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}{host}{tail}")
 }
 
 /// An error and its sources, joined with ": ", without repeating a message its source already
@@ -288,17 +276,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_shown_without_credentials() {
+    fn a_path_is_joined_before_the_base_query() {
         assert_eq!(
-            redact_url("http://admin:pw@127.0.0.1:9901/stats"),
-            "http://127.0.0.1:9901/stats"
+            join("http://127.0.0.1:9901", "/stats?format=json"),
+            "http://127.0.0.1:9901/stats?format=json"
         );
-        assert_eq!(redact_url("https://u@envoy:9901"), "https://envoy:9901");
-        assert_eq!(redact_url("admin:pw@127.0.0.1:9901"), "127.0.0.1:9901");
-        assert_eq!(redact_url("http://127.0.0.1:9901"), "http://127.0.0.1:9901");
         assert_eq!(
-            redact_url("http://127.0.0.1:9901/"),
-            "http://127.0.0.1:9901/"
+            join("http://h:9901/envoy/", "/clusters"),
+            "http://h:9901/envoy/clusters"
+        );
+        assert_eq!(
+            join("http://h:9901/?token=T", "/stats?format=json"),
+            "http://h:9901/stats?token=T&format=json"
         );
     }
 

@@ -52,7 +52,7 @@ async fn get_json(
 ) -> Result<Value, ServedError> {
     let url = http::join(admin_url, path);
     let response = client.get(&url).await?;
-    let shown = http::redact_url(&url);
+    let shown = crate::redact::url(&url);
     if response.status != 200 {
         return Err(ServedError::Status {
             url: shown,
@@ -150,7 +150,7 @@ pub async fn cluster_hosts(
     let path = "/clusters?format=json";
     let value = get_json(client, admin_url, path, "clusters").await?;
     let doc: ClustersDoc = serde_json::from_value(value).map_err(|e| ServedError::Shape {
-        url: http::redact_url(&http::join(admin_url, path)),
+        url: crate::redact::url(&http::join(admin_url, path)),
         what: "clusters",
         reason: e.to_string(),
     })?;

@@ -207,7 +207,7 @@ impl Snapshot {
 /// Envoy's stats is named as such (a listener or another server at that address).
 pub async fn fetch(client: &http::Client, admin_url: &str) -> anyhow::Result<Snapshot> {
     let url = http::join(admin_url, STATS_QUERY);
-    let shown = http::redact_url(&url);
+    let shown = crate::redact::url(&url);
     let response = client
         .get(&url)
         .await

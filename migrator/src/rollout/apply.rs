@@ -36,7 +36,7 @@ impl Target {
     pub fn name(&self) -> String {
         format!(
             "{} ({})",
-            http::redact_url(&self.admin_url),
+            crate::redact::url(&self.admin_url),
             self.file.display()
         )
     }
@@ -56,7 +56,7 @@ fn parse_target(arg: &str) -> Result<(String, PathBuf)> {
     let bad = || {
         RolloutError::usage(format!(
             "--target {}: expected admin=URL,file=PATH",
-            http::redact_url(arg)
+            crate::redact::url(arg)
         ))
     };
     let mut admin: Option<String> = None;

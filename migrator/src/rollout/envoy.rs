@@ -39,7 +39,7 @@ impl Admin {
         let admin = Admin {
             client,
             url: url.trim_end_matches('/').to_string(),
-            shown: http::redact_url(url),
+            shown: crate::redact::url(url),
         };
         let response = admin
             .client

@@ -32,11 +32,11 @@ impl GateArgs {
                     .ok_or_else(|| {
                         format!(
                             "--health {}: expected legacy=URL or new=URL",
-                            http::redact_url(arg)
+                            crate::redact::url(arg)
                         )
                     })?;
                 http::parse_url(&url)
-                    .map_err(|e| format!("--health {}: {e}", http::redact_url(arg)))?;
+                    .map_err(|e| format!("--health {}: {e}", crate::redact::url(arg)))?;
                 Ok(SideRequest::direct(side, url))
             })
             .collect()

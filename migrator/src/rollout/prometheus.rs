@@ -65,7 +65,7 @@ impl Prometheus {
         url.query_pairs_mut()
             .append_pair("query", promql)
             .append_pair("time", &format!("{at:.3}"));
-        let shown = http::redact_url(&self.url);
+        let shown = crate::redact::url(&self.url);
         let response = self
             .client
             .get(url.as_str())
