@@ -9,7 +9,7 @@
 //! with the same row.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgDatabaseError, PgPool, PgRow};
 use sqlx::FromRow;
 use uuid::Uuid;
@@ -133,7 +133,10 @@ pub async fn check_schema(pool: &PgPool, flavor: Flavor) -> Result<(), SchemaErr
     Ok(())
 }
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+/// A stored user. The rows are also the test fixtures' typed read-back of both databases
+/// (`tests/e2e`), so the API's JSON deserializes into them; the API never answers
+/// `password_hash`, which then stays empty.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, FromRow)]
 pub struct User {
     pub id: Uuid,
     pub username: String,
@@ -146,7 +149,7 @@ pub struct User {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, FromRow)]
 pub struct Conversation {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -157,7 +160,7 @@ pub struct Conversation {
     pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, FromRow)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -168,7 +171,7 @@ pub struct Message {
     pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Debug, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, FromRow)]
 pub struct Task {
     pub id: Uuid,
     pub conversation_id: Option<Uuid>,

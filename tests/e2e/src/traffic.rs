@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::app::{Flavor, Tables};
+pub use cutover_apps::store::{
+    Conversation as ConversationRow, Message as MessageRow, Task as TaskRow, User as UserRow,
+};
 use crate::client::HttpClient;
 
 /// Response header of the filter naming the side that served a routed request.
@@ -855,57 +857,6 @@ impl SimUser {
     }
 }
 
-/// A stored user (the columns both layouts share; the API does not answer `password_hash`).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct UserRow {
-    pub id: Uuid,
-    pub username: String,
-    pub email: String,
-    pub is_active: Option<bool>,
-    pub is_verified: Option<bool>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub updated_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct ConversationRow {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub title: String,
-    pub status: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub updated_at: Option<DateTime<Utc>>,
-    pub metadata: Option<Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct MessageRow {
-    pub id: Uuid,
-    pub conversation_id: Uuid,
-    pub sender: Option<String>,
-    pub content: String,
-    pub message_type: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub metadata: Option<Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct TaskRow {
-    pub id: Uuid,
-    pub conversation_id: Option<Uuid>,
-    pub task_type: String,
-    pub complexity: Option<String>,
-    pub title: String,
-    pub description: Option<String>,
-    pub status: Option<String>,
-    pub priority: Option<i32>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub updated_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub metadata: Option<Value>,
-}
-
 /// One stored entity of any kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Row {
@@ -972,6 +923,8 @@ impl Rows {
                 id: r.get(0),
                 username: r.get(1),
                 email: r.get(2),
+                // Not read: the API never answers it, so a row compares with the answer.
+                password_hash: String::new(),
                 is_active: r.get(3),
                 is_verified: r.get(4),
                 created_at: r.get(5),
