@@ -242,6 +242,14 @@ const FAST: [&str; 8] = [
     "10000",
 ];
 
+/// `rollout run` of `chat` through `steps`, each held `hold`, with `extra` and [`FAST`].
+fn run_args<'a>(steps: &'a str, hold: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "--service", "chat", "--steps", steps, "--hold", hold];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&FAST);
+    args
+}
+
 fn chat_and_orchestration(percentage: u8) -> Value {
     config::filter_config(vec![
         config::chat_service(percentage),
@@ -694,16 +702,7 @@ mod run {
     fn promotes_through_three_steps_with_a_healthy_new_upstream() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec![
-            "run",
-            "--service",
-            "chat",
-            "--steps",
-            "10,50,100",
-            "--hold",
-            "2s",
-        ];
-        args.extend_from_slice(&FAST);
+        let args = run_args("10,50,100", "2s", &[]);
         let (code, events, stderr) = bench.spawn(&args).finish();
         assert_eq!(code, 0, "{events:#?} {stderr}");
         let steps: Vec<u64> = events_of(&events, "promoted")
@@ -733,16 +732,7 @@ mod run {
     fn rolls_back_when_new_starts_failing_mid_step() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec![
-            "run",
-            "--service",
-            "chat",
-            "--steps",
-            "50,100",
-            "--hold",
-            "60s",
-        ];
-        args.extend_from_slice(&FAST);
+        let args = run_args("50,100", "60s", &[]);
         let mut run = bench.spawn(&args);
         run.until("a passing interval", |e| {
             e["event"] == "interval" && e["verdict"] == "pass"
@@ -769,18 +759,7 @@ mod run {
     #[test]
     fn no_traffic_is_inconclusive_and_pauses() {
         let bench = boot(&config::chat_config(0));
-        let mut args = vec![
-            "run",
-            "--service",
-            "chat",
-            "--steps",
-            "10,100",
-            "--hold",
-            "30s",
-            "--max-inconclusive",
-            "2",
-        ];
-        args.extend_from_slice(&FAST);
+        let args = run_args("10,100", "30s", &["--max-inconclusive", "2"]);
         let (code, events, stderr) = bench.spawn(&args).finish();
         assert_eq!(code, 3, "{events:#?} {stderr}");
         let intervals = events_of(&events, "interval");
@@ -799,16 +778,7 @@ mod run {
     fn a_killed_run_resumes_at_its_step() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec![
-            "run",
-            "--service",
-            "chat",
-            "--steps",
-            "10,50,100",
-            "--hold",
-            "2s",
-        ];
-        args.extend_from_slice(&FAST);
+        let args = run_args("10,50,100", "2s", &[]);
         let mut first = bench.spawn(&args);
         first.until("step 50 applied", |e| {
             e["event"] == "step_applied" && e["step"] == 50
@@ -838,16 +808,7 @@ mod run {
     fn pause_resume_abort_from_another_process_and_one_run_at_a_time() {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
-        let mut args = vec![
-            "run",
-            "--service",
-            "chat",
-            "--steps",
-            "10,100",
-            "--hold",
-            "10m",
-        ];
-        args.extend_from_slice(&FAST);
+        let args = run_args("10,100", "10m", &[]);
         let mut run = bench.spawn(&args);
         run.until("an interval", |e| e["event"] == "interval");
 
@@ -885,23 +846,19 @@ mod run {
         let bench = boot(&config::chat_config(0));
         let _traffic = bench.traffic();
         let pair = cutover_verify_support::verify_support::Pair::with_tasks("rollout_verify", 50);
-        let mut args = vec![
-            "run",
-            "--service",
-            "chat",
-            "--steps",
+        let args = run_args(
             "10,100",
-            "--hold",
             "1s",
-            "--verify",
-            "--tables",
-            "tasks",
-            "--source-url",
-            &pair.source.url,
-            "--target-url",
-            &pair.target.url,
-        ];
-        args.extend_from_slice(&FAST);
+            &[
+                "--verify",
+                "--tables",
+                "tasks",
+                "--source-url",
+                &pair.source.url,
+                "--target-url",
+                &pair.target.url,
+            ],
+        );
         let (code, events, stderr) = bench.spawn(&args).finish();
         assert_eq!(code, 0, "{events:#?} {stderr}");
         assert_eq!(

@@ -102,28 +102,17 @@ fn without_compared_reads_the_check_has_no_data() {
     assert!(check["value"].is_null());
 }
 
-fn run_args<'a>(hold: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "--service",
-        "chat",
-        "--steps",
-        "10,50",
-        "--hold",
-        hold,
-    ];
-    args.extend_from_slice(&FAST);
-    args.extend_from_slice(extra);
-    args
-}
-
 #[test]
 fn the_run_promotes_on_equal_answers_and_rolls_back_on_different_ones() {
     let bench = boot(&dark_launch(0));
     answers(&bench, SAME, SAME);
     let _traffic = bench.traffic();
     let (code, events, stderr) = bench
-        .spawn(&run_args("2s", &["--min-compare-equal-rate", "99.5"]))
+        .spawn(&run_args(
+            "10,50",
+            "2s",
+            &["--min-compare-equal-rate", "99.5"],
+        ))
         .finish();
     assert_eq!(code, 0, "{events:#?} {stderr}");
     let interval = events_of(&events, "interval")[0];
@@ -142,7 +131,11 @@ fn the_run_promotes_on_equal_answers_and_rolls_back_on_different_ones() {
     assert_code(&bench.rollout(&["set", "chat", "0"]), 0, "back to 0");
     answers(&bench, SAME, DIFFERENT);
     let (code, events, stderr) = bench
-        .spawn(&run_args("30s", &["--min-compare-equal-rate", "99.5"]))
+        .spawn(&run_args(
+            "10,50",
+            "30s",
+            &["--min-compare-equal-rate", "99.5"],
+        ))
         .finish();
     assert_eq!(code, 1, "{events:#?} {stderr}");
     let failed = events_of(&events, "rolled_back")[0]["failed_checks"]
