@@ -580,16 +580,6 @@ impl ResolvedTable {
         Self::finish(select, &key_sql, preds, None, window)
     }
 
-    /// Which of the keys `$1` (text[]) the source holds, as text.
-    pub fn source_present_keys_sql(&self) -> String {
-        let key_sql = self.source_key_sql();
-        format!(
-            "SELECT CAST({key_sql} AS text) FROM {} WHERE {key_sql} = ANY(CAST(CAST($1 AS text[]) AS {}[]))",
-            self.source_from_sql(),
-            self.key().sql_type
-        )
-    }
-
     /// The target side: `SELECT "<col>", … FROM <target table>` over the same key window.
     pub fn target_select_sql(&self, window: &Window<'_>, extra: Option<&str>) -> String {
         let key_sql = quote_ident(&self.key().name);

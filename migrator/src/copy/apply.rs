@@ -1,11 +1,11 @@
 //! Writing one batch to the target (or, in a dry run, counting what it would write):
 //! identical → only the checkpoint; target empty in the window → `COPY` straight into the table;
-//! otherwise `COPY` into the staging table and the upsert of [`super::sql::upsert`]. A rejected
+//! otherwise `COPY` into the staging table and the writes of [`write_staged`]. A rejected
 //! batch is diagnosed ([`super::diagnose`]) to name the row.
 //!
 //! Two rules keep a copy that runs during dual-write from undoing a write dual-write made after
-//! copy read the source (docs/dual-write.md): with a plan `version` column, the upsert keeps a
-//! target row whose version is newer ([`super::sql::upsert`]); and after a batch committed, the
+//! copy read the source (docs/dual-write.md): with a plan `version` column, the writes keep a
+//! target row whose version is newer ([`super::sql::update_changed`]); and after a batch committed, the
 //! rows it *inserted* are looked up in the source again ([`recheck_inserted`]): one the source no
 //! longer holds was deleted meanwhile, and its shadow delete may have run before copy's insert, so
 //! copy deletes it again.
@@ -13,7 +13,7 @@
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
-use super::diagnose::diagnose;
+use super::diagnose::{self, diagnose};
 use super::format::CopyFormat;
 use super::pipeline::{Batch, Existing};
 use super::ranges::{self, Lease};
@@ -64,18 +64,25 @@ fn warn_target_newer(table: &ResolvedTable, newer: i64, dry_run: bool) {
 }
 
 /// After a batch committed: the keys it inserted that the source no longer holds were deleted
-/// after copy read them; deletes them from the target again. Returns how many.
+/// after copy read them; deletes them from the target again. Returns how many. The source keys
+/// are read as the batch's key window (one index range scan), not looked up one by one: every
+/// inserted key lies in that window, and a key only leaves it by leaving the source.
 async fn recheck_inserted(
     source: &mut PgConnection,
     target: &mut PgConnection,
     table: &ResolvedTable,
+    batch: &Batch,
     inserted: &[String],
 ) -> anyhow::Result<u64> {
     if inserted.is_empty() {
         return Ok(0);
     }
-    let present: Vec<String> = sqlx::query_scalar(&table.source_present_keys_sql())
-        .bind(inserted)
+    let window = Window {
+        after: batch.after.as_deref(),
+        up_to: Some(&batch.last_key),
+        ..Window::default()
+    };
+    let present: Vec<String> = sqlx::query_scalar(&table.source_keys_sql(&window))
         .fetch_all(&mut *source)
         .await
         .map_err(|e| {
@@ -112,6 +119,46 @@ async fn recheck_inserted(
         table.name()
     );
     Ok(deleted)
+}
+
+/// What [`write_staged`] did.
+pub(super) struct Written {
+    pub inserted: u64,
+    pub updated: u64,
+    pub inserted_keys: Vec<String>,
+    /// Staged keys that occur more than once (nothing is to be committed then).
+    pub repeated_keys: i64,
+}
+
+/// Writes the staged rows (those with keys up to `up_to`, if given) into the target: inserts
+/// the missing ones ([`sql::insert_missing`]), then updates those that differ
+/// ([`sql::update_changed`]); the rows it just inserted are identical to their staged row, so the
+/// update does not touch them again.
+pub(super) async fn write_staged(
+    tx: &mut PgConnection,
+    table: &ResolvedTable,
+    staging: &str,
+    up_to: Option<&str>,
+) -> sqlx::Result<Written> {
+    let row = sqlx::query(&sql::insert_missing(table, staging, up_to))
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut written = Written {
+        inserted: row.try_get::<i64, _>(0)?.max(0) as u64,
+        updated: row.try_get::<i64, _>(1)?.max(0) as u64,
+        inserted_keys: row.try_get(2)?,
+        repeated_keys: row.try_get(3)?,
+    };
+    if written.repeated_keys > 0 {
+        return Ok(written);
+    }
+    if let Some(update) = sql::update_changed(table, staging, up_to) {
+        written.updated += sqlx::query(&update)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(written)
 }
 
 /// Writes `batch`; `source` is the connection the inserted rows are re-checked on.
@@ -161,7 +208,7 @@ pub async fn apply_batch(
                     .await?;
                 ranges::checkpoint(&mut tx, lease, &batch.last_key, counts).await?;
                 tx.commit().await?;
-                recheck_inserted(source, target, table, &inserted).await?;
+                recheck_inserted(source, target, table, batch, &inserted).await?;
                 return Ok(counts);
             }
             // Rejected (a key appeared meanwhile, a constraint): the staging path decides and explains.
@@ -205,11 +252,8 @@ pub async fn apply_batch(
     sqlx::query("SAVEPOINT cutover_batch")
         .execute(&mut *tx)
         .await?;
-    let upserted = sqlx::query(&sql::upsert(table, staging, None))
-        .fetch_one(&mut *tx)
-        .await;
-    let row = match upserted {
-        Ok(row) => row,
+    let written = match write_staged(&mut tx, table, staging, None).await {
+        Ok(written) => written,
         Err(e) if error::is_statement_error(&e) => {
             sqlx::query("ROLLBACK TO SAVEPOINT cutover_batch")
                 .execute(&mut *tx)
@@ -220,11 +264,29 @@ pub async fn apply_batch(
         }
         Err(e) => return Err(e.into()),
     };
-    let counts = counts_of(&row, batch.rows)?;
-    warn_target_newer(table, row.try_get(2)?, false);
-    let inserted: Vec<String> = row.try_get(3)?;
+    if written.repeated_keys > 0 {
+        let rejected = diagnose::repeated_key(&mut tx, table, staging).await?;
+        tx.rollback().await?;
+        return Err(rejected.into());
+    }
+    let counts = Counts {
+        rows_read: batch.rows,
+        inserted: written.inserted,
+        updated: written.updated,
+        unchanged: batch
+            .rows
+            .saturating_sub(written.inserted + written.updated),
+    };
+    // Only a staged row that was not written can be one the target holds a newer version of.
+    if counts.unchanged > 0 && table.version().is_some() {
+        let newer: i64 = sqlx::query_scalar(&sql::target_newer(table, staging))
+            .fetch_one(&mut *tx)
+            .await?;
+        warn_target_newer(table, newer, false);
+    }
+    let inserted = written.inserted_keys;
     ranges::checkpoint(&mut tx, lease, &batch.last_key, counts).await?;
     tx.commit().await?;
-    recheck_inserted(source, target, table, &inserted).await?;
+    recheck_inserted(source, target, table, batch, &inserted).await?;
     Ok(counts)
 }

@@ -4,6 +4,7 @@
 
 use sqlx::postgres::PgConnection;
 
+use super::apply::write_staged;
 use super::sql;
 use crate::error::{self, MigratorError};
 use crate::plan::{self, ResolvedTable, Window};
@@ -66,7 +67,34 @@ pub async fn locate_conversion_failure(
     None
 }
 
-/// After the upsert of a batch failed: finds the first staged row (in key order) that the
+/// The first staged key that occurs more than once, named as the rejected row.
+async fn repeated_staged_key(
+    conn: &mut PgConnection,
+    table: &ResolvedTable,
+    staging: &str,
+) -> sqlx::Result<Option<MigratorError>> {
+    let dup: Option<String> = sqlx::query_scalar(&sql::repeated_staged_key(table, staging))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(dup.map(|key| MigratorError::DataRejected {
+        table: table.name().to_string(),
+        key,
+        detail: "the source has this key more than once".into(),
+    }))
+}
+
+/// After the writes found a staged key more than once: names it.
+pub async fn repeated_key(
+    conn: &mut PgConnection,
+    table: &ResolvedTable,
+    staging: &str,
+) -> anyhow::Result<MigratorError> {
+    repeated_staged_key(conn, table, staging)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("table {}: a staged key repeats", table.name()))
+}
+
+/// After writing a batch's staged rows failed: finds the first staged row (in key order) that the
 /// target rejects, by bisecting on key prefixes inside savepoints, and names it.
 pub async fn diagnose(
     conn: &mut PgConnection,
@@ -78,15 +106,8 @@ pub async fn diagnose(
     let name = table.name().to_string();
     if error::sqlstate(original).as_deref() == Some("21000") {
         // "ON CONFLICT DO UPDATE command cannot affect row a second time": a key repeats.
-        let dup: Option<String> = sqlx::query_scalar(&sql::repeated_staged_key(table, staging))
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(dup) = dup {
-            return Ok(MigratorError::DataRejected {
-                table: name,
-                key: dup,
-                detail: "the source has this key more than once".into(),
-            });
+        if let Some(repeated) = repeated_staged_key(conn, table, staging).await? {
+            return Ok(repeated);
         }
     }
     let keys: Vec<String> = sqlx::query_scalar(&sql::staged_keys(table, staging))
@@ -97,9 +118,7 @@ pub async fn diagnose(
             sqlx::query("SAVEPOINT cutover_probe")
                 .execute(&mut *conn)
                 .await?;
-            let outcome = sqlx::query(&sql::upsert(table, staging, Some(up_to)))
-                .fetch_one(&mut *conn)
-                .await;
+            let outcome = write_staged(&mut *conn, table, staging, Some(up_to)).await;
             sqlx::query("ROLLBACK TO SAVEPOINT cutover_probe")
                 .execute(&mut *conn)
                 .await?;

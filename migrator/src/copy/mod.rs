@@ -14,8 +14,11 @@
 //! 4. No target rows in the window → `COPY` straight into the target table (fresh data). Should
 //!    that be rejected (e.g. the new system inserted one of the keys meanwhile), fall back to 5.
 //! 5. Otherwise `COPY` into a temporary staging table, then
-//!    `INSERT … SELECT … ON CONFLICT (key) DO UPDATE SET … WHERE (t.cols) IS DISTINCT FROM (excluded.cols)`
-//!    for the rows that are missing or differ; `RETURNING (xmax = 0)` tells inserted from updated.
+//!    `INSERT … SELECT …` the staged rows whose key the target lacks (`ON CONFLICT (key) DO UPDATE`
+//!    for one dual-write inserted meanwhile; `RETURNING (xmax = 0)` tells inserted from updated),
+//!    then `UPDATE … FROM` the staging table the target rows that differ
+//!    (`WHERE (t.cols) IS DISTINCT FROM (s.cols)`, and with a version column only where the
+//!    target's version is not newer).
 //!
 //! Each batch commits together with its checkpoint row in `cutover_migrator.copy_checkpoints`.
 //! Runs (`cutover_migrator.copy_runs`): a run is `running` until every selected table is done,
@@ -672,7 +675,7 @@ async fn copy_range(
             .await
             .with_context(|| format!("table {name}: preparing a source reader"))?;
     }
-    let (tx, rx) = mpsc::channel::<Batch>(1);
+    let (tx, rx) = mpsc::channel::<Batch>(pipeline::BATCHES_AHEAD);
     let producer = sources.read_range(table, format, after, up_to, batch_size, tx);
     let mut counts = Counts::default();
     let consumer = async {

@@ -2,11 +2,19 @@
 //! `--batch-size` keys; [`SOURCE_READERS`] readers each read a window from the source (the plan's
 //! projection) and from the target at the same time, ahead of the writer; batches reach the writer
 //! strictly in key order, each with how the target compares ([`Existing`]).
+//!
+//! How far the readers run ahead of the writer: at most [`WRITES_AHEAD`] batches with rows to
+//! write wait for (or are being written by) the writer, each holding its source rows; windows found
+//! identical hold no rows, and up to [`BATCHES_AHEAD`] of them may wait. So while the writer
+//! upserts changed windows, the readers go on comparing the next ones, and memory stays bounded
+//! by the batches with rows (about 4 × `--batch-size` rows with the two readers).
+
+use std::sync::Arc;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use sqlx::postgres::PgConnection;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::diagnose::locate_conversion_failure;
 use super::format::CopyFormat;
@@ -17,6 +25,13 @@ use crate::plan::{ResolvedTable, Source, Window};
 
 /// Source connections reading batches concurrently (plus one that cuts the windows).
 pub const SOURCE_READERS: usize = 2;
+
+/// Batches with rows to write that may wait for the writer, the one it is writing included.
+const WRITES_AHEAD: usize = 2;
+
+/// Batches of any kind that may wait for the writer: the capacity of the channel to it (see the
+/// module docs). Identical windows carry no rows, so this costs little memory.
+pub const BATCHES_AHEAD: usize = 64;
 
 /// A key window is a narrow key range read in key order, which an index scan on the key returns
 /// in order. On row estimates alone the planner often prefers a sequential or bitmap scan plus
@@ -126,6 +141,8 @@ pub struct Batch {
     pub after: Option<String>,
     pub last_key: String,
     pub existing: Existing,
+    /// Held while a batch with rows to write waits for the writer or is written (see [`WRITES_AHEAD`]).
+    _writing: Option<OwnedSemaphorePermit>,
 }
 
 impl Batch {
@@ -163,6 +180,7 @@ async fn produce(
 ) -> anyhow::Result<Vec<Reader>> {
     let mut in_flight = FuturesOrdered::new();
     let mut cut_all = false;
+    let writes = Arc::new(Semaphore::new(WRITES_AHEAD));
     let key_error = |e: sqlx::Error| {
         anyhow::anyhow!(
             "table {}: reading the source keys: {}",
@@ -204,7 +222,11 @@ async fn produce(
             return Ok(readers);
         };
         readers.push(reader);
-        if let Some(batch) = batch? {
+        if let Some(mut batch) = batch? {
+            if batch.existing != Existing::Identical {
+                // Never closed, so acquiring cannot fail.
+                batch._writing = writes.clone().acquire_owned().await.ok();
+            }
             if tx.send(batch).await.is_err() {
                 return Ok(readers); // the consumer stopped (its error is reported)
             }
@@ -276,6 +298,7 @@ async fn read_window(
             after,
             last_key: up_to,
             existing,
+            _writing: None,
         }))
     })();
     (reader, result)

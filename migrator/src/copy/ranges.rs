@@ -62,7 +62,8 @@ pub struct TableRanges {
 
 /// Cuts `table` (after `start`, e.g. an older run's checkpoint) into ranges of `range_rows` rows:
 /// (start, k1], (k1, k2], …, (kn, unbounded). The last range is open so that rows added to the
-/// source later are still copied.
+/// source later are still copied. A table of at most `range_rows` rows (`total_rows`, counted
+/// just before) is one open range, without walking its keys.
 pub async fn plan_table(
     keys: &mut PgConnection,
     table: &ResolvedTable,
@@ -70,8 +71,13 @@ pub async fn plan_table(
     range_rows: u64,
     total_rows: u64,
 ) -> anyhow::Result<TableRanges> {
+    let bounds = if total_rows <= range_rows {
+        vec![(start, None)]
+    } else {
+        cut(keys, table, start, range_rows, usize::MAX).await?
+    };
     Ok(TableRanges {
-        bounds: cut(keys, table, start, range_rows, usize::MAX).await?,
+        bounds,
         rows: total_rows,
     })
 }

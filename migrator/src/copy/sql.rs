@@ -134,64 +134,107 @@ pub fn dry_run_counts(table: &ResolvedTable, staging: &str) -> String {
     )
 }
 
-/// Inserts the staged rows that are missing, updates those that differ (with a version column:
-/// only where the target's version is not newer), and returns (inserted, updated, target-newer
-/// rows kept, the inserted keys as text[]). `up_to`: only staged keys up to this one (used to
-/// find a rejected row).
-pub fn upsert(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> String {
+/// ` AND s.key <= up_to` (only staged keys up to this one: used to find a rejected row), or "".
+fn staged_up_to(table: &ResolvedTable, up_to: Option<&str>) -> String {
+    up_to
+        .map(|k| {
+            format!(
+                " AND s.{} <= CAST({} AS {})",
+                quote_ident(&table.key().name),
+                quote_literal(k),
+                table.key().sql_type
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The first of the two statements that write the staged rows ([`update_changed`] is the
+/// second): inserts the staged rows whose key the target lacks. A row the target gained meanwhile
+/// (dual-write inserted it) conflicts and is updated like [`update_changed`] would (only if it
+/// differs, and with a version column only where the target's version is not newer). Returns
+/// (inserted, updated, the inserted keys as text[], staged keys that occur more than once).
+/// `up_to`: only staged keys up to this one.
+///
+/// Two statements, not one `INSERT … ON CONFLICT DO UPDATE` over every staged row: an
+/// `UPDATE … FROM` of the rows that exist costs about half as much as routing them through the
+/// conflict path (which locks each row and then updates it).
+pub fn insert_missing(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> String {
     let key = quote_ident(&table.key().name);
     let rest = non_key_columns(table);
     let all: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let target = table.plan.target.sql();
     let staging = quote_ident(staging);
-    let limit = up_to
-        .map(|k| {
-            format!(
-                " AND s.{key} <= CAST({} AS {})",
-                quote_literal(k),
-                table.key().sql_type
-            )
-        })
-        .unwrap_or_default();
     let select_cols = all
         .iter()
         .map(|c| format!("s.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let guarded = |differ: String, cur: &str, staged: &str| match not_newer(table, cur, staged) {
-        Some(guard) => format!("({differ} AND {guard})"),
-        None => differ,
-    };
-    let (filter, conflict) = match rows_differ("cur", "s", &rest) {
-        None => (format!("cur.{key} IS NULL"), "DO NOTHING".to_string()),
-        Some(changed) => (
-            format!("(cur.{key} IS NULL OR {})", guarded(changed, "cur", "s")),
-            format!(
-                "DO UPDATE SET {} WHERE {}",
-                rest.iter()
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                guarded(
-                    rows_differ("t", "excluded", &rest).unwrap_or_default(),
-                    "t",
-                    "excluded"
-                )
-            ),
+    let conflict = match rows_differ("t", "excluded", &rest) {
+        None => "DO NOTHING".to_string(),
+        Some(differ) => format!(
+            "DO UPDATE SET {} WHERE {}",
+            set_from(&rest, "excluded"),
+            guarded(table, differ, "t", "excluded")
         ),
     };
+    // A correlated subquery, not NOT EXISTS: the planner could turn an anti-join into a scan of
+    // the whole target table; this stays one index probe per staged row.
     format!(
         "WITH upserted AS ( \
            INSERT INTO {target} AS t ({cols}) \
-           SELECT {select_cols} FROM pg_temp.{staging} AS s LEFT JOIN {target} AS cur ON cur.{key} = s.{key} \
-           WHERE {filter}{limit} \
+           SELECT {select_cols} FROM pg_temp.{staging} AS s \
+           WHERE (SELECT true FROM {target} AS cur WHERE cur.{key} = s.{key}) IS NULL{limit} \
            ON CONFLICT ({key}) {conflict} \
            RETURNING t.{key} AS k, (t.xmax = 0) AS inserted) \
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), {newer}, \
-                coalesce(array_agg(CAST(k AS text)) FILTER (WHERE inserted), '{{}}') FROM upserted",
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), \
+                coalesce(array_agg(CAST(k AS text)) FILTER (WHERE inserted), '{{}}'), \
+                (SELECT count(*) - count(DISTINCT s.{key}) FROM pg_temp.{staging} AS s) FROM upserted",
         cols = all.join(", "),
-        newer = target_newer_count(table, &staging),
+        limit = staged_up_to(table, up_to),
     )
+}
+
+/// The second statement writing the staged rows: updates the target rows that differ from their
+/// staged row (with a version column: only where the target's version is not newer). Its row count
+/// is the rows updated. `None` for a table with only a key column (nothing to update).
+pub fn update_changed(table: &ResolvedTable, staging: &str, up_to: Option<&str>) -> Option<String> {
+    let key = quote_ident(&table.key().name);
+    let rest = non_key_columns(table);
+    let differ = rows_differ("t", "s", &rest)?;
+    Some(format!(
+        "UPDATE {target} AS t SET {set} FROM pg_temp.{staging} AS s \
+         WHERE t.{key} = s.{key} AND {changed}{limit}",
+        target = table.plan.target.sql(),
+        set = set_from(&rest, "s"),
+        staging = quote_ident(staging),
+        changed = guarded(table, differ, "t", "s"),
+        limit = staged_up_to(table, up_to),
+    ))
+}
+
+/// The staged rows the target holds a newer version of (0 without a version column), which the
+/// writes kept: for the warning.
+pub fn target_newer(table: &ResolvedTable, staging: &str) -> String {
+    format!(
+        "SELECT {}",
+        target_newer_count(table, &quote_ident(staging))
+    )
+}
+
+/// `a = <from>.a, …` over `cols`.
+fn set_from(cols: &[String], from: &str) -> String {
+    cols.iter()
+        .map(|c| format!("{c} = {from}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `(differ AND <cur not newer than staged>)`, or `differ` without a version column.
+fn guarded(table: &ResolvedTable, differ: String, cur: &str, staged: &str) -> String {
+    match not_newer(table, cur, staged) {
+        Some(guard) => format!("({differ} AND {guard})"),
+        None => differ,
+    }
 }
 
 /// Deletes the target rows of the keys `$1` (text[]).
@@ -274,58 +317,69 @@ mod tests {
     }
 
     #[test]
-    fn upsert_updates_only_rows_that_differ_and_limits_by_key() {
+    fn the_writes_insert_missing_rows_update_rows_that_differ_and_limit_by_key() {
         let t = table(&["id", "email", "name"]);
-        let sql = upsert(&t, "st", None);
+        let insert = insert_missing(&t, "st", None);
         assert!(
-            sql.contains(r#"WHERE (cur."id" IS NULL OR (cur."email", cur."name") IS DISTINCT FROM (s."email", s."name"))"#),
-            "{sql}"
+            insert.contains(r#"WHERE (SELECT true FROM "auth"."users" AS cur WHERE cur."id" = s."id") IS NULL ON CONFLICT ("id") DO UPDATE SET "email" = excluded."email", "name" = excluded."name" WHERE (t."email", t."name") IS DISTINCT FROM (excluded."email", excluded."name") RETURNING"#),
+            "{insert}"
         );
         assert!(
-            sql.contains(r#"ON CONFLICT ("id") DO UPDATE SET "email" = excluded."email", "name" = excluded."name" WHERE (t."email", t."name") IS DISTINCT FROM (excluded."email", excluded."name")"#),
-            "{sql}"
+            insert.contains(r#"(SELECT count(*) - count(DISTINCT s."id") FROM pg_temp."st" AS s)"#),
+            "{insert}"
         );
-        let limited = upsert(&t, "st", Some("k'1"));
+        let update = update_changed(&t, "st", None).unwrap();
+        assert_eq!(
+            update,
+            r#"UPDATE "auth"."users" AS t SET "email" = s."email", "name" = s."name" FROM pg_temp."st" AS s WHERE t."id" = s."id" AND (t."email", t."name") IS DISTINCT FROM (s."email", s."name")"#
+        );
+        let limit = r#" AND s."id" <= CAST('k''1' AS uuid)"#;
         assert!(
-            limited.contains(r#" AND s."id" <= CAST('k''1' AS uuid)"#),
-            "{limited}"
+            insert_missing(&t, "st", Some("k'1")).contains(&format!("IS NULL{limit} ON CONFLICT"))
         );
+        assert!(update_changed(&t, "st", Some("k'1"))
+            .unwrap()
+            .ends_with(limit));
     }
 
     #[test]
     fn a_version_column_guards_the_update_and_counts_newer_target_rows() {
         let mut t = table(&["id", "email", "updated_at"]);
         t.plan.version = Some("updated_at".into());
-        let sql = upsert(&t, "st", None);
+        let insert = insert_missing(&t, "st", None);
         assert!(
-            sql.contains(r#"WHERE ((t."email", t."updated_at") IS DISTINCT FROM (excluded."email", excluded."updated_at") AND (t."updated_at" > excluded."updated_at") IS NOT TRUE) RETURNING"#),
-            "{sql}"
+            insert.contains(r#"WHERE ((t."email", t."updated_at") IS DISTINCT FROM (excluded."email", excluded."updated_at") AND (t."updated_at" > excluded."updated_at") IS NOT TRUE) RETURNING"#),
+            "{insert}"
+        );
+        let update = update_changed(&t, "st", None).unwrap();
+        assert!(
+            update.ends_with(r#"AND ((t."email", t."updated_at") IS DISTINCT FROM (s."email", s."updated_at") AND (t."updated_at" > s."updated_at") IS NOT TRUE)"#),
+            "{update}"
         );
         assert!(
-            sql.contains(r#"OR ((cur."email", cur."updated_at") IS DISTINCT FROM (s."email", s."updated_at") AND (cur."updated_at" > s."updated_at") IS NOT TRUE))"#),
-            "{sql}"
-        );
-        assert!(
-            sql.contains(r#"WHERE cur."updated_at" > s."updated_at")"#),
-            "{sql}"
+            target_newer(&t, "st").contains(r#"WHERE cur."updated_at" > s."updated_at")"#),
+            "{}",
+            target_newer(&t, "st")
         );
         assert!(dry_run_counts(&t, "st")
             .contains(r#"AND (cur."updated_at" > s."updated_at") IS NOT TRUE"#));
-        let unguarded = upsert(&table(&["id", "email"]), "st", None);
-        assert!(
-            !unguarded.contains("IS NOT TRUE") && unguarded.contains(", CAST(0 AS int8), coalesce"),
-            "{unguarded}"
-        );
+        let unguarded = table(&["id", "email"]);
+        assert!(!insert_missing(&unguarded, "st", None).contains("IS NOT TRUE"));
+        assert!(!update_changed(&unguarded, "st", None)
+            .unwrap()
+            .contains("IS NOT TRUE"));
+        assert_eq!(target_newer(&unguarded, "st"), "SELECT CAST(0 AS int8)");
     }
 
     #[test]
     fn a_key_only_table_inserts_missing_rows_and_updates_nothing() {
         let t = table(&["id"]);
-        let sql = upsert(&t, "st", None);
         assert!(
-            sql.contains(r#"WHERE cur."id" IS NULL ON CONFLICT ("id") DO NOTHING"#),
-            "{sql}"
+            insert_missing(&t, "st", None).contains(r#"IS NULL ON CONFLICT ("id") DO NOTHING"#),
+            "{}",
+            insert_missing(&t, "st", None)
         );
+        assert!(update_changed(&t, "st", None).is_none());
         assert!(dry_run_counts(&t, "st").contains("IS NOT NULL AND false"));
     }
 
