@@ -237,11 +237,17 @@ pub fn shadow_counts(envoy: &Envoy) -> ShadowCounts {
     }
 }
 
-/// Waits (bounded) until every shadow sent has an outcome.
+/// Waits (bounded) until every shadow sent has an outcome, and no more are sent. A shadow is
+/// counted in `shadow_sent` when the root's tick dispatches it, which can come after the client
+/// has the primary's answer: so the counts must also stay the same over a span of many ticks.
 pub fn settle_shadows(envoy: &Envoy) -> ShadowCounts {
     wait_until("every shadow to have an outcome", WAIT, || {
         let counts = shadow_counts(envoy);
-        (counts.sent == counts.outcomes).then_some(counts)
+        if counts.sent != counts.outcomes {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(200));
+        (shadow_counts(envoy) == counts).then_some(counts)
     })
 }
 
