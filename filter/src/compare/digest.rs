@@ -700,9 +700,7 @@ mod tests {
     fn a_member_name_given_twice_gets_no_digest() {
         assert_eq!(plain(r#"{"a":1,"a":2}"#), None);
         assert_eq!(plain(r#"{"a":1,"\u0061":2}"#), None);
-        assert_eq!(
-            plain(r#"[{"x":{"a":1,"b":{"a":2}},"a":3}]"#).is_some(),
-            true
-        );
+        // The same name in nested objects is no repeat.
+        assert!(plain(r#"[{"x":{"a":1,"b":{"a":2}},"a":3}]"#).is_some());
     }
 }
