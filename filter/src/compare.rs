@@ -503,6 +503,16 @@ impl<'r> RuleStack<'r> {
         frame
     }
 
+    /// Whether an `ignore` rule selects the location one `step` below `parent` (what
+    /// [`RuleStack::enter`] would mark, with nothing pushed).
+    pub(crate) fn ignores(&self, parent: Frame, step: Step<'_>) -> bool {
+        self.live
+            .get(parent.lo..parent.hi)
+            .unwrap_or_default()
+            .iter()
+            .any(|(path, is_ignore, states)| *is_ignore && path.selects(path.step(*states, step)))
+    }
+
     pub(crate) fn leave(&mut self, frame: Frame) {
         self.live.truncate(frame.lo);
     }

@@ -310,14 +310,10 @@ impl<'t> Pass<'t, '_> {
         self.expect(b':')?;
         let mut child = (self.rules.dead(), true);
         if !skip {
-            let frame = self.rules.enter(parent, Step::Key(&name));
-            if frame.ignored {
-                self.rules.leave(frame);
-                child.0 = self.rules.dead();
-            } else {
+            child = self.child(parent, Step::Key(&name));
+            if !child.1 {
                 let digest = Digest::string(&name);
                 self.names.push(digest.0);
-                child = (frame, false);
                 if let Some(top) = self.open.last_mut() {
                     top.name = digest;
                 }
@@ -329,18 +325,29 @@ impl<'t> Pass<'t, '_> {
         Some(child)
     }
 
+    /// The rules at the value that follows, one `step` below `parent`, and whether it is
+    /// ignored. Only a container needs the rules below it: for a scalar, whether an `ignore`
+    /// rule selects it is all, and nothing is pushed.
+    fn child(&mut self, parent: Frame, step: Step<'_>) -> (Frame, bool) {
+        self.skip_space();
+        if matches!(self.peek(), Some(b'{' | b'[')) {
+            let frame = self.rules.enter(parent, step);
+            if !frame.ignored {
+                return (frame, false);
+            }
+            self.rules.leave(frame);
+            (self.rules.dead(), true)
+        } else {
+            (self.rules.dead(), self.rules.ignores(parent, step))
+        }
+    }
+
     /// The rules of the next element.
     fn element(&mut self, parent: Frame, skip: bool) -> (Frame, bool) {
         let mut child = (self.rules.dead(), true);
         let index = self.open.last().map_or(0, |top| top.index);
         if !skip {
-            let frame = self.rules.enter(parent, Step::Index(index));
-            if frame.ignored {
-                self.rules.leave(frame);
-                child.0 = self.rules.dead();
-            } else {
-                child = (frame, false);
-            }
+            child = self.child(parent, Step::Index(index));
         }
         if let Some(top) = self.open.last_mut() {
             top.index = index.saturating_add(1);
