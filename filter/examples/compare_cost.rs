@@ -2,7 +2,8 @@
 //! averaged over many comparisons: the same documents and rules as the in-VM figure
 //! (tests/harness/examples/compare_vm_cost.rs), for profiling the comparer with native tools.
 //! A benchmark, not a test:
-//! `cargo run -p cutover-filter --release --example compare_cost [-- COMPARISONS]`.
+//! `cargo run -p cutover-filter --release --example compare_cost [-- COMPARISONS [CASE]]`, CASE
+//! `equal` or `one change` to run only that one (for `perf stat` / `perf record`).
 
 use std::time::Instant;
 
@@ -57,10 +58,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         EQUAL.len(),
         CHANGED.len()
     );
+    let only = std::env::args().nth(2);
     for (name, shadow) in [
         ("equal", response(EQUAL)),
         ("one change", response(CHANGED)),
     ] {
+        if only.as_deref().is_some_and(|case| case != name) {
+            continue;
+        }
         let mut last = Verdict::Equal;
         for _ in 0..count / 10 {
             last = compare_responses(&rules, &primary, &shadow);

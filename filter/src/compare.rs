@@ -9,6 +9,11 @@
 //! skipped and `unordered` arrays are compared as multisets. Anything else is compared byte for
 //! byte.
 //!
+//! Fast path ([`digest`]): each body first gets a canonical 64-bit digest under the same rules in
+//! one streaming pass that builds nothing; equal digests are equal bodies (a different pair
+//! collides with a probability of about 2^-64), and only bodies whose digests differ (or that
+//! get none) are parsed and walked as below, to find the first difference.
+//!
 //! Bounds: bodies are capped by the service's `compare.max_body_bytes` before they get here
 //! ([`BodyCapture`]). JSON is parsed by `serde_json` into a flat arena (`doc`: strings
 //! borrowed from the body, members sorted once), whose recursion limit (128 nested arrays or
@@ -21,6 +26,7 @@
 //! every rule has died a node costs a comparison and nothing else. An `unordered` array costs a
 //! sort of its elements' canonical forms.
 
+mod digest;
 mod doc;
 pub mod path;
 pub mod pending;
@@ -312,6 +318,22 @@ fn compare_bodies(
     if primary.body == shadow.body {
         return None;
     }
+    // The fast path: equal canonical digests are equal documents (but for a collision, about
+    // 2^-64); otherwise the structural comparison finds the first difference.
+    if let Some(a) = digest::digest(rules, &primary.body) {
+        if digest::digest(rules, &shadow.body) == Some(a) {
+            return None;
+        }
+    }
+    compare_bodies_structurally(rules, primary, shadow)
+}
+
+/// The bodies compared without the fast path: parsed, walked, the first difference found.
+fn compare_bodies_structurally(
+    rules: &CompareConfig,
+    primary: &CapturedResponse,
+    shadow: &CapturedResponse,
+) -> Option<Difference> {
     let a = read_body(primary.content_type.as_deref(), &primary.body);
     let b = read_body(shadow.content_type.as_deref(), &shadow.body);
     match (&a, &b) {
@@ -412,25 +434,96 @@ fn compare_docs<'v>(rules: &CompareConfig, a: &'v Doc<'v>, b: &'v Doc<'v>) -> Op
         })
 }
 
-/// The noise rules alive at one location: the slice `lo..hi` of [`Walker::live`], and whether
+/// The noise rules alive at one location: the slice `lo..hi` of [`RuleStack`]'s live rules, and whether
 /// an `ignore` rule or an `unordered` rule selects the location itself.
 #[derive(Debug, Clone, Copy)]
-struct Frame {
+pub(crate) struct Frame {
     lo: usize,
     hi: usize,
-    ignored: bool,
-    unordered: bool,
+    pub(crate) ignored: bool,
+    pub(crate) unordered: bool,
 }
 
-/// Walks the primary's document (`a`) and the shadow's (`b`) side by side. The rules are
-/// followed on one stack of live automaton states (`(rule, states)`, rules that can no longer
-/// match anywhere below dropped), pushed on the way down and popped on the way up: no
-/// allocation per node, and no work at all below the point where every rule has died.
+/// The noise rules followed down a document, on one stack of live automaton states
+/// (`(rule, states)`, rules that can no longer match anywhere below dropped), pushed on the way
+/// down and popped on the way up: no allocation per node, and no work at all below the point
+/// where every rule has died. Used by the structural walk and by the digest ([`digest`]).
+pub(crate) struct RuleStack<'r> {
+    config: &'r CompareConfig,
+    /// Live rules: the path, whether it is an `ignore` rule, its states.
+    live: Vec<(&'r JsonPath, bool, States)>,
+}
+
+impl<'r> RuleStack<'r> {
+    pub(crate) fn new(config: &'r CompareConfig) -> Self {
+        Self {
+            config,
+            live: Vec::with_capacity(4 * (config.ignore.len() + config.unordered.len())),
+        }
+    }
+
+    /// A frame with no rule alive (what [`RuleStack::enter`] gives below dead rules).
+    pub(crate) fn dead(&self) -> Frame {
+        let lo = self.live.len();
+        Frame {
+            lo,
+            hi: lo,
+            ignored: false,
+            unordered: false,
+        }
+    }
+
+    /// The frame of the document root.
+    pub(crate) fn root(&mut self) -> Frame {
+        let mut frame = self.dead();
+        let rules = self.config.ignore.iter().map(|path| (path, true));
+        for (path, is_ignore) in rules.chain(self.config.unordered.iter().map(|path| (path, false)))
+        {
+            self.live.push((path, is_ignore, JsonPath::START));
+            frame.mark(path.selects(JsonPath::START), is_ignore);
+        }
+        frame.hi = self.live.len();
+        frame
+    }
+
+    /// The frame one level below `parent`, following `step`; pop it with [`RuleStack::leave`].
+    pub(crate) fn enter(&mut self, parent: Frame, step: Step<'_>) -> Frame {
+        let mut frame = self.dead();
+        for i in parent.lo..parent.hi {
+            let Some((path, is_ignore, states)) = self.live.get(i).copied() else {
+                break;
+            };
+            let next = path.step(states, step);
+            if next != 0 {
+                self.live.push((path, is_ignore, next));
+                frame.mark(path.selects(next), is_ignore);
+            }
+        }
+        frame.hi = self.live.len();
+        frame
+    }
+
+    /// Whether an `ignore` rule selects the location one `step` below `parent` (what
+    /// [`RuleStack::enter`] would mark, with nothing pushed).
+    pub(crate) fn ignores(&self, parent: Frame, step: Step<'_>) -> bool {
+        self.live
+            .get(parent.lo..parent.hi)
+            .unwrap_or_default()
+            .iter()
+            .any(|(path, is_ignore, states)| *is_ignore && path.selects(path.step(*states, step)))
+    }
+
+    pub(crate) fn leave(&mut self, frame: Frame) {
+        self.live.truncate(frame.lo);
+    }
+}
+
+/// Walks the primary's document (`a`) and the shadow's (`b`) side by side, following the rules
+/// on a [`RuleStack`].
 struct Walker<'r, 'v> {
-    rules: &'r CompareConfig,
     a: &'v Doc<'v>,
     b: &'v Doc<'v>,
-    live: Vec<(usize, States)>,
+    stack: RuleStack<'r>,
 }
 
 /// Both sides' values at the difference, already shown.
@@ -446,10 +539,9 @@ enum Side {
 impl<'r, 'v> Walker<'r, 'v> {
     fn new(rules: &'r CompareConfig, a: &'v Doc<'v>, b: &'v Doc<'v>) -> Self {
         Self {
-            rules,
             a,
             b,
-            live: Vec::with_capacity(4 * (rules.ignore.len() + rules.unordered.len())),
+            stack: RuleStack::new(rules),
         }
     }
 
@@ -460,65 +552,16 @@ impl<'r, 'v> Walker<'r, 'v> {
         }
     }
 
-    /// Rule `k`: the `ignore` rules first, then the `unordered` ones.
-    fn rule(&self, k: usize) -> Option<(&'r JsonPath, bool)> {
-        let ignores = self.rules.ignore.len();
-        match self.rules.ignore.get(k) {
-            Some(path) => Some((path, true)),
-            None => self
-                .rules
-                .unordered
-                .get(k.wrapping_sub(ignores))
-                .map(|path| (path, false)),
-        }
-    }
-
     fn root(&mut self) -> Frame {
-        let lo = self.live.len();
-        let mut frame = Frame {
-            lo,
-            hi: lo,
-            ignored: false,
-            unordered: false,
-        };
-        for k in 0..self.rules.ignore.len() + self.rules.unordered.len() {
-            if let Some((path, is_ignore)) = self.rule(k) {
-                self.live.push((k, JsonPath::START));
-                frame.mark(path.selects(JsonPath::START), is_ignore);
-            }
-        }
-        frame.hi = self.live.len();
-        frame
+        self.stack.root()
     }
 
-    /// The frame one level below `parent`, following `step`; pop it with [`Walker::leave`].
     fn enter(&mut self, parent: Frame, step: Step<'_>) -> Frame {
-        let lo = self.live.len();
-        let mut frame = Frame {
-            lo,
-            hi: lo,
-            ignored: false,
-            unordered: false,
-        };
-        for i in parent.lo..parent.hi {
-            let Some((k, states)) = self.live.get(i).copied() else {
-                break;
-            };
-            let Some((path, is_ignore)) = self.rule(k) else {
-                continue;
-            };
-            let next = path.step(states, step);
-            if next != 0 {
-                self.live.push((k, next));
-                frame.mark(path.selects(next), is_ignore);
-            }
-        }
-        frame.hi = self.live.len();
-        frame
+        self.stack.enter(parent, step)
     }
 
     fn leave(&mut self, frame: Frame) {
-        self.live.truncate(frame.lo);
+        self.stack.leave(frame);
     }
 
     /// `location` is the path to `a`/`b`; on a difference it is left pointing at it.
@@ -854,14 +897,17 @@ fn number_key(node: &Node<'_>) -> Option<NumberKey> {
         Node::Float(f) => *f,
         _ => return None,
     };
-    Some(
-        if f.is_finite() && f.fract() == 0.0 && f.abs() < EXACT_INTEGER_LIMIT {
-            // Exact: `f` is an integer within i128's range.
-            NumberKey::Int(f as i128)
-        } else {
-            NumberKey::Float(f.to_bits())
-        },
-    )
+    Some(float_key(f))
+}
+
+/// The value of a number serde_json read as an `f64`.
+fn float_key(f: f64) -> NumberKey {
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < EXACT_INTEGER_LIMIT {
+        // Exact: `f` is an integer within i128's range.
+        NumberKey::Int(f as i128)
+    } else {
+        NumberKey::Float(f.to_bits())
+    }
 }
 
 /// A value as compact JSON, cut to [`MAX_SHOWN_BYTES`] (serialisation stops there, so a huge

@@ -35,17 +35,6 @@ enum Selector {
     Any,
 }
 
-impl Selector {
-    fn selects(&self, step: Step<'_>) -> bool {
-        match (self, step) {
-            (Selector::Any, _) => true,
-            (Selector::Key(k), Step::Key(s)) => k == s,
-            (Selector::Index(i), Step::Index(s)) => *i == s,
-            _ => false,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Segment {
     /// `..`: the selector may match at any depth below the previous segment.
@@ -57,7 +46,14 @@ struct Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonPath {
     text: String,
-    segments: Vec<Segment>,
+    /// The automaton as bit masks over the segments: bit `p` for segment `p`.
+    descendants: States,
+    wildcards: States,
+    /// The segments that select one member name or one index.
+    names: Vec<(u32, String)>,
+    indexes: Vec<(u32, usize)>,
+    /// The state reached once every segment has matched.
+    end: States,
 }
 
 /// Live automaton states of one path at one location: bit `p` set = the first `p` segments
@@ -76,28 +72,32 @@ impl JsonPath {
         &self.text
     }
 
-    /// The states one level below, following `step`.
+    /// The states one level below, following `step`: a `..` segment stays live, a segment
+    /// whose selector selects `step` advances.
     pub fn step(&self, states: States, step: Step<'_>) -> States {
-        let mut next: States = 0;
-        let mut live = states;
-        while live != 0 {
-            let p = live.trailing_zeros() as usize;
-            live &= live - 1;
-            if let Some(segment) = self.segments.get(p) {
-                if segment.descendant {
-                    next |= 1 << p;
+        let mut advancing = states & self.wildcards;
+        match step {
+            Step::Key(key) => {
+                for (p, name) in &self.names {
+                    if states & (1 << p) != 0 && name == key {
+                        advancing |= 1 << p;
+                    }
                 }
-                if segment.selector.selects(step) {
-                    next |= 1 << (p + 1);
+            }
+            Step::Index(index) => {
+                for (p, i) in &self.indexes {
+                    if states & (1 << p) != 0 && *i == index {
+                        advancing |= 1 << p;
+                    }
                 }
             }
         }
-        next
+        (states & self.descendants) | (advancing << 1)
     }
 
     /// Whether the location these states belong to is selected by the path.
     pub fn selects(&self, states: States) -> bool {
-        states & (1 << self.segments.len()) != 0
+        states & self.end != 0
     }
 }
 
@@ -209,10 +209,26 @@ impl<'a> Parser<'a> {
             }
             segments.push(self.segment()?);
         }
-        Ok(JsonPath {
+        let mut path = JsonPath {
             text: self.text.to_string(),
-            segments,
-        })
+            descendants: 0,
+            wildcards: 0,
+            names: Vec::new(),
+            indexes: Vec::new(),
+            end: 1 << segments.len(),
+        };
+        // At most MAX_SEGMENTS (32) segments: every bit fits.
+        for (p, segment) in (0u32..).zip(segments) {
+            if segment.descendant {
+                path.descendants |= 1 << p;
+            }
+            match segment.selector {
+                Selector::Any => path.wildcards |= 1 << p,
+                Selector::Key(name) => path.names.push((p, name)),
+                Selector::Index(i) => path.indexes.push((p, i)),
+            }
+        }
+        Ok(path)
     }
 
     fn segment(&mut self) -> Result<Segment, PathError> {

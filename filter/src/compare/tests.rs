@@ -742,6 +742,108 @@ fn whole_bodies_are_logged_only_when_asked() {
     );
 }
 
+/// Whether the fast path finds `a` and `b` equal (both must get a digest).
+fn digests_equal(rules: &CompareConfig, a: &str, b: &str) -> bool {
+    let (x, y) = (
+        digest::digest(rules, a.as_bytes()),
+        digest::digest(rules, b.as_bytes()),
+    );
+    assert!(x.is_some() && y.is_some(), "{a} / {b}");
+    x == y
+}
+
+/// The structural comparison alone (no fast path) of two JSON bodies.
+fn structurally(rules: &CompareConfig, a: &str, b: &str) -> Option<Difference> {
+    compare_bodies_structurally(rules, &json_response(200, a), &json_response(200, b))
+}
+
+#[test]
+fn the_fast_path_follows_the_noise_rules() {
+    let r = rules(
+        r#""ignore":["$.updated_at","$.items[*].id","$..etag","$.list[1]"],"unordered":["$.tags","$..set"]"#,
+    );
+    let cases: &[(&str, &str, bool)] = &[
+        // Ignored members: other values, or present on one side only.
+        (
+            r#"{"a":1,"updated_at":"x"}"#,
+            r#"{"updated_at":"y","a":1}"#,
+            true,
+        ),
+        (r#"{"a":1,"updated_at":"x"}"#, r#"{"a":1}"#, true),
+        (
+            r#"{"items":[{"id":1,"v":2}]}"#,
+            r#"{"items":[{"v":2,"id":9}]}"#,
+            true,
+        ),
+        (
+            r#"{"items":[{"id":1,"v":2}]}"#,
+            r#"{"items":[{"v":3}]}"#,
+            false,
+        ),
+        (
+            r#"{"x":{"y":{"etag":1}},"etag":[1]}"#,
+            r#"{"x":{"y":{}}}"#,
+            true,
+        ),
+        // An ignored element keeps the others' positions; trailing ones do not count.
+        (r#"{"list":[1,2,3]}"#, r#"{"list":[1,9,3]}"#, true),
+        (r#"{"list":[1,2]}"#, r#"{"list":[1]}"#, true),
+        (r#"{"list":[1,2,3]}"#, r#"{"list":[1,3]}"#, false),
+        (r#"{"list":[1,2,3]}"#, r#"{"list":[1,2,3,4]}"#, false),
+        // Unordered arrays are multisets, also nested.
+        (r#"{"tags":[1,2,2,3]}"#, r#"{"tags":[2,3,2,1]}"#, true),
+        (r#"{"tags":[1,2,2]}"#, r#"{"tags":[1,1,2]}"#, false),
+        (r#"{"tags":[1,2]}"#, r#"{"tags":[1,2,2]}"#, false),
+        (
+            r#"{"a":{"set":[[1],[2]]}}"#,
+            r#"{"a":{"set":[[2],[1]]}}"#,
+            true,
+        ),
+        (
+            r#"{"a":{"set":[{"etag":1,"v":1},{"v":2}]}}"#,
+            r#"{"a":{"set":[{"v":2},{"v":1}]}}"#,
+            true,
+        ),
+        // Not arrays: the rule changes nothing.
+        (r#"{"tags":{"a":1}}"#, r#"{"tags":{"a":1}}"#, true),
+        (r#"{"tags":"ab"}"#, r#"{"tags":"ba"}"#, false),
+        // Elsewhere arrays stay ordered.
+        (r#"{"other":[1,2]}"#, r#"{"other":[2,1]}"#, false),
+    ];
+    for (a, b, equal) in cases {
+        assert_eq!(digests_equal(&r, a, b), *equal, "{a} / {b}");
+        assert_eq!(structurally(&r, a, b).is_none(), *equal, "{a} / {b}");
+    }
+    // Ignored subtrees are still checked for being JSON.
+    assert_eq!(digest::digest(&r, br#"{"updated_at":[1,]}"#), None);
+    assert_eq!(digest::digest(&r, br#"{"updated_at":[1e400]}"#), None);
+}
+
+#[test]
+fn the_benchmark_documents_are_equal_on_the_fast_path() {
+    let r = rules(
+        r#""ignore":["$.updated_at","$.messages[*].id","$..etag"],"unordered":["$.messages[*].tags"]"#,
+    );
+    let doc = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../tests/harness/examples/compare-docs/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let (primary, equal, changed) = (doc("primary.json"), doc("equal.json"), doc("changed.json"));
+    assert!(digests_equal(&r, &primary, &equal));
+    assert!(!digests_equal(&r, &primary, &changed));
+    assert_eq!(structurally(&r, &primary, &equal), None);
+    assert!(matches!(
+        verdict(&r, &primary, &changed),
+        Verdict::BodyMismatch(Difference {
+            at: Location::Json(_),
+            ..
+        })
+    ));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property tests.
 // ---------------------------------------------------------------------------------------------
@@ -884,6 +986,51 @@ fn borrowed(steps: &[OwnedStep]) -> Vec<Step<'_>> {
         .collect()
 }
 
+/// Noise rules the agreement property draws from (they select names and indexes the generated
+/// documents have).
+const IGNORE_RULES: &[&str] = &[
+    "$..ignored",
+    "$.meta",
+    "$[0]",
+    "$..[1]",
+    "$.*.a",
+    "$..b",
+    "$.a[*]",
+];
+const UNORDERED_RULES: &[&str] = &["$..*", "$.a", "$..c", "$[*]"];
+
+/// `v` with one edit at a location picked by `pick`: its value changed, a member removed, an
+/// element added, the elements of an array rotated, or a member added; edit 5 changes nothing.
+fn edited(v: &Value, pick: prop::sample::Index, edit: u8, seed: u64) -> Value {
+    let mut all = Vec::new();
+    locations(v, &mut Vec::new(), &mut all);
+    let at = pick.get(&all).clone();
+    let mut w = v.clone();
+    let node = node_mut(&mut w, &at);
+    match (edit, node) {
+        (5, _) => {}
+        (1, Value::Object(map)) if !map.is_empty() => {
+            let key = map.keys().nth(seed as usize % map.len()).cloned().unwrap();
+            map.remove(&key);
+        }
+        (2, Value::Array(values)) => {
+            values.insert(seed as usize % (values.len() + 1), json!(seed % 3))
+        }
+        (3, Value::Array(values)) if !values.is_empty() => {
+            let n = values.len();
+            values.rotate_left(seed as usize % n);
+        }
+        (4, Value::Object(map)) => {
+            map.insert(
+                ["a", "b", "c", "ignored"][seed as usize % 4].to_string(),
+                json!(seed % 2),
+            );
+        }
+        (_, node) => *node = changed(node),
+    }
+    w
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -968,6 +1115,60 @@ proptest! {
         let path = JsonPath::parse(&text).unwrap();
         let states = at.iter().fold(JsonPath::START, |s, step| path.step(s, *step));
         prop_assert!(path.selects(states), "{}", text);
+    }
+
+    #[test]
+    fn the_fast_path_and_the_structural_comparison_agree(
+        v in json_value(),
+        pick in any::<prop::sample::Index>(),
+        edit in 0..6u8,
+        seed in any::<u64>(),
+        ignore in prop::sample::subsequence(IGNORE_RULES.to_vec(), 0..=3),
+        unordered in prop::sample::subsequence(UNORDERED_RULES.to_vec(), 0..=2),
+    ) {
+        let quote = |paths: Vec<&str>| paths.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(",");
+        let r = rules(&format!(r#""ignore":[{}],"unordered":[{}]"#, quote(ignore), quote(unordered)));
+        let w = edited(&v, pick, edit, seed);
+        let (mut a, mut b) = (String::new(), String::new());
+        write_scrambled(&v, seed, &mut a);
+        write_scrambled(&w, seed.rotate_left(17) ^ 5, &mut b);
+        let (x, y) = (digest::digest(&r, a.as_bytes()), digest::digest(&r, b.as_bytes()));
+        // From a `Value`: JSON, no name twice: both get a digest.
+        prop_assert!(x.is_some() && y.is_some(), "{} / {}", a, b);
+        prop_assert_eq!(x == y, structurally(&r, &a, &b).is_none(), "{} / {}", a, b);
+        prop_assert_eq!(x == y, verdict(&r, &a, &b) == Verdict::Equal);
+    }
+
+    #[test]
+    fn equal_documents_have_equal_digests(v in json_value(), seed in any::<u64>()) {
+        let (mut a, mut b) = (String::new(), String::new());
+        write_scrambled(&v, seed, &mut a);
+        write_scrambled(&v, seed.wrapping_mul(31).wrapping_add(7), &mut b);
+        for r in [CompareConfig::plain(), rules(r#""ignore":["$..ignored"],"unordered":["$..*"]"#)] {
+            prop_assert!(digests_equal(&r, &a, &b), "{} / {}", a, b);
+        }
+    }
+
+    #[test]
+    fn only_json_gets_a_digest(
+        v in json_value(),
+        at in any::<prop::sample::Index>(),
+        byte in prop::sample::select(&b"[]{},:\"\\0123456789.eE+- tfnulx\x01\xc3"[..]),
+        how in 0..3u8,
+    ) {
+        // A valid document with one byte replaced, inserted or removed: mostly not JSON.
+        let mut text = serde_json::to_vec(&v).unwrap();
+        let i = at.index(text.len() + 1);
+        match how {
+            0 if i < text.len() => text[i] = byte,
+            1 => text.insert(i, byte),
+            _ if i < text.len() => { text.remove(i); }
+            _ => text.push(byte),
+        }
+        let r = rules(r#""ignore":["$..a"],"unordered":["$..*"]"#);
+        if digest::digest(&r, &text).is_some() {
+            prop_assert!(serde_json::from_slice::<Value>(&text).is_ok(), "{}", String::from_utf8_lossy(&text));
+        }
     }
 
     #[test]
