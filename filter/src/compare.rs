@@ -319,14 +319,50 @@ fn compare_bodies(
         return None;
     }
     // The fast path: equal canonical digests are equal documents (but for a collision, about
-    // 2^-64); otherwise the structural comparison finds the first difference.
-    if let Some(a) = digest::digest(rules, &primary.body) {
-        if digest::digest(rules, &shadow.body) == Some(a) {
-            return None;
+    // 2^-64); otherwise the structural comparison finds the first difference. A difference
+    // costs both, so after one the next comparison of the service goes straight to the
+    // structural one: a systematic difference (a field only new has) pays only that.
+    if !rules.last_differed.get() {
+        if let Some(a) = digest::digest(rules, &primary.body) {
+            if digest::digest(rules, &shadow.body) == Some(a) {
+                return None;
+            }
         }
     }
-    compare_bodies_structurally(rules, primary, shadow)
+    let difference = compare_bodies_structurally(rules, primary, shadow);
+    rules.last_differed.set(difference.is_some());
+    difference
 }
+
+/// Per service: whether its last body comparison found a difference. A hint, not configuration:
+/// it never takes part in comparing configurations, and it is atomic only so that the validated
+/// configuration stays `Sync` for native users (the VM has one thread).
+#[derive(Debug, Default)]
+pub struct LastDiffered(std::sync::atomic::AtomicBool);
+
+impl LastDiffered {
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, differed: bool) {
+        self.0.store(differed, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clone for LastDiffered {
+    fn clone(&self) -> Self {
+        LastDiffered(self.get().into())
+    }
+}
+
+impl PartialEq for LastDiffered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LastDiffered {}
 
 /// The bodies compared without the fast path: parsed, walked, the first difference found.
 fn compare_bodies_structurally(

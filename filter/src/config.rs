@@ -269,6 +269,9 @@ pub struct CompareConfig {
     pub max_body_bytes: u64,
     /// Debug: put both whole bodies (up to `max_body_bytes`) in each mismatch log line.
     pub log_bodies: bool,
+    /// Not configuration: whether this service's last body comparison found a difference, which
+    /// skips the digest fast path for the next one (see `compare.rs`).
+    pub last_differed: crate::compare::LastDiffered,
 }
 
 impl CompareConfig {
@@ -281,6 +284,7 @@ impl CompareConfig {
             writes: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             log_bodies: false,
+            last_differed: Default::default(),
         }
     }
 }
@@ -900,6 +904,7 @@ fn validate_compare(
         writes: c.writes,
         max_body_bytes: c.max_body_bytes,
         log_bodies: c.log_bodies,
+        last_differed: Default::default(),
     })
 }
 

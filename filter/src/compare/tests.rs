@@ -1180,3 +1180,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn after_a_difference_the_next_comparison_skips_the_fast_path_and_stays_exact() {
+    let r = rules(r#""ignore":["$.at"]"#);
+    let equal = (r#"{"a":1,"b":[1,2],"at":1}"#, r#"{"b":[1,2],"a":1,"at":2}"#);
+    assert_eq!(verdict(&r, equal.0, equal.1), Verdict::Equal);
+    assert!(!r.last_differed.get());
+    // A systematic difference: every comparison finds it, the fast path is not tried again.
+    for _ in 0..3 {
+        assert_eq!(
+            verdict(&r, r#"{"a":1}"#, r#"{"a":1,"only_new":true}"#),
+            body_mismatch("$.only_new", "<absent>", "true")
+        );
+        assert!(r.last_differed.get());
+    }
+    // Equal again: found equal by the structural comparison, the fast path back for the next.
+    assert_eq!(verdict(&r, equal.0, equal.1), Verdict::Equal);
+    assert!(!r.last_differed.get());
+    assert_eq!(verdict(&r, equal.0, equal.1), Verdict::Equal);
+    // The hint never makes two configurations differ.
+    assert_eq!(r, rules(r#""ignore":["$.at"]"#));
+}
