@@ -27,6 +27,8 @@ pub mod bucket;
 pub mod compare;
 pub mod config;
 pub mod ecds;
+pub mod header_map;
+pub mod host;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
