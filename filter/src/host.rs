@@ -390,7 +390,6 @@ mod tests {
             [
                 Call::Increment(routed_new),
                 Call::Request("x-cutover-cluster".into(), Some("chat_new".into())),
-                Call::Request("x-routed-to".into(), Some("new".into())),
                 // Queued: the root context ticks fast to dispatch it.
                 Call::Tick(FAST_TICK_MS),
                 Call::Response("x-routed-to".into(), "new".into()),

@@ -173,6 +173,13 @@ impl Default for Stream {
     }
 }
 
+/// Removes request header `name` if the client sent it.
+fn remove_if_sent(headers: &HeaderPairs<'_>, name: &str, fx: &mut impl StreamEffects) {
+    if headers.contains(name) {
+        fx.set_request_header(name, None);
+    }
+}
+
 /// Bytes for a log line: lossy UTF-8, cut to [`LOG_FIELD_MAX`].
 fn for_log(bytes: &[u8]) -> String {
     let cut = bytes.get(..LOG_FIELD_MAX).unwrap_or(bytes);
@@ -204,20 +211,16 @@ impl Stream {
         fx: &mut impl StreamEffects,
     ) {
         let config = &settings.config;
-        // A client must never pick a cluster, nor pass a real write off as a shadow: a header of
-        // the filter's a client sent is removed (the map shows it; no call when it is absent).
-        let mut remove_if_sent = |name: &str| {
-            if headers.contains(name) {
-                fx.set_request_header(name, None);
-            }
-        };
-        remove_if_sent(SHADOW_HEADER);
+        // A client must never pick a cluster, nor pass a real write off as a shadow, nor claim a
+        // side: a header of the filter's a client sent is removed (the map shows it: no host
+        // call when it is absent, the usual case).
+        remove_if_sent(headers, SHADOW_HEADER, fx);
         let path = headers.first(":path").unwrap_or_default();
         let Some((index, service)) =
             match_service(config, path).and_then(|i| config.services.get(i).map(|s| (i, s)))
         else {
-            remove_if_sent(&config.cluster_header);
-            remove_if_sent(ROUTED_TO_HEADER);
+            remove_if_sent(headers, &config.cluster_header, fx);
+            remove_if_sent(headers, ROUTED_TO_HEADER, fx);
             return;
         };
 
@@ -226,9 +229,10 @@ impl Stream {
             fx.count(index, counter);
         }
         let (side, key) = (routed.side, routed.key);
-        // Replacing removes every value the client may have sent.
+        // Replacing removes every value the client may have sent. The upstream learns its side
+        // from this header (its value is the side's cluster); `x-routed-to` is a response header.
         fx.set_request_header(&config.cluster_header, Some(side.cluster(service)));
-        fx.set_request_header(ROUTED_TO_HEADER, Some(side.as_str()));
+        remove_if_sent(headers, ROUTED_TO_HEADER, fx);
         self.routed = Some((index, side));
 
         if !service.dual_write.enabled && service.shadow_reads.is_none() {
@@ -626,7 +630,7 @@ mod tests {
     }
 
     #[test]
-    fn a_matched_read_is_routed_and_spoofed_headers_replaced() {
+    fn a_matched_read_is_routed_and_a_spoofed_shadow_header_removed() {
         let s = settings("");
         let mut fx = Fx::default();
         let mut stream = Stream::new();
@@ -642,7 +646,6 @@ mod tests {
                 req("x-cutover-shadow", None),
                 Did::Count(0, Counter::RoutedNew),
                 req("x-cutover-cluster", Some("chat_new")),
-                req("x-routed-to", Some("new")),
             ]
         );
         assert!(!stream.wants_primary_status());
@@ -668,12 +671,11 @@ mod tests {
             [
                 Did::Count(0, Counter::RoutedNew),
                 req("x-cutover-cluster", Some("chat_new")),
-                req("x-routed-to", Some("new")),
             ],
-            "no removal of an absent x-cutover-shadow"
+            "no removal of an absent x-cutover-shadow or x-routed-to"
         );
-        // A client's cluster header and x-routed-to, in any case, are replaced; its shadow
-        // header is removed.
+        // A client's cluster header, in any case, is replaced; its shadow header and
+        // x-routed-to are removed.
         let spoofed = [
             ("X-Cutover-Cluster", "chat_legacy"),
             ("x-routed-to", "legacy"),
@@ -688,7 +690,7 @@ mod tests {
                 req("x-cutover-shadow", None),
                 Did::Count(0, Counter::RoutedNew),
                 req("x-cutover-cluster", Some("chat_new")),
-                req("x-routed-to", Some("new")),
+                req("x-routed-to", None),
             ]
         );
     }

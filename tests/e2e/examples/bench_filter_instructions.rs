@@ -79,7 +79,7 @@ function envoy_on_request(handle)
   local key = headers:get("x-correlation-id") or headers:get("x-request-id") or ""
   local side = (murmur3("chat:" .. key) % 100 + 1 <= 50) and "new" or "legacy"
   headers:replace("x-cutover-cluster", "chat_" .. side)
-  headers:replace("x-routed-to", side)
+  headers:remove("x-routed-to")
   handle:clearRouteCache()
   handle:streamInfo():dynamicMetadata():set("cutover", "side", side)
 end
@@ -270,9 +270,7 @@ fn bootstrap(side: &Side, noop: &Path, listener: u16, admin: u16, upstream: u16)
         vec![
             json!({
                 "name": "chat", "match": {"prefix": "/api/chat"}, "route": {"cluster": "chat_new"},
-                "request_headers_to_add": [
-                    {"header": {"key": "x-routed-to", "value": "new"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-                "request_headers_to_remove": ["x-cutover-shadow", CLUSTER_HEADER],
+                "request_headers_to_remove": ["x-cutover-shadow", CLUSTER_HEADER, "x-routed-to"],
                 "response_headers_to_add": [
                     {"header": {"key": "x-routed-to", "value": "new"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
                     {"header": {"key": "x-traffic-percentage", "value": "50"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
