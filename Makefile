@@ -53,7 +53,7 @@ bench-filter: wasm
 # (2 and 20 services, matched and unmatched paths), side by side (docs/benchmarks.md).
 .PHONY: bench-filter-instructions
 bench-filter-instructions: wasm
-	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$(WASM)"; scripts/bench-filter-instructions
+	export ENVOY_BIN="$$(scripts/ensure-envoy)" CUTOVER_WASM="$${CUTOVER_WASM:-$(WASM)}"; scripts/bench-filter-instructions
 
 # Client latency of writes with dual-write off / on (instant shadow) / on (500 ms shadow).
 bench-dual-write: wasm

@@ -1,19 +1,16 @@
-//! The proxy-wasm adapter: reads what Envoy hands over, calls the core ([`crate::stream`] per
-//! HTTP stream, [`crate::root`] for the VM's shadows) and applies the effects it answers with.
+//! The proxy-wasm adapter: [`Glue`] is Envoy for the core (the host calls of [`host::Envoy`]);
+//! each callback reads what Envoy hands over and calls the core ([`crate::stream`] per HTTP
+//! stream, [`host::Vm`] for the VM's root contexts and shadows), which makes the host calls.
 
-use crate::compare::pending::Half;
-use crate::config::CompareConfig;
-use crate::metrics::{Counter, MetricIds, MetricsHost};
-use crate::root::{on_call_response, on_tick, Plugin, RootEffects, RootHost, Shadows, TickStep};
-use crate::root::{MAX_SHADOWS_IN_FLIGHT, SETTLE_GRACE_MS};
-use crate::shadow::{ShadowInfo, ShadowRequest};
-use crate::stream::{describe, HeaderMap, Stream, StreamEffects};
+use crate::header_map::HeaderPairs;
+use crate::host::{self, Level, StreamEnvoy, Vm};
+use crate::root::Plugin;
+use crate::shadow::ShadowRequest;
+use crate::stream::Stream;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use std::cell::RefCell;
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
@@ -24,19 +21,9 @@ proxy_wasm::main! {{
     });
 }}
 
-/// A service's metric ids, as the root core knows it.
-type Service = Rc<crate::metrics::ServiceMetrics>;
-
 thread_local! {
-    /// Metric ids by name: the VM outlives plugin configurations (see `metrics.rs`).
-    static METRIC_IDS: RefCell<MetricIds> = RefCell::new(MetricIds::default());
-    /// Every shadow of this VM, across its root contexts (see `root.rs`).
-    static SHADOWS: RefCell<Shadows<Service>> =
-        RefCell::new(Shadows::new(MAX_SHADOWS_IN_FLIGHT, SETTLE_GRACE_MS));
-}
-
-fn shadows<R>(f: impl FnOnce(&mut Shadows<Service>) -> R) -> R {
-    SHADOWS.with(|s| f(&mut s.borrow_mut()))
+    /// Every shadow and metric id of this VM, across its root contexts.
+    static VM: Vm = Vm::default();
 }
 
 fn read(buffer: BufferType, size: usize) -> Vec<u8> {
@@ -44,6 +31,26 @@ fn read(buffer: BufferType, size: usize) -> Vec<u8> {
         .ok()
         .flatten()
         .unwrap_or_default()
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(map: MapType, data: *mut *mut u8, size: *mut usize) -> Status;
+}
+
+/// A whole header map in one host call, serialised ([`crate::header_map`]); the SDK's
+/// `get_map_bytes` would copy it into a `String` and a `Vec` per header.
+fn header_map(map: MapType) -> Vec<u8> {
+    let (mut data, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: on success the host hands over a buffer of `size` bytes it allocated through the
+    // SDK's `proxy_on_memory_allocate` (a `Vec<u8>` of that capacity), which is how the SDK's
+    // own `get_map_bytes` takes it back.
+    unsafe {
+        match proxy_get_header_map_pairs(map, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A header value as the `&str` the SDK's `dispatch_http_call` wants, its bytes unchanged: a
@@ -61,54 +68,46 @@ fn header_value_for_sdk(value: &[u8]) -> &str {
     }
 }
 
-/// Applies the tick changes the root core asks for, from context `context` of root context `root`.
-fn apply_ticks(context: u32, root: u32) {
-    for step in shadows(|s| s.tick_steps(context, root)) {
-        let _ = match step {
-            TickStep::SwitchTo(id) => hostcalls::set_effective_context(id),
-            TickStep::Period(ms) => hostcalls::set_tick_period(Duration::from_millis(ms)),
-        };
-    }
-}
+/// Envoy, for the core. The hostcalls are global; a failing stats or header call must not fail
+/// anything, so their failures are ignored.
+struct Glue;
 
-/// Envoy for the root core and the metrics (the hostcalls are global). A failing stats call must
-/// not fail anything: failures are ignored.
-struct RootEnvoy;
-
-impl MetricsHost for RootEnvoy {
-    fn define(&mut self, name: &str, gauge: bool) -> Option<u32> {
-        let kind = match gauge {
-            true => MetricType::Gauge,
-            false => MetricType::Counter,
-        };
-        hostcalls::define_metric(kind, name)
-            .map_err(|status| log::warn!("cutover: cannot define metric {name}: {status:?}"))
-            .ok()
-    }
-    fn record(&mut self, id: u32, value: u64) {
-        let _ = hostcalls::record_metric(id, value);
-    }
-}
-
-impl RootEffects<Service> for RootEnvoy {
-    fn count(&mut self, service: &Service, counter: Counter) {
-        if let Some(id) = service.id(counter) {
-            let _ = hostcalls::increment_metric(id, 1);
+impl host::Envoy for Glue {
+    fn log(&mut self, level: Level, line: std::fmt::Arguments<'_>) {
+        match level {
+            Level::Debug => log::debug!("{line}"),
+            Level::Info => log::info!("{line}"),
+            Level::Warn => log::warn!("{line}"),
+            Level::Error => log::error!("{line}"),
         }
     }
-    fn warn(&mut self, line: std::fmt::Arguments<'_>) {
-        log::warn!("{line}");
-    }
-}
-
-impl RootHost<Service> for RootEnvoy {
-    fn now_ms(&mut self) -> u64 {
+    fn current_time_ms(&mut self) -> u64 {
         hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
-    fn dispatch(&mut self, request: &ShadowRequest) -> Result<u32, String> {
+    fn define_metric(&mut self, name: &str, gauge: bool) -> Result<u32, String> {
+        let kind = if gauge {
+            MetricType::Gauge
+        } else {
+            MetricType::Counter
+        };
+        hostcalls::define_metric(kind, name).map_err(|status| format!("{status:?}"))
+    }
+    fn record_metric(&mut self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
+    fn increment_metric(&mut self, id: u32) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+    fn dispatch_http_call(&mut self, request: &ShadowRequest) -> Result<u32, String> {
         let headers: Vec<(&str, &str)> = request
             .headers
             .iter()
@@ -119,76 +118,20 @@ impl RootHost<Service> for RootEnvoy {
         hostcalls::dispatch_http_call(&request.cluster, headers, body, Vec::new(), timeout)
             .map_err(|status| format!("{status:?}"))
     }
-    fn call_status() -> Option<Vec<u8>> {
-        Map(MapType::HttpCallResponseHeaders).get(":status")
-    }
     fn call_body(size: usize) -> Vec<u8> {
         read(BufferType::HttpCallResponseBody, size)
     }
-    fn call_headers() -> Vec<(String, Vec<u8>)> {
-        Map(MapType::HttpCallResponseHeaders).all()
+    fn call_headers() -> Vec<u8> {
+        header_map(MapType::HttpCallResponseHeaders)
     }
-    fn done(&mut self) {
-        let _ = hostcalls::set_tick_period(Duration::ZERO);
+    fn set_tick_period_ms(&mut self, ms: u64) {
+        let _ = hostcalls::set_tick_period(Duration::from_millis(ms));
+    }
+    fn set_effective_context(&mut self, context: u32) {
+        let _ = hostcalls::set_effective_context(context);
+    }
+    fn root_done(&mut self) {
         let _ = hostcalls::done();
-    }
-    fn debug(&mut self, line: std::fmt::Arguments<'_>) {
-        log::debug!("{line}");
-    }
-}
-
-/// A header map of the current HTTP stream or call.
-struct Map(MapType);
-
-impl HeaderMap for Map {
-    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(self.0, name).ok().flatten()
-    }
-    fn all(&mut self) -> Vec<(String, Vec<u8>)> {
-        hostcalls::get_map_bytes(self.0).unwrap_or_default()
-    }
-}
-
-/// Envoy for the stream core of HTTP context `context` (of root context `root`).
-struct HttpEnvoy {
-    plugin: Rc<Plugin>,
-    context: u32,
-    root: u32,
-}
-
-impl StreamEffects for HttpEnvoy {
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
-    }
-    fn add_response_header(&mut self, name: &str, value: &str) {
-        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
-    }
-    fn count(&mut self, service: usize, counter: Counter) {
-        if let Some(id) = self.plugin.counter_id(service, counter) {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-    fn submit(
-        &mut self,
-        service: usize,
-        request: ShadowRequest,
-        info: ShadowInfo,
-        compare: Option<Arc<CompareConfig>>,
-    ) -> Option<u64> {
-        let metrics = Rc::clone(self.plugin.metrics.get(service)?);
-        let (root, now, fx) = (self.root, RootEnvoy.now_ms(), &mut RootEnvoy);
-        let id = shadows(|s| s.submit(root, request, info, metrics, compare, now, fx));
-        apply_ticks(self.context, self.root);
-        id
-    }
-    fn primary_response(&mut self, id: u64, half: Half) {
-        shadows(|s| s.primary_response(id, half, &mut RootEnvoy));
-    }
-    fn primary_status(&mut self, id: u64, status: Option<u16>) {
-        shadows(|s| s.primary_status(id, status, &mut RootEnvoy));
-    }
-    fn debug(&mut self, line: &str) {
-        log::debug!("{line}");
     }
 }
 
@@ -200,50 +143,33 @@ struct CutoverRoot {
 impl Context for CutoverRoot {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         let sizes = (headers, body_size);
-        SHADOWS.with(|s| on_call_response(s, self.id, token, sizes, &mut RootEnvoy));
-        apply_ticks(self.id, self.id);
+        VM.with(|vm| vm.call_response(self.id, token, sizes, &mut Glue));
     }
 
     fn on_done(&mut self) -> bool {
         // Keep the root context (and the calls it dispatched) alive until each answered.
-        let now = shadows(|s| s.shutdown(self.id));
-        apply_ticks(self.id, self.id);
-        now
+        VM.with(|vm| vm.done(self.id, &mut Glue))
     }
 }
 
 impl RootContext for CutoverRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let configured =
-            METRIC_IDS.with(|ids| Plugin::configure(&bytes, &mut ids.borrow_mut(), &mut RootEnvoy));
-        match configured {
-            Ok(plugin) => {
-                log::info!("cutover: {}", describe(&plugin.settings.config));
-                shadows(|s| s.configure(self.id, plugin.config_key));
-                self.plugin = Some(Rc::new(plugin));
-                true
-            }
-            Err(err) => {
-                log::error!("cutover: rejected configuration: {err}");
-                false
-            }
-        }
+        let configured = VM.with(|vm| vm.configure(self.id, &bytes, &mut Glue));
+        let Some(plugin) = configured else {
+            return false;
+        };
+        self.plugin = Some(Rc::new(plugin));
+        true
     }
 
     fn on_tick(&mut self) {
-        SHADOWS.with(|s| on_tick(s, self.id, &mut RootEnvoy));
-        apply_ticks(self.id, self.id);
+        VM.with(|vm| vm.tick(self.id, &mut Glue));
     }
 
     fn create_http_context(&self, context: u32) -> Option<Box<dyn HttpContext>> {
-        let root = self.id;
-        let envoy = (self.plugin.clone()).map(|plugin| HttpEnvoy {
-            plugin,
-            context,
-            root,
-        });
-        Some(Box::new(CutoverHttp(Stream::new(), envoy)))
+        let (plugin, ids) = (self.plugin.clone(), (context, self.id));
+        Some(Box::new(CutoverHttp(Stream::new(), plugin, ids)))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -251,15 +177,21 @@ impl RootContext for CutoverRoot {
     }
 }
 
-/// A stream and its Envoy; without one only if Envoy created a stream before a configuration
-/// was accepted.
-struct CutoverHttp(Stream, Option<HttpEnvoy>);
+/// A stream, its configuration (none only if Envoy created a stream before a configuration was
+/// accepted), and the ids of its HTTP context and root context.
+struct CutoverHttp(Stream, Option<Rc<Plugin>>, (u32, u32));
 
 impl CutoverHttp {
     /// Runs one step of the stream core with Envoy as its effects.
-    fn step(&mut self, f: impl FnOnce(&mut Stream, &Plugin, &mut HttpEnvoy)) -> Action {
-        if let Some(envoy) = &mut self.1 {
-            f(&mut self.0, &Rc::clone(&envoy.plugin), envoy);
+    fn step(&mut self, f: impl FnOnce(&mut Stream, &Plugin, &mut StreamEnvoy<'_, Glue>)) -> Action {
+        if let Some(plugin) = &self.1 {
+            VM.with(|vm| {
+                f(
+                    &mut self.0,
+                    plugin,
+                    &mut vm.stream(plugin, self.2, &mut Glue),
+                )
+            });
         }
         Action::Continue
     }
@@ -275,7 +207,8 @@ impl Context for CutoverHttp {
 impl HttpContext for CutoverHttp {
     fn on_http_request_headers(&mut self, _: usize, eos: bool) -> Action {
         self.step(|stream, p, fx| {
-            stream.request_headers(&p.settings, &mut Map(MapType::HttpRequestHeaders), eos, fx)
+            let buffer = header_map(MapType::HttpRequestHeaders);
+            stream.request_headers(&p.settings, &HeaderPairs::parse(&buffer), eos, fx)
         })
     }
 
@@ -289,9 +222,8 @@ impl HttpContext for CutoverHttp {
     }
 
     fn on_http_response_headers(&mut self, _: usize, eos: bool) -> Action {
-        self.step(|stream, p, fx| {
-            stream.response_headers(&p.settings, &mut Map(MapType::HttpResponseHeaders), eos, fx)
-        })
+        let read = || header_map(MapType::HttpResponseHeaders);
+        self.step(|stream, p, fx| stream.response_headers(&p.settings, read, eos, fx))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {

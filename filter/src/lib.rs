@@ -6,10 +6,12 @@
 //! side's answers with the primary's (`reads`, `compare`): a dark launch.
 //!
 //! The pure core has no proxy-wasm dependency and is unit-tested natively: `config`, `bucket`,
-//! `routing`, `mirror`, `outcome`, `metrics`, `reads`, `compare`, and the state machines `stream`
-//! (one HTTP stream) and `root` (the shadows of one VM across its root contexts, with `shadow`'s
-//! tracker). `glue` is the adapter to the proxy-wasm ABI: it reads what Envoy hands over, calls
-//! the core and applies the effects; it only exists in the `.wasm`.
+//! `routing`, `mirror`, `outcome`, `metrics`, `reads`, `compare`, `header_map` (a header map as
+//! Envoy serialises it, parsed in place), the state machines `stream` (one HTTP stream) and
+//! `root` (the shadows of one VM across its root contexts, with `shadow`'s tracker), and `host`
+//! (Envoy as one trait of host calls, the core's effects built on it). `glue` is the adapter to
+//! the proxy-wasm ABI: it implements `host::Envoy` with the SDK's hostcalls and hands each
+//! callback to the core; it only exists in the `.wasm`.
 #![cfg_attr(
     not(test),
     deny(
@@ -27,6 +29,8 @@ pub mod bucket;
 pub mod compare;
 pub mod config;
 pub mod ecds;
+pub mod header_map;
+pub mod host;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;

@@ -21,8 +21,10 @@
 use crate::compare::pending::{reads_shadow_body, shadow_half, Comparisons, Completed, Half};
 use crate::compare::Skip;
 use crate::config::{CompareConfig, ConfigError, FilterConfig};
+use crate::header_map::HeaderPairs;
 use crate::metrics::{Counter, MetricIds, MetricsHost, ServiceMetrics};
 use crate::outcome::{classify, needs_body, CallResponse, Outcome, BODY_PREFIX_LEN};
+use crate::routing::RequestHeaders as _;
 use crate::shadow::{Dispatched, Settled, ShadowInfo, ShadowRequest, SubmitError, Tracker};
 use crate::stream::Settings;
 use std::cell::RefCell;
@@ -485,14 +487,41 @@ pub trait RootHost<S>: RootEffects<S> {
     fn now_ms(&mut self) -> u64;
     /// Sends `request` to its cluster: Envoy's token, or its refusal, described.
     fn dispatch(&mut self, request: &ShadowRequest) -> Result<u32, String>;
-    /// The answered call's raw `:status`.
-    fn call_status() -> Option<Vec<u8>>;
     /// The first `size` bytes of the answered call's body.
     fn call_body(size: usize) -> Vec<u8>;
-    fn call_headers() -> Vec<(String, Vec<u8>)>;
+    /// The answered call's response header map, serialised as the ABI does ([`HeaderPairs`]).
+    fn call_headers() -> Vec<u8>;
     /// Tells Envoy that the calling root context (replaced, drained) is finished; its tick off.
     fn done(&mut self);
     fn debug(&mut self, line: fmt::Arguments<'_>);
+    /// One step of a tick change ([`Shadows::tick_steps`]).
+    fn apply_tick(&mut self, step: TickStep);
+}
+
+/// Applies the tick changes the shadows want, from context `context` of root context `root`.
+/// The shadows are not borrowed across the hostcalls.
+pub fn apply_ticks<S: Clone>(
+    shadows: &RefCell<Shadows<S>>,
+    context: u32,
+    root: u32,
+    host: &mut impl RootHost<S>,
+) {
+    let steps = shadows.borrow_mut().tick_steps(context, root);
+    for step in steps {
+        host.apply_tick(step);
+    }
+}
+
+/// Envoy asks root context `root` to finish: whether it may at once (else it drains its calls
+/// and reports `done` later).
+pub fn on_done<S: Clone>(
+    shadows: &RefCell<Shadows<S>>,
+    root: u32,
+    host: &mut impl RootHost<S>,
+) -> bool {
+    let now = shadows.borrow_mut().shutdown(root);
+    apply_ticks(shadows, root, root, host);
+    now
 }
 
 /// Root context `root` ticks: it dispatches the shadows handed to it, expires lost ones, and
@@ -516,6 +545,7 @@ pub fn on_tick<S: Clone>(shadows: &RefCell<Shadows<S>>, root: u32, host: &mut im
         }
     }
     settle(shadows, root, host);
+    apply_ticks(shadows, root, root, host);
 }
 
 /// A call dispatched by root context `root` answered, with `headers` response headers (none:
@@ -527,14 +557,19 @@ pub fn on_call_response<S: Clone, H: RootHost<S>>(
     (headers, body_size): (usize, usize),
     host: &mut H,
 ) -> Option<Outcome> {
-    let status = if headers > 0 { H::call_status() } else { None };
+    let buffer = if headers > 0 {
+        H::call_headers()
+    } else {
+        Vec::new()
+    };
+    let map = HeaderPairs::parse(&buffer);
     let now = host.now_ms();
     let outcome = shadows.borrow_mut().call_response(
         token,
-        status.as_deref(),
+        map.first(":status"),
         body_size,
         H::call_body,
-        H::call_headers,
+        || map.to_owned_pairs(),
         now,
         host,
     );
@@ -542,6 +577,7 @@ pub fn on_call_response<S: Clone, H: RootHost<S>>(
         "cutover: shadow response token={token} root={root} outcome={outcome:?}"
     ));
     settle(shadows, root, host);
+    apply_ticks(shadows, root, root, host);
     outcome
 }
 
@@ -737,6 +773,7 @@ mod tests {
         fx: Fx,
         dispatched: Vec<String>,
         done: usize,
+        ticks: Vec<TickStep>,
     }
 
     impl RootEffects<&'static str> for Host {
@@ -759,19 +796,22 @@ mod tests {
             self.dispatched.push(request.cluster.clone());
             Ok(u32::try_from(self.dispatched.len()).unwrap())
         }
-        fn call_status() -> Option<Vec<u8>> {
-            CALL.with(|c| c.borrow().0.clone())
-        }
         fn call_body(size: usize) -> Vec<u8> {
             CALL.with(|c| c.borrow().1[..size].to_vec())
         }
-        fn call_headers() -> Vec<(String, Vec<u8>)> {
-            panic!("not compared: headers are not read")
+        fn call_headers() -> Vec<u8> {
+            let status = CALL
+                .with(|c| c.borrow().0.clone())
+                .expect("read only with headers");
+            crate::header_map::serialize([(&b":status"[..], status.as_slice())])
         }
         fn done(&mut self) {
             self.done += 1;
         }
         fn debug(&mut self, _: fmt::Arguments<'_>) {}
+        fn apply_tick(&mut self, step: TickStep) {
+            self.ticks.push(step);
+        }
     }
 
     #[test]
@@ -794,8 +834,10 @@ mod tests {
         assert_eq!(host.fx.count_of(Counter::ShadowSent), 2);
         assert_eq!(host.fx.count_of(Counter::ShadowFailedReset), 1);
         assert!(host.fx.warnings[0].contains("cluster gone: BadArgument"));
+        // Nothing queued, one call in flight: the tick turns slow (expiry only).
+        assert_eq!(host.ticks, [TickStep::Period(SLOW_TICK_MS)]);
         // Replaced while the call is in flight: it drains.
-        assert!(!cell.borrow_mut().shutdown(1));
+        assert!(!on_done(&cell, 1, &mut host));
         // Envoy's own 503 (no headers read without headers: here with them, body prefix read).
         CALL.with(|c| *c.borrow_mut() = (Some(b"503".to_vec()), b"no healthy upstream".to_vec()));
         let outcome = on_call_response(&cell, 1, 1, (1, 19), &mut host);

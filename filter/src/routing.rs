@@ -67,7 +67,8 @@ pub trait RequestHeaders {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
 }
 
-/// The header map as the glue reads it from Envoy (`get_http_request_headers_bytes`).
+/// Owned pairs, as the tests build them (the filter reads [`crate::header_map::HeaderPairs`]).
+#[cfg(test)]
 impl RequestHeaders for [(String, Vec<u8>)] {
     fn first<'a>(&'a self, name: &str) -> Option<&'a [u8]> {
         self.iter()
@@ -323,7 +324,7 @@ mod tests {
         assert_eq!(match_service(&c, b"/api/ch\xff"), None);
     }
 
-    /// A header map as the glue reads it.
+    /// A header map as owned pairs.
     fn headers(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
         pairs
             .iter()

@@ -9,7 +9,8 @@
 
 use crate::compare::pending::{Half, PrimaryCapture};
 use crate::compare::Skip;
-use crate::config::{CompareConfig, FilterConfig, OverrideSource, ServiceConfig};
+use crate::config::{CompareConfig, FilterConfig};
+use crate::header_map::HeaderPairs;
 use crate::metrics::Counter;
 use crate::mirror::{
     body_too_large, declared_too_large, is_mirrored, shadow_headers, shadow_side, SHADOW_HEADER,
@@ -17,25 +18,14 @@ use crate::mirror::{
 use crate::outcome::parse_status;
 use crate::reads::{is_compared, is_read_mirrored, Mirrored};
 use crate::routing::{
-    self, match_service, route, RequestHeaders as _, Side, COOKIE_HEADER, REQUEST_ID_HEADER,
-    ROUTED_TO_HEADER,
+    match_service, route, RequestHeaders as _, Side, REQUEST_ID_HEADER, ROUTED_TO_HEADER,
 };
 use crate::shadow::{ShadowInfo, ShadowRequest};
-use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 pub const TRAFFIC_PERCENTAGE_HEADER: &str = "x-traffic-percentage";
 /// Logged paths and ids are cut to this many bytes.
 const LOG_FIELD_MAX: usize = 256;
-
-/// One of the stream's header maps (request or response), read on demand: each read may cross
-/// into Envoy, so the core reads only what it needs.
-pub trait HeaderMap {
-    /// The first value of `name` (lower case), raw bytes.
-    fn get(&mut self, name: &str) -> Option<Vec<u8>>;
-    /// Every header, in order (read only for a shadow or a comparison).
-    fn all(&mut self) -> Vec<(String, Vec<u8>)>;
-}
 
 /// What a stream asks the glue to do.
 pub trait StreamEffects {
@@ -72,8 +62,6 @@ pub struct Settings {
     /// Per service: the feature header on its responses (name, value), if it has one and
     /// `emit_feature_headers` is on.
     feature_headers: Vec<Option<(String, &'static str)>>,
-    /// Per service: the request headers routing may read ([`routing_names`]).
-    routing_names: Vec<Vec<String>>,
 }
 
 impl Settings {
@@ -95,16 +83,10 @@ impl Settings {
                 header.map(|h| (h, value))
             })
             .collect();
-        let routing_names = config
-            .services
-            .iter()
-            .map(|s| routing_names(&config, s))
-            .collect();
         Self {
             config,
             percentages,
             feature_headers,
-            routing_names,
         }
     }
 }
@@ -191,88 +173,17 @@ impl Default for Stream {
     }
 }
 
+/// Removes request header `name` if the client sent it.
+fn remove_if_sent(headers: &HeaderPairs<'_>, name: &str, fx: &mut impl StreamEffects) {
+    if headers.contains(name) {
+        fx.set_request_header(name, None);
+    }
+}
+
 /// Bytes for a log line: lossy UTF-8, cut to [`LOG_FIELD_MAX`].
 fn for_log(bytes: &[u8]) -> String {
     let cut = bytes.get(..LOG_FIELD_MAX).unwrap_or(bytes);
     String::from_utf8_lossy(cut).into_owned()
-}
-
-/// The names routing may read for `service`, in no particular order: the stickiness headers,
-/// the service's override headers and `x-request-id` (the last resort, listed or not).
-fn routing_names(config: &FilterConfig, service: &ServiceConfig) -> Vec<String> {
-    let override_headers = service
-        .overrides
-        .iter()
-        .filter_map(|rule| match &rule.source {
-            OverrideSource::Header(name) => Some(name),
-            OverrideSource::Cookie(_) => None,
-        });
-    let mut names: Vec<String> = Vec::new();
-    let all = config
-        .stickiness_headers
-        .iter()
-        .chain(override_headers)
-        .map(String::as_str)
-        .chain([REQUEST_ID_HEADER]);
-    for name in all {
-        if !names.iter().any(|seen| seen.eq_ignore_ascii_case(name)) {
-            names.push(name.to_ascii_lowercase());
-        }
-    }
-    names
-}
-
-/// The request headers routing looks at, each read from Envoy only when routing asks for it and
-/// at most once: a request keyed by its first stickiness header costs one read, and the cost does
-/// not grow with the request's other headers. `Cookie` values (several headers may carry them)
-/// come from one read of the whole map.
-struct RoutingHeaders<'a, H> {
-    source: RefCell<&'a mut H>,
-    names: &'a [String],
-    values: Vec<OnceCell<Option<Vec<u8>>>>,
-    cookies: OnceCell<Vec<Vec<u8>>>,
-}
-
-impl<'a, H: HeaderMap> RoutingHeaders<'a, H> {
-    fn new(source: &'a mut H, names: &'a [String]) -> Self {
-        Self {
-            source: RefCell::new(source),
-            names,
-            values: names.iter().map(|_| OnceCell::new()).collect(),
-            cookies: OnceCell::new(),
-        }
-    }
-}
-
-impl<H: HeaderMap> routing::RequestHeaders for RoutingHeaders<'_, H> {
-    fn first<'a>(&'a self, name: &str) -> Option<&'a [u8]> {
-        // Only names of `routing_names` are asked for: those are the ones routing reads.
-        let i = self
-            .names
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(name))?;
-        let cell = self.values.get(i)?;
-        cell.get_or_init(|| self.source.borrow_mut().get(name))
-            .as_deref()
-    }
-
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let cookies = name.eq_ignore_ascii_case(COOKIE_HEADER).then(|| {
-            self.cookies.get_or_init(|| {
-                let all = self.source.borrow_mut().all();
-                let cookies = all
-                    .into_iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(COOKIE_HEADER));
-                cookies.map(|(_, value)| value).collect()
-            })
-        });
-        let first = cookies.is_none().then(|| self.first(name)).flatten();
-        cookies
-            .into_iter()
-            .flatten()
-            .map(Vec::as_slice)
-            .chain(first)
-    }
 }
 
 impl Stream {
@@ -290,67 +201,57 @@ impl Stream {
         self.routed
     }
 
+    /// The request headers, as one map read from Envoy: everything the request side looks at
+    /// comes from it (docs/benchmarks.md: one read of the whole map costs about one header read).
     pub fn request_headers(
         &mut self,
         settings: &Settings,
-        headers: &mut impl HeaderMap,
+        headers: &HeaderPairs<'_>,
         end_of_stream: bool,
         fx: &mut impl StreamEffects,
     ) {
         let config = &settings.config;
-        // A client must never pick a cluster, nor pass a real write off as a shadow.
-        fx.set_request_header(SHADOW_HEADER, None);
-        let path = headers.get(":path").unwrap_or_default();
+        // A client must never pick a cluster, nor pass a real write off as a shadow, nor claim a
+        // side: a header of the filter's a client sent is removed (the map shows it: no host
+        // call when it is absent, the usual case).
+        remove_if_sent(headers, SHADOW_HEADER, fx);
+        let path = headers.first(":path").unwrap_or_default();
         let Some((index, service)) =
-            match_service(config, &path).and_then(|i| config.services.get(i).map(|s| (i, s)))
+            match_service(config, path).and_then(|i| config.services.get(i).map(|s| (i, s)))
         else {
-            fx.set_request_header(&config.cluster_header, None);
-            fx.set_request_header(ROUTED_TO_HEADER, None);
+            remove_if_sent(headers, &config.cluster_header, fx);
+            remove_if_sent(headers, ROUTED_TO_HEADER, fx);
             return;
         };
 
-        let names = settings
-            .routing_names
-            .get(index)
-            .map_or(&[][..], Vec::as_slice);
-        let routing = RoutingHeaders::new(headers, names);
-        let routed = route(config, service, &routing);
+        let routed = route(config, service, headers);
         for counter in routed.counters() {
             fx.count(index, counter);
         }
         let (side, key) = (routed.side, routed.key);
-        // Replacing removes every value the client may have sent.
+        // Replacing removes every value the client may have sent. The upstream learns its side
+        // from this header (its value is the side's cluster); `x-routed-to` is a response header.
         fx.set_request_header(&config.cluster_header, Some(side.cluster(service)));
-        fx.set_request_header(ROUTED_TO_HEADER, Some(side.as_str()));
+        remove_if_sent(headers, ROUTED_TO_HEADER, fx);
         self.routed = Some((index, side));
 
         if !service.dual_write.enabled && service.shadow_reads.is_none() {
             return;
         }
-        let request_id = routing.first(REQUEST_ID_HEADER);
-        let method = routing
-            .source
-            .borrow_mut()
-            .get(":method")
-            .unwrap_or_default();
-        let (mirrored, timeout_ms) = if service.dual_write.enabled && is_mirrored(service, &method)
-        {
+        let request_id = headers.first(REQUEST_ID_HEADER);
+        let method = headers.first(":method").unwrap_or_default();
+        let (mirrored, timeout_ms) = if service.dual_write.enabled && is_mirrored(service, method) {
             (Mirrored::Write, service.dual_write.timeout_ms)
         } else {
             match &service.shadow_reads {
-                Some(reads) if is_read_mirrored(service, &method, request_id) => {
+                Some(reads) if is_read_mirrored(service, method, request_id) => {
                     fx.count(index, Counter::ShadowReadsSent);
                     (Mirrored::Read, reads.timeout_ms)
                 }
                 _ => return,
             }
         };
-        let all = routing.source.borrow_mut().all();
-        let content_length = all
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-            .map(|(_, value)| value.as_slice());
-        if !end_of_stream && declared_too_large(service, content_length) {
+        if !end_of_stream && declared_too_large(service, headers.first("content-length")) {
             fx.count(index, Counter::ShadowSkippedBodyTooLarge);
             fx.debug("cutover: content-length over max_body_bytes, shadow skipped");
             return;
@@ -359,11 +260,15 @@ impl Stream {
             service: index,
             cluster: shadow_side(side).cluster(service).to_string(),
             // Built from the client's headers; drops the cluster, routed-to and shadow headers.
-            headers: shadow_headers(&all, &config.cluster_header, ROUTED_TO_HEADER),
+            headers: shadow_headers(
+                &headers.to_owned_pairs(),
+                &config.cluster_header,
+                ROUTED_TO_HEADER,
+            ),
             info: ShadowInfo {
                 service: service.name.clone(),
-                method: for_log(&method),
-                path: for_log(&path),
+                method: for_log(method),
+                path: for_log(path),
                 correlation_id: for_log(key.bytes),
             },
             timeout_ms,
@@ -449,37 +354,30 @@ impl Stream {
         matches!(self.compare, Compare::Capturing { .. })
     }
 
-    /// The primary's response headers: its `:status` is read only when
-    /// [`Stream::wants_primary_status`], all of them only when [`Stream::wants_response_headers`].
+    /// The primary's response headers: `read` fetches the whole map from Envoy, only when
+    /// [`Stream::wants_primary_status`] (its `:status`; every header when
+    /// [`Stream::wants_response_headers`]).
     pub fn response_headers(
         &mut self,
         settings: &Settings,
-        headers: &mut impl HeaderMap,
+        read: impl FnOnce() -> Vec<u8>,
         end_of_stream: bool,
         fx: &mut impl StreamEffects,
     ) {
-        let status = if self.wants_primary_status() {
-            headers.get(":status")
-        } else {
-            None
-        };
-        let status = status.as_deref();
         if self.wants_primary_status() {
-            self.report_primary(status.and_then(parse_status), fx);
-        }
-        if let Compare::Due { rules, id } = &self.compare {
-            let all = headers.all();
-            let capture = PrimaryCapture::start(
-                rules,
-                status.and_then(parse_status),
-                all.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-            );
-            self.compare = Compare::Capturing {
-                capture: Box::new(capture),
-                id: *id,
-            };
-            if end_of_stream {
-                self.response_complete(fx);
+            let buffer = read();
+            let headers = HeaderPairs::parse(&buffer);
+            let status = headers.first(":status").and_then(parse_status);
+            self.report_primary(status, fx);
+            if let Compare::Due { rules, id } = &self.compare {
+                let capture = PrimaryCapture::start(rules, status, headers.text_pairs());
+                self.compare = Compare::Capturing {
+                    capture: Box::new(capture),
+                    id: *id,
+                };
+                if end_of_stream {
+                    self.response_complete(fx);
+                }
             }
         }
         // Only the matched service's headers: the cost does not grow with the configuration.
@@ -612,43 +510,31 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header_map::serialize;
 
-    struct Headers(Vec<(String, Vec<u8>)>);
+    /// A header map as Envoy serialises it.
+    fn serialized(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
+        serialize(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())))
+    }
 
-    impl HeaderMap for Headers {
-        fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-            self.0
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        }
-        fn all(&mut self) -> Vec<(String, Vec<u8>)> {
-            self.0.clone()
+    fn pairs(buffer: &[u8]) -> HeaderPairs<'_> {
+        HeaderPairs::parse(buffer)
+    }
+
+    /// The response map's reader, which must only be called when `status` is given.
+    fn response(
+        status: Option<&'static [u8]>,
+        headers: &[(String, Vec<u8>)],
+    ) -> impl FnOnce() -> Vec<u8> {
+        let mut all = vec![(":status".to_string(), Vec::new())];
+        all.extend_from_slice(headers);
+        move || {
+            all[0].1 = status.expect("the map is read only when wanted").to_vec();
+            serialized(&all)
         }
     }
 
-    /// A response whose `:status` must only be read when given.
-    struct Response(Option<&'static [u8]>, Vec<(String, Vec<u8>)>);
-
-    impl HeaderMap for Response {
-        fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-            assert_eq!(name, ":status");
-            Some(
-                self.0
-                    .expect("the status is read only when wanted")
-                    .to_vec(),
-            )
-        }
-        fn all(&mut self) -> Vec<(String, Vec<u8>)> {
-            self.1.clone()
-        }
-    }
-
-    fn response(status: Option<&'static [u8]>, headers: &[(String, Vec<u8>)]) -> Response {
-        Response(status, headers.to_vec())
-    }
-
-    fn headers(method: &str, path: &str, extra: &[(&str, &str)]) -> Headers {
+    fn headers(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
         let mut h = vec![
             (":method".to_string(), method.as_bytes().to_vec()),
             (":path".to_string(), path.as_bytes().to_vec()),
@@ -659,7 +545,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())),
         );
-        Headers(h)
+        serialized(&h)
     }
 
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -744,27 +630,26 @@ mod tests {
     }
 
     #[test]
-    fn a_matched_read_is_routed_and_spoofed_headers_replaced() {
+    fn a_matched_read_is_routed_and_a_spoofed_shadow_header_removed() {
         let s = settings("");
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        let mut h = headers(
+        let h = headers(
             "GET",
             "/api/chat/1",
             &[("x-correlation-id", "u1"), ("x-cutover-shadow", "true")],
         );
-        stream.request_headers(&s, &mut h, true, &mut fx);
+        stream.request_headers(&s, &pairs(&h), true, &mut fx);
         assert_eq!(
             fx.take(),
             [
                 req("x-cutover-shadow", None),
                 Did::Count(0, Counter::RoutedNew),
                 req("x-cutover-cluster", Some("chat_new")),
-                req("x-routed-to", Some("new")),
             ]
         );
         assert!(!stream.wants_primary_status());
-        stream.response_headers(&s, &mut response(None, &[]), true, &mut fx);
+        stream.response_headers(&s, response(None, &[]), true, &mut fx);
         assert_eq!(
             fx.take(),
             [
@@ -775,53 +660,62 @@ mod tests {
         );
     }
 
-    /// Headers that record which reads crossed into Envoy.
-    struct Counted(Headers, Vec<String>);
-
-    impl HeaderMap for Counted {
-        fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-            self.1.push(name.to_string());
-            self.0.get(name)
-        }
-        fn all(&mut self) -> Vec<(String, Vec<u8>)> {
-            self.1.push("*".into());
-            self.0.all()
-        }
+    #[test]
+    fn a_matched_request_without_spoofed_headers_costs_only_the_routing_edits() {
+        let s = settings("");
+        let mut fx = Fx::default();
+        let h = headers("GET", "/api/chat/1", &[("x-correlation-id", "u1")]);
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
+        assert_eq!(
+            fx.take(),
+            [
+                Did::Count(0, Counter::RoutedNew),
+                req("x-cutover-cluster", Some("chat_new")),
+            ],
+            "no removal of an absent x-cutover-shadow or x-routed-to"
+        );
+        // A client's cluster header, in any case, is replaced; its shadow header and
+        // x-routed-to are removed.
+        let spoofed = [
+            ("X-Cutover-Cluster", "chat_legacy"),
+            ("x-routed-to", "legacy"),
+            ("X-Cutover-Shadow", "true"),
+            ("x-correlation-id", "u1"),
+        ];
+        let h = headers("GET", "/api/chat/1", &spoofed);
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
+        assert_eq!(
+            fx.take(),
+            [
+                req("x-cutover-shadow", None),
+                Did::Count(0, Counter::RoutedNew),
+                req("x-cutover-cluster", Some("chat_new")),
+                req("x-routed-to", None),
+            ]
+        );
     }
 
     #[test]
-    fn only_the_headers_routing_needs_are_read_each_once() {
-        let s = settings("");
-        let mut fx = Fx::default();
-        let extra = [("x-correlation-id", "u1"), ("x-request-id", "r1")];
-        let mut h = Counted(headers("GET", "/api/chat/1", &extra), Vec::new());
-        Stream::new().request_headers(&s, &mut h, true, &mut fx);
-        assert_eq!(
-            h.1,
-            [":path", "x-correlation-id"],
-            "x-request-id is not read"
-        );
-        // Without the stickiness header: x-request-id, the last resort, once.
-        let mut h = Counted(
-            headers("GET", "/api/chat/1", &[("x-request-id", "r1")]),
-            Vec::new(),
-        );
-        Stream::new().request_headers(&s, &mut h, true, &mut fx);
-        assert_eq!(h.1, [":path", "x-correlation-id", "x-request-id"]);
-        // Cookies come from one read of the whole map, and only when no header keyed the request.
+    fn a_cookie_keys_a_request_without_a_stickiness_header() {
         let json = r#"{"stickiness_headers":["x-correlation-id"],"stickiness_cookies":["sid","vid"],
             "services":[{"name":"chat","path_prefixes":["/api/chat"],"legacy_cluster":"l",
             "new_cluster":"n","new_percentage":50}]}"#;
         let s = Settings::new(FilterConfig::from_json(json.as_bytes()).unwrap());
-        let extra = [("cookie", "a=1"), ("cookie", "vid=v1")];
-        let mut h = Counted(headers("GET", "/api/chat/1", &extra), Vec::new());
+        let extra = [
+            ("cookie", "a=1"),
+            ("x-request-id", "r1"),
+            ("cookie", "vid=v1"),
+        ];
+        let h = headers("GET", "/api/chat/1", &extra);
         let mut fx = Fx::default();
-        Stream::new().request_headers(&s, &mut h, true, &mut fx);
-        assert_eq!(h.1, [":path", "x-correlation-id", "*"]);
-        assert!(
-            fx.did.contains(&Did::Count(0, Counter::RoutedNew))
-                || fx.did.contains(&Did::Count(0, Counter::RoutedLegacy))
-        );
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
+        let side = crate::bucket::bucket("chat", b"v1") <= 50;
+        let counter = if side {
+            Counter::RoutedNew
+        } else {
+            Counter::RoutedLegacy
+        };
+        assert!(fx.did.contains(&Did::Count(0, counter)), "{:?}", fx.did);
         assert!(
             !fx.did.contains(&Did::Count(0, Counter::NoKey)),
             "keyed by the vid cookie"
@@ -829,11 +723,19 @@ mod tests {
     }
 
     #[test]
-    fn an_unmatched_request_only_loses_the_filter_headers() {
+    fn an_unmatched_request_only_loses_the_filter_headers_a_client_sent() {
         let s = settings("");
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("POST", "/other", &[]), true, &mut fx);
+        stream.request_headers(&s, &pairs(&headers("POST", "/other", &[])), true, &mut fx);
+        assert_eq!(fx.take(), [], "nothing to remove: no host call");
+        let spoofed = [
+            ("x-routed-to", "new"),
+            ("x-cutover-cluster", "chat_new"),
+            ("x-cutover-shadow", "true"),
+        ];
+        let h = headers("POST", "/other", &spoofed);
+        stream.request_headers(&s, &pairs(&h), true, &mut fx);
         assert_eq!(
             fx.take(),
             [
@@ -842,15 +744,27 @@ mod tests {
                 req("x-routed-to", None),
             ]
         );
-        stream.response_headers(&s, &mut response(None, &[]), true, &mut fx);
+        stream.response_headers(&s, response(None, &[]), true, &mut fx);
         assert_eq!(fx.take(), [], "no routing or feature headers");
+    }
+
+    #[test]
+    fn a_malformed_header_map_is_an_unmatched_request() {
+        let s = settings("");
+        let mut fx = Fx::default();
+        let mut h = headers("GET", "/api/chat/1", &[("x-cutover-shadow", "true")]);
+        // Cut inside the first name: no pair is whole, so no `:path`.
+        h.truncate(4 + 4 * 8 + 5);
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
+        Stream::new().request_headers(&s, &pairs(&[0xff; 3]), true, &mut fx);
+        assert_eq!(fx.take(), []);
     }
 
     #[test]
     fn a_request_without_a_key_counts_no_key() {
         let s = settings("");
         let mut fx = Fx::default();
-        Stream::new().request_headers(&s, &mut headers("GET", "/api/chat", &[]), true, &mut fx);
+        Stream::new().request_headers(&s, &pairs(&headers("GET", "/api/chat", &[])), true, &mut fx);
         assert!(fx.did.contains(&Did::Count(0, Counter::NoKey)));
     }
 
@@ -859,14 +773,19 @@ mod tests {
         let s = dual_write();
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("POST", "/api/chat/m", &[]), true, &mut fx);
+        stream.request_headers(
+            &s,
+            &pairs(&headers("POST", "/api/chat/m", &[])),
+            true,
+            &mut fx,
+        );
         assert_eq!(
             fx.submits(),
             [&Did::Submit("chat_legacy".into(), Vec::new())]
         );
         fx.take();
         assert!(stream.wants_primary_status());
-        stream.response_headers(&s, &mut response(Some(b"201"), &[]), true, &mut fx);
+        stream.response_headers(&s, response(Some(b"201"), &[]), true, &mut fx);
         assert_eq!(fx.did.first(), Some(&Did::Primary(7, Some(201))));
         fx.take();
         stream.end(&mut fx);
@@ -878,7 +797,12 @@ mod tests {
         let s = dual_write();
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("PUT", "/api/chat/m", &[]), false, &mut fx);
+        stream.request_headers(
+            &s,
+            &pairs(&headers("PUT", "/api/chat/m", &[])),
+            false,
+            &mut fx,
+        );
         assert!(stream.wants_body());
         stream.request_body(&s, 3, false, |_| b"abc".to_vec(), &mut fx);
         assert!(fx.submits().is_empty());
@@ -896,10 +820,15 @@ mod tests {
         let s = dual_write();
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("POST", "/api/chat/m", &[]), false, &mut fx);
+        stream.request_headers(
+            &s,
+            &pairs(&headers("POST", "/api/chat/m", &[])),
+            false,
+            &mut fx,
+        );
         stream.request_body(&s, 2, false, |_| b"ab".to_vec(), &mut fx);
         assert!(stream.wants_primary_status());
-        stream.response_headers(&s, &mut response(Some(b"409"), &[]), true, &mut fx);
+        stream.response_headers(&s, response(Some(b"409"), &[]), true, &mut fx);
         assert!(!fx.did.iter().any(|d| matches!(d, Did::Primary(..))));
         fx.take();
         stream.request_body(&s, 1, true, |_| b"c".to_vec(), &mut fx);
@@ -919,7 +848,12 @@ mod tests {
         let s = dual_write();
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("POST", "/api/chat/m", &[]), false, &mut fx);
+        stream.request_headers(
+            &s,
+            &pairs(&headers("POST", "/api/chat/m", &[])),
+            false,
+            &mut fx,
+        );
         stream.request_body(&s, 2, false, |_| b"ab".to_vec(), &mut fx);
         stream.end(&mut fx);
         assert!(fx.submits().is_empty());
@@ -931,7 +865,12 @@ mod tests {
         let s = dual_write();
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("POST", "/api/chat/m", &[]), true, &mut fx);
+        stream.request_headers(
+            &s,
+            &pairs(&headers("POST", "/api/chat/m", &[])),
+            true,
+            &mut fx,
+        );
         fx.take();
         stream.end(&mut fx);
         stream.end(&mut fx);
@@ -944,8 +883,8 @@ mod tests {
         // Declared too large.
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        let mut h = headers("POST", "/api/chat/m", &[("content-length", "9")]);
-        stream.request_headers(&s, &mut h, false, &mut fx);
+        let h = headers("POST", "/api/chat/m", &[("content-length", "9")]);
+        stream.request_headers(&s, &pairs(&h), false, &mut fx);
         assert!(fx
             .did
             .contains(&Did::Count(0, Counter::ShadowSkippedBodyTooLarge)));
@@ -953,7 +892,12 @@ mod tests {
         // Grows too large; exactly the cap is mirrored.
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("POST", "/api/chat/m", &[]), false, &mut fx);
+        stream.request_headers(
+            &s,
+            &pairs(&headers("POST", "/api/chat/m", &[])),
+            false,
+            &mut fx,
+        );
         stream.request_body(&s, 8, false, |_| vec![b'x'; 8], &mut fx);
         assert!(stream.wants_body());
         stream.request_body(&s, 1, true, |_| vec![b'x'], &mut fx);
@@ -969,7 +913,12 @@ mod tests {
         for method in ["GET", "DELETE"] {
             let mut fx = Fx::default();
             let mut stream = Stream::new();
-            stream.request_headers(&s, &mut headers(method, "/api/chat/m", &[]), true, &mut fx);
+            stream.request_headers(
+                &s,
+                &pairs(&headers(method, "/api/chat/m", &[])),
+                true,
+                &mut fx,
+            );
             assert!(fx.submits().is_empty(), "{method}");
             assert!(!stream.wants_primary_status());
         }
@@ -983,11 +932,16 @@ mod tests {
             ..Fx::default()
         };
         let mut stream = Stream::new();
-        stream.request_headers(&s, &mut headers("POST", "/api/chat/m", &[]), true, &mut fx);
+        stream.request_headers(
+            &s,
+            &pairs(&headers("POST", "/api/chat/m", &[])),
+            true,
+            &mut fx,
+        );
         assert_eq!(fx.submits().len(), 1);
         assert!(!stream.wants_primary_status());
         fx.take();
-        stream.response_headers(&s, &mut response(Some(b"200"), &[]), true, &mut fx);
+        stream.response_headers(&s, response(Some(b"200"), &[]), true, &mut fx);
         assert!(!fx.did.iter().any(|d| matches!(d, Did::Primary(..))));
     }
 
@@ -1019,19 +973,14 @@ mod tests {
         let s = compared("");
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
-        stream.request_headers(&s, &mut h, true, &mut fx);
+        let h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        stream.request_headers(&s, &pairs(&h), true, &mut fx);
         let did = fx.take();
         assert!(did.contains(&Did::Count(0, Counter::ShadowReadsSent)));
         assert!(did.contains(&Did::Compared("chat_legacy".into())));
         assert!(did.contains(&Did::Submit("chat_legacy".into(), Vec::new())));
         assert!(stream.wants_response_headers());
-        stream.response_headers(
-            &s,
-            &mut response(Some(b"200"), &json_headers()),
-            false,
-            &mut fx,
-        );
+        stream.response_headers(&s, response(Some(b"200"), &json_headers()), false, &mut fx);
         assert!(stream.wants_response_body());
         stream.response_body(7, false, read(br#"{"a":1,"#), &mut fx);
         assert_eq!(primary_responses(&fx.did), Vec::<&Did>::new());
@@ -1054,16 +1003,16 @@ mod tests {
     fn reads_outside_the_sample_or_methods_are_not_mirrored() {
         let s = settings(r#","shadow_reads":{"percentage":0},"compare":{}"#);
         let mut fx = Fx::default();
-        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
-        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        let h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
         assert!(fx.submits().is_empty());
         let s = compared("");
-        let mut h = headers("DELETE", "/api/chat/1", &[("x-request-id", "r-1")]);
-        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        let h = headers("DELETE", "/api/chat/1", &[("x-request-id", "r-1")]);
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
         assert!(fx.submits().is_empty());
         // Without a request id there is no sample.
-        let mut h = headers("GET", "/api/chat/1", &[]);
-        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        let h = headers("GET", "/api/chat/1", &[]);
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
         assert!(fx.submits().is_empty());
     }
 
@@ -1072,14 +1021,9 @@ mod tests {
         let s = settings(r#","shadow_reads":{"percentage":100},"compare":{"max_body_bytes":4}"#);
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
-        stream.request_headers(&s, &mut h, true, &mut fx);
-        stream.response_headers(
-            &s,
-            &mut response(Some(b"200"), &json_headers()),
-            false,
-            &mut fx,
-        );
+        let h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        stream.request_headers(&s, &pairs(&h), true, &mut fx);
+        stream.response_headers(&s, response(Some(b"200"), &json_headers()), false, &mut fx);
         stream.response_body(3, false, read(b"abc"), &mut fx);
         stream.response_body(3, false, read(b"def"), &mut fx);
         let never = |_| -> Vec<u8> { panic!("over the cap: not read") };
@@ -1096,12 +1040,12 @@ mod tests {
         for complete_headers in [false, true] {
             let mut fx = Fx::default();
             let mut stream = Stream::new();
-            let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
-            stream.request_headers(&s, &mut h, true, &mut fx);
+            let h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+            stream.request_headers(&s, &pairs(&h), true, &mut fx);
             if complete_headers {
                 stream.response_headers(
                     &s,
-                    &mut response(Some(b"200"), &json_headers()),
+                    response(Some(b"200"), &json_headers()),
                     false,
                     &mut fx,
                 );
@@ -1130,15 +1074,10 @@ mod tests {
             ..Fx::default()
         };
         let mut stream = Stream::new();
-        let mut h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
-        stream.request_headers(&s, &mut h, true, &mut fx);
+        let h = headers("GET", "/api/chat/1", &[("x-request-id", "r-1")]);
+        stream.request_headers(&s, &pairs(&h), true, &mut fx);
         assert!(!stream.wants_response_headers());
-        stream.response_headers(
-            &s,
-            &mut response(Some(b"200"), &json_headers()),
-            true,
-            &mut fx,
-        );
+        stream.response_headers(&s, response(Some(b"200"), &json_headers()), true, &mut fx);
         stream.end(&mut fx);
         assert!(primary_responses(&fx.did).is_empty());
     }
@@ -1148,16 +1087,11 @@ mod tests {
         let s = settings(r#","dual_write":{},"compare":{"writes":true}"#);
         let mut fx = Fx::default();
         let mut stream = Stream::new();
-        let mut h = headers("POST", "/api/chat/m", &[("x-correlation-id", "u1")]);
-        stream.request_headers(&s, &mut h, false, &mut fx);
+        let h = headers("POST", "/api/chat/m", &[("x-correlation-id", "u1")]);
+        stream.request_headers(&s, &pairs(&h), false, &mut fx);
         stream.request_body(&s, 2, false, read(b"he"), &mut fx);
         assert!(stream.wants_response_headers());
-        stream.response_headers(
-            &s,
-            &mut response(Some(b"201"), &json_headers()),
-            true,
-            &mut fx,
-        );
+        stream.response_headers(&s, response(Some(b"201"), &json_headers()), true, &mut fx);
         assert!(primary_responses(&fx.did).is_empty(), "no id yet");
         stream.request_body(&s, 3, true, read(b"llo"), &mut fx);
         let did = fx.take();
@@ -1168,8 +1102,8 @@ mod tests {
         }
         // Writes are compared only with compare.writes.
         let s = settings(r#","dual_write":{},"shadow_reads":{"percentage":100},"compare":{}"#);
-        let mut h = headers("POST", "/api/chat/m", &[("x-request-id", "r-1")]);
-        Stream::new().request_headers(&s, &mut h, true, &mut fx);
+        let h = headers("POST", "/api/chat/m", &[("x-request-id", "r-1")]);
+        Stream::new().request_headers(&s, &pairs(&h), true, &mut fx);
         let did = fx.take();
         assert!(did.iter().any(|d| matches!(d, Did::Submit(..))));
         assert!(!did.iter().any(|d| matches!(d, Did::Compared(..))));

@@ -15,7 +15,8 @@
 //!
 //! Env: `ENVOY_BIN`, `CUTOVER_WASM`, `BENCH_NOOP_WASM` (tests/e2e/noop-filter), `BENCH_PROBE_WASM`
 //! (tests/e2e/hostcall-probe), `BENCH_REQUESTS` (3000), `BENCH_WARMUP` (300), `BENCH_SIDES`
-//! (comma-separated subset of the side names below, plus `hostcalls`).
+//! (comma-separated subset of the side names below, plus `hostcalls`), `BENCH_KEEP_DUMPS` (a
+//! directory the counted callgrind dumps are copied to, for `callgrind_annotate`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -78,7 +79,7 @@ function envoy_on_request(handle)
   local key = headers:get("x-correlation-id") or headers:get("x-request-id") or ""
   local side = (murmur3("chat:" .. key) % 100 + 1 <= 50) and "new" or "legacy"
   headers:replace("x-cutover-cluster", "chat_" .. side)
-  headers:replace("x-routed-to", side)
+  headers:remove("x-routed-to")
   handle:clearRouteCache()
   handle:streamInfo():dynamicMetadata():set("cutover", "side", side)
 end
@@ -269,9 +270,7 @@ fn bootstrap(side: &Side, noop: &Path, listener: u16, admin: u16, upstream: u16)
         vec![
             json!({
                 "name": "chat", "match": {"prefix": "/api/chat"}, "route": {"cluster": "chat_new"},
-                "request_headers_to_add": [
-                    {"header": {"key": "x-routed-to", "value": "new"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-                "request_headers_to_remove": ["x-cutover-shadow", CLUSTER_HEADER],
+                "request_headers_to_remove": ["x-cutover-shadow", CLUSTER_HEADER, "x-routed-to"],
                 "response_headers_to_add": [
                     {"header": {"key": "x-routed-to", "value": "new"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
                     {"header": {"key": "x-traffic-percentage", "value": "50"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
@@ -535,6 +534,12 @@ fn dumped_total(dir: &Path, pid: &str) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         });
         if let (Some(path), Some(total)) = (dump, total) {
+            // Kept for `callgrind_annotate` when asked for (BENCH_KEEP_DUMPS, a directory).
+            if let Some(keep) = std::env::var_os("BENCH_KEEP_DUMPS") {
+                let name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+                let _ = fs::create_dir_all(&keep);
+                let _ = fs::copy(&path, Path::new(&keep).join(name));
+            }
             // Each dump is read once: the next `callgrind_control -d` writes the next number.
             let _ = fs::remove_file(path);
             return total;

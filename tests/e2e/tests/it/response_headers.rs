@@ -1,5 +1,6 @@
-//! Observability headers: `x-routed-to` and `x-traffic-percentage` on matched responses (and
-//! `x-routed-to` on the forwarded request); the matched service's feature header on its responses.
+//! Observability headers: `x-routed-to` and `x-traffic-percentage` on matched responses (the
+//! forwarded request carries the cluster header, no `x-routed-to`); the matched service's feature
+//! header on its responses.
 
 use cutover_e2e::{config, Envoy, Upstream};
 
@@ -34,7 +35,11 @@ fn routing_and_feature_headers_are_present() {
     );
     assert_eq!(chat.header("x-feature-uselegacyorchestration"), None);
     let forwarded = chat_new.wait_for_requests(1, std::time::Duration::from_secs(5));
-    assert_eq!(forwarded[0].header("x-routed-to"), Some(&b"new"[..]));
+    assert_eq!(
+        forwarded[0].header("x-cutover-cluster"),
+        Some(&b"chat_new"[..])
+    );
+    assert_eq!(forwarded[0].header("x-routed-to"), None);
 
     let orchestration = client.get_with("/api/orchestration/run", &[("x-correlation-id", b"abc")]);
     assert_eq!(
@@ -57,8 +62,12 @@ fn routing_and_feature_headers_are_present() {
     );
     assert_eq!(orchestration.header("x-feature-uselegacychat"), None);
     assert_eq!(
+        orchestration_legacy.requests()[0].header("x-cutover-cluster"),
+        Some(&b"orchestration_legacy"[..])
+    );
+    assert_eq!(
         orchestration_legacy.requests()[0].header("x-routed-to"),
-        Some(&b"legacy"[..])
+        None
     );
 
     // Unmatched: none of the filter's headers.

@@ -14,10 +14,10 @@ fn routed_counters_equal_the_decisions_made() -> Result<(), Error> {
             &request("POST", "/api/chat/send", &format!("corr-{n}")),
             Some(b"{}"),
         )?;
-        match s.upstream_headers().get_str("x-routed-to") {
-            Some("new") => new += 1,
-            Some("legacy") => legacy += 1,
-            other => panic!("unexpected x-routed-to {other:?}"),
+        match s.upstream_headers().get_str("x-cutover-cluster") {
+            Some("chat_new") => new += 1,
+            Some("chat_legacy") => legacy += 1,
+            other => panic!("unexpected cluster {other:?}"),
         }
     }
     for n in 0..7 {

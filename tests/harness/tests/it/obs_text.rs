@@ -19,8 +19,8 @@ fn an_obs_text_key_is_hashed_as_raw_bytes_and_later_requests_still_work() -> Res
             "the key is forwarded untouched"
         );
         assert_eq!(
-            s.upstream_headers().get_str("x-routed-to"),
-            Some(expected_side("chat", &key, 50))
+            s.upstream_headers().get_str("x-cutover-cluster"),
+            Some(format!("chat_{}", expected_side("chat", &key, 50)).as_str())
         );
         s.respond(200, &[("x-upstream-bytes", &b"\xff\xfe"[..])])?;
         s.finish()?;

@@ -11,9 +11,9 @@ fn matched_response_names_the_side_and_the_percentage() -> Result<(), Error> {
     let mut seen = Vec::new();
     for n in 0..40 {
         let mut s = f.request(&request("GET", "/api/chat/1", &format!("user-{n}")), None)?;
-        let upstream_side = s
-            .upstream_headers()
-            .get_str("x-routed-to")
+        let cluster = s.upstream_headers().get_str("x-cutover-cluster");
+        let upstream_side = cluster
+            .and_then(|c| c.strip_prefix("chat_"))
             .map(str::to_owned);
         let r = s.respond(200, &[("content-type", "application/json")])?;
         assert_eq!(

@@ -59,14 +59,15 @@ pub fn request(method: &str, path: &str, correlation_id: &str) -> Vec<(&'static 
     ]
 }
 
-/// Sends `headers` through `filter` and returns the `x-routed-to` it added upstream, or `<none>`.
+/// Sends `headers` through `filter`, answers 200 and returns the response's `x-routed-to`, or
+/// `<none>`.
 pub fn routed_to(filter: &mut Filter, headers: &[(&str, Vec<u8>)]) -> Result<String, Error> {
-    let stream = filter.request(headers, None)?;
-    Ok(stream
-        .upstream_headers()
-        .get_str("x-routed-to")
-        .unwrap_or("<none>")
-        .to_string())
+    let mut stream = filter.request(headers, None)?;
+    let response = stream.respond(200, &[] as &[(&str, &str)])?;
+    let side = response.headers.get_str("x-routed-to").unwrap_or("<none>");
+    let side = side.to_string();
+    stream.finish()?;
+    Ok(side)
 }
 
 /// MurmurHash3 x86_32, written from the reference algorithm independently of the filter.
