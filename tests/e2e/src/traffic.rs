@@ -19,10 +19,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::app::{Flavor, Tables};
+use crate::client::HttpClient;
 pub use cutover_apps::store::{
     Conversation as ConversationRow, Message as MessageRow, Task as TaskRow, User as UserRow,
 };
-use crate::client::HttpClient;
 
 /// Response header of the filter naming the side that served a routed request.
 pub const ROUTED_TO_HEADER: &str = "x-routed-to";
