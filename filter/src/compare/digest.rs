@@ -398,7 +398,10 @@ impl<'t> Pass<'t, '_> {
         })
     }
 
-    /// At `"`: the string's text, unescaped.
+    /// At `"`: the string's text, unescaped. Inlined into its two callers (a value and a
+    /// member name): the call and its `Option<Cow>` return cost as much as a short string's
+    /// scan (callgrind: 8 % of the pass's instructions).
+    #[inline(always)]
     fn string(&mut self) -> Option<Cow<'t, str>> {
         let start = self.pos + 1;
         let mut end = start;
