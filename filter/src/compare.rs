@@ -541,6 +541,7 @@ impl<'r> RuleStack<'r> {
 
     /// Whether an `ignore` rule selects the location one `step` below `parent` (what
     /// [`RuleStack::enter`] would mark, with nothing pushed).
+    #[inline(always)]
     pub(crate) fn ignores(&self, parent: Frame, step: Step<'_>) -> bool {
         self.live
             .get(parent.lo..parent.hi)
