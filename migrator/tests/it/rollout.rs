@@ -1210,28 +1210,7 @@ mod fleet {
 
         let _ta = a.traffic();
         let _tb = b.traffic();
-        let mut cmd = fleet(
-            &[&a, &b],
-            &[
-                "run",
-                "--service",
-                "chat",
-                "--steps",
-                "50,100",
-                "--hold",
-                "2s",
-                "--interval",
-                "1s",
-                "--min-requests",
-                "10",
-                "--max-p95-ms",
-                "10000",
-                "--max-p99-ms",
-                "10000",
-                "--format",
-                "json",
-            ],
-        );
+        let mut cmd = fleet(&[&a, &b], &run_args("50,100", "2s", &["--format", "json"]));
         let out: Outcome = cmd.output().unwrap().into();
         assert_code(&out, 0, "fleet run");
         assert_eq!(

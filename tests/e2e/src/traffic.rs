@@ -350,6 +350,18 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// Panics naming `side` (and up to five examples) unless every acknowledged write is in
+    /// `rows` as answered.
+    pub fn assert_stored(&self, side: &str, rows: &Rows) {
+        let missing = self.differences(rows);
+        assert!(
+            missing.is_empty(),
+            "{side}: {} acknowledged writes not stored as answered, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+
     /// Differences between what the ledger acknowledged and these rows, one line each (empty:
     /// every acknowledged write is present with the same values, every delete absent).
     pub fn differences(&self, rows: &Rows) -> Vec<String> {

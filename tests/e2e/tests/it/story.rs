@@ -79,13 +79,7 @@ fn the_whole_cutover_loses_no_acknowledged_write_through_a_rollback() {
     let expected = world.ledger.expected();
     let (legacy_rows, new_rows) = world.ledger_rows(&expected);
     for (side, rows) in [("legacy", &legacy_rows), ("new", &new_rows)] {
-        let missing = expected.differences(rows);
-        assert!(
-            missing.is_empty(),
-            "{side}: {} acknowledged writes not stored as answered, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        expected.assert_stored(side, rows);
     }
     assert_eq!(summary.lost, 0);
     assert!(
