@@ -30,6 +30,7 @@ mod digest;
 mod doc;
 pub mod path;
 pub mod pending;
+mod rule_states;
 
 use crate::config::CompareConfig;
 use crate::metrics::Counter;
@@ -323,8 +324,9 @@ fn compare_bodies(
     // costs both, so after one the next comparison of the service goes straight to the
     // structural one: a systematic difference (a field only new has) pays only that.
     if !rules.last_differed.get() {
-        if let Some(a) = digest::digest(rules, &primary.body) {
-            if digest::digest(rules, &shadow.body) == Some(a) {
+        let mut states = rule_states::RuleStates::new(rules);
+        if let Some(a) = digest::digest_with(&mut states, &primary.body) {
+            if digest::digest_with(&mut states, &shadow.body) == Some(a) {
                 return None;
             }
         }
@@ -483,7 +485,8 @@ pub(crate) struct Frame {
 /// The noise rules followed down a document, on one stack of live automaton states
 /// (`(rule, states)`, rules that can no longer match anywhere below dropped), pushed on the way
 /// down and popped on the way up: no allocation per node, and no work at all below the point
-/// where every rule has died. Used by the structural walk and by the digest ([`digest`]).
+/// where every rule has died. Used by the structural walk (the digest has its own automaton,
+/// [`rule_states`]).
 pub(crate) struct RuleStack<'r> {
     config: &'r CompareConfig,
     /// Live rules: the path, whether it is an `ignore` rule, its states.
@@ -537,17 +540,6 @@ impl<'r> RuleStack<'r> {
         }
         frame.hi = self.live.len();
         frame
-    }
-
-    /// Whether an `ignore` rule selects the location one `step` below `parent` (what
-    /// [`RuleStack::enter`] would mark, with nothing pushed).
-    #[inline(always)]
-    pub(crate) fn ignores(&self, parent: Frame, step: Step<'_>) -> bool {
-        self.live
-            .get(parent.lo..parent.hi)
-            .unwrap_or_default()
-            .iter()
-            .any(|(path, is_ignore, states)| *is_ignore && path.selects(path.step(*states, step)))
     }
 
     pub(crate) fn leave(&mut self, frame: Frame) {

@@ -35,8 +35,9 @@
 //! arrays or objects, the next is rejected), and it never panics. Ignored subtrees are only
 //! checked for being JSON: neither hashed nor followed by the rules.
 
-use super::{float_key, Frame, NumberKey, RuleStack};
-use crate::compare::path::Step;
+use super::rule_states::{Child, RuleStates, StateId};
+use super::{float_key, NumberKey};
+#[cfg(test)]
 use crate::config::CompareConfig;
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
@@ -51,15 +52,17 @@ pub(crate) struct Digest(u64);
 
 /// The digest of `body` under `rules`, or `None` when it is not JSON (as serde_json reads it)
 /// or has a member name twice in one object.
+#[cfg(test)]
 pub(crate) fn digest(rules: &CompareConfig, body: &[u8]) -> Option<Digest> {
-    // serde_json checks UTF-8 only inside strings, but a byte outside ASCII anywhere else is a
-    // syntax error to it: checking the whole body at once rejects the same bodies.
-    let text = std::str::from_utf8(body).ok()?;
+    digest_with(&mut RuleStates::new(rules), body)
+}
+
+/// [`digest`], with the rules' automaton of a comparison (one for both bodies).
+pub(crate) fn digest_with(rules: &mut RuleStates<'_>, body: &[u8]) -> Option<Digest> {
     Pass {
-        text,
-        bytes: text.as_bytes(),
+        bytes: body,
         pos: 0,
-        rules: RuleStack::new(rules),
+        rules,
         open: Vec::with_capacity(8),
         names: Vec::with_capacity(32),
     }
@@ -81,11 +84,51 @@ const MEMBER: u64 = 11;
 const PLACEHOLDER: u64 = 12;
 const IGNORED_ROOT: u64 = 13;
 
+/// Inside an ignored subtree: only checked for being JSON.
+const SKIPPED: Child = Child {
+    state: StateId::DEAD,
+    ignored: true,
+    unordered: false,
+};
+
+/// The tags' digests, computed once, at compile time.
+struct Tags {
+    int: Digest,
+    float: Digest,
+    string: Digest,
+    ignored_root: Digest,
+    array: Digest,
+    object: Digest,
+    multiset: Digest,
+    member: Digest,
+    element: Digest,
+    placeholder: Digest,
+}
+
+const TAGS: Tags = Tags {
+    int: Digest::tag(INT),
+    float: Digest::tag(FLOAT),
+    string: Digest::tag(STRING),
+    ignored_root: Digest::tag(IGNORED_ROOT),
+    array: Digest::tag(ARRAY),
+    object: Digest::tag(OBJECT),
+    multiset: Digest::tag(MULTISET),
+    member: Digest::tag(MEMBER),
+    element: Digest::tag(ELEMENT),
+    placeholder: Digest::tag(PLACEHOLDER),
+};
+
+/// The powers of ten an f64 holds exactly.
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 /// The key of the string hash (foldhash).
 const STRING_SEED: u64 = 0x243f_6a88_85a3_08d3;
 
 /// MurmurHash3's 64-bit finaliser: a bijection that mixes every bit into every other.
-fn fmix64(mut x: u64) -> u64 {
+const fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
@@ -96,7 +139,7 @@ fn fmix64(mut x: u64) -> u64 {
 impl Digest {
     const ZERO: Digest = Digest(0);
 
-    fn tag(tag: u64) -> Self {
+    const fn tag(tag: u64) -> Self {
         Digest(fmix64(tag ^ 0xa409_3822_299f_31d0))
     }
 
@@ -114,18 +157,20 @@ impl Digest {
         Digest(self.0.wrapping_add(w.0))
     }
 
-    fn string(s: &str) -> Self {
+    /// A string by its (unescaped) UTF-8 bytes.
+    fn string(s: &[u8]) -> Self {
         let mut hasher = foldhash::fast::FixedState::with_seed(STRING_SEED).build_hasher();
-        hasher.write(s.as_bytes());
+        hasher.write(s);
         Digest(hasher.finish())
     }
 
     fn number(key: NumberKey) -> Self {
         match key {
-            NumberKey::Int(i) => Digest::tag(INT)
+            NumberKey::Int(i) => TAGS
+                .int
                 .absorb(Digest::word(i as u64))
                 .absorb(Digest::word((i >> 64) as u64)),
-            NumberKey::Float(bits) => Digest::tag(FLOAT).absorb(Digest::word(bits)),
+            NumberKey::Float(bits) => TAGS.float.absorb(Digest::word(bits)),
         }
     }
 }
@@ -138,9 +183,8 @@ struct Open {
     /// An `unordered` array.
     unordered: bool,
     /// The rules at this container.
-    frame: Frame,
-    /// The rules at the member or element being read, and whether it is ignored.
-    child: Frame,
+    state: StateId,
+    /// Whether the member or element being read is ignored.
     child_skip: bool,
     /// The current member's name digest.
     name: Digest,
@@ -153,20 +197,18 @@ struct Open {
     acc: Digest,
     /// Where this object's member names start in [`Pass::names`].
     names_mark: usize,
+    /// One bit per member name seen in this object (6 bits of its digest): a name's bit set
+    /// already is the only case where [`Pass::names`] is searched for it.
+    names_seen: u64,
 }
 
-struct Pass<'t, 'r> {
-    text: &'t str,
+struct Pass<'t, 'r, 's> {
     bytes: &'t [u8],
     pos: usize,
-    rules: RuleStack<'r>,
+    rules: &'s mut RuleStates<'r>,
     open: Vec<Open>,
     /// The lane-0 digests of the names of the objects open, to find a name given twice.
     names: Vec<u64>,
-}
-
-fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\n' | b'\t' | b'\r')
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -187,202 +229,187 @@ fn special(v: u64) -> u64 {
         & HIGHS
 }
 
-impl<'t> Pass<'t, '_> {
+impl<'t> Pass<'t, '_, '_> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn skip_space(&mut self) {
-        while self.peek().is_some_and(is_space) {
-            self.pos += 1;
+    /// After whitespace, the next byte (not consumed), or 0 at the end: 0 starts no token, so
+    /// the end is then rejected where a token must follow.
+    #[inline(always)]
+    fn next_byte(&mut self) -> u8 {
+        loop {
+            match self.bytes.get(self.pos) {
+                Some(b' ' | b'\n' | b'\t' | b'\r') => self.pos += 1,
+                Some(b) => return *b,
+                None => return 0,
+            }
         }
     }
 
-    /// After whitespace, `b` (consumed).
-    fn expect(&mut self, b: u8) -> Option<()> {
-        self.skip_space();
-        (self.peek() == Some(b)).then(|| self.pos += 1)
+    fn run(mut self) -> Option<Digest> {
+        let root = self.rules.root()?;
+        let value = match self.next_byte() {
+            b @ (b'{' | b'[') => self.containers(b, root)?,
+            b => self.scalar(b, root)?,
+        };
+        if self.next_byte() != 0 || self.pos != self.bytes.len() {
+            return None;
+        }
+        Some(if root.ignored {
+            TAGS.ignored_root
+        } else {
+            value
+        })
     }
 
-    fn run(mut self) -> Option<Digest> {
-        let root = self.rules.root();
-        let (mut frame, mut skip) = (root, root.ignored);
-        loop {
-            // A value: a scalar (then handed up), or a container opened (then its first child
-            // read next, or, empty, handed up at once).
-            self.skip_space();
-            let mut value = match self.peek()? {
-                b'{' | b'[' => match self.open(frame, skip)? {
-                    Some((child, child_skip)) => {
-                        (frame, skip) = (child, child_skip);
-                        continue;
-                    }
-                    None => self.close()?,
-                },
-                b'"' => {
-                    let s = self.string()?;
-                    if skip {
-                        Digest::ZERO
-                    } else {
-                        Digest::tag(STRING).absorb(Digest::string(&s))
-                    }
+    /// At the scalar starting with `b`, where `at` tells: its digest.
+    #[inline(always)]
+    fn scalar(&mut self, b: u8, at: Child) -> Option<Digest> {
+        Some(match b {
+            b'"' => {
+                let s = self.string()?;
+                if at.ignored {
+                    Digest::ZERO
+                } else {
+                    TAGS.string.absorb(Digest::string(&s))
                 }
-                b't' => self.literal("true", TRUE)?,
-                b'f' => self.literal("false", FALSE)?,
-                b'n' => self.literal("null", NULL)?,
-                _ => Digest::number(self.number()?),
-            };
-            // Hand the value up, closing the containers it ends.
-            loop {
-                let Some(top) = self.open.last_mut() else {
-                    self.skip_space();
-                    if self.pos != self.bytes.len() {
-                        return None;
-                    }
-                    return Some(if root.ignored {
-                        Digest::tag(IGNORED_ROOT)
-                    } else {
-                        value
-                    });
+            }
+            b't' => self.literal("true", TRUE)?,
+            b'f' => self.literal("false", FALSE)?,
+            b'n' => self.literal("null", NULL)?,
+            _ => Digest::number(self.number()?),
+        })
+    }
+
+    /// At the `{` or `[` (`b`) of a container at `at`: the container read to its end, its
+    /// digest. The innermost open container is a local (`top`); those around it wait in
+    /// [`Pass::open`].
+    fn containers(&mut self, b: u8, at: Child) -> Option<Digest> {
+        let mut top = self.opened(b, at);
+        // Just opened: a child follows without a comma, or the end.
+        let mut first = true;
+        loop {
+            let b = self.next_byte();
+            if b == if top.object { b'}' } else { b']' } {
+                self.pos += 1;
+                let value = self.close(&top);
+                top = match self.open.pop() {
+                    Some(parent) => parent,
+                    None => return value,
                 };
                 if !top.skip {
-                    add_child(top, value);
+                    add_child(&mut top, value?);
                 }
-                let (parent, object, parent_skip) = (top.frame, top.object, top.skip);
-                let child = top.child;
-                self.rules.leave(child);
-                self.skip_space();
-                match self.peek()? {
-                    b',' => {
-                        self.pos += 1;
-                        (frame, skip) = if object {
-                            self.member(parent, parent_skip)?
-                        } else {
-                            self.element(parent, parent_skip)
-                        };
-                        break;
+                first = false;
+                continue;
+            }
+            if !first {
+                if b != b',' {
+                    return None;
+                }
+                self.pos += 1;
+            }
+            let at = if top.object {
+                self.member(&mut top)?
+            } else {
+                self.element(&mut top)?
+            };
+            match self.next_byte() {
+                b @ (b'{' | b'[') => {
+                    if self.open.len() + 1 >= MAX_DEPTH {
+                        return None;
                     }
-                    b'}' if object => value = self.close()?,
-                    b']' if !object => value = self.close()?,
-                    _ => return None,
+                    let inner = self.opened(b, at);
+                    self.open.push(std::mem::replace(&mut top, inner));
+                    first = true;
+                }
+                b => {
+                    let value = self.scalar(b, at)?;
+                    if !top.skip {
+                        add_child(&mut top, value);
+                    }
+                    first = false;
                 }
             }
         }
     }
 
-    /// At `{` or `[`: opens the container and reads up to its first child, whose rules it
-    /// gives; `None` inside when the container is empty (its closing bracket is next).
-    fn open(&mut self, frame: Frame, skip: bool) -> Option<Option<(Frame, bool)>> {
-        if self.open.len() >= MAX_DEPTH {
-            return None;
-        }
-        let object = self.peek()? == b'{';
+    /// At `{` or `[` (`b`), at `at`: the container opened.
+    fn opened(&mut self, b: u8, at: Child) -> Open {
         self.pos += 1;
-        let dead = self.rules.dead();
-        self.open.push(Open {
+        let object = b == b'{';
+        Open {
             object,
-            skip,
-            unordered: !object && frame.unordered && !skip,
-            frame,
-            child: dead,
+            skip: at.ignored,
+            unordered: !object && at.unordered && !at.ignored,
+            state: at.state,
             child_skip: true,
             name: Digest::ZERO,
             index: 0,
             placeholders: 0,
             count: 0,
-            acc: if object {
-                Digest::ZERO
-            } else {
-                Digest::tag(ARRAY)
-            },
+            acc: if object { Digest::ZERO } else { TAGS.array },
             names_mark: self.names.len(),
-        });
-        self.skip_space();
-        let closer = if object { b'}' } else { b']' };
-        if self.peek()? == closer {
-            return Some(None);
+            names_seen: 0,
         }
-        Some(Some(if object {
-            self.member(frame, skip)?
-        } else {
-            self.element(frame, skip)
-        }))
     }
 
-    /// Reads a member's name and the colon; the member's rules.
-    fn member(&mut self, parent: Frame, skip: bool) -> Option<(Frame, bool)> {
-        self.skip_space();
-        if self.peek()? != b'"' {
+    /// Reads a member's name and the colon; where the member's value is.
+    #[inline(always)]
+    fn member(&mut self, top: &mut Open) -> Option<Child> {
+        if self.next_byte() != b'"' {
             return None;
         }
         let name = self.string()?;
-        self.expect(b':')?;
-        let mut child = (self.rules.dead(), true);
-        if !skip {
-            child = self.child(parent, Step::Key(&name));
-            if !child.1 {
-                let digest = Digest::string(&name);
-                self.names.push(digest.0);
-                if let Some(top) = self.open.last_mut() {
-                    top.name = digest;
-                }
-            }
+        if self.next_byte() != b':' {
+            return None;
         }
-        if let Some(top) = self.open.last_mut() {
-            (top.child, top.child_skip) = child;
+        self.pos += 1;
+        if top.skip {
+            top.child_skip = true;
+            return Some(SKIPPED);
+        }
+        let digest = Digest::string(&name);
+        let child = self.rules.member(top.state, &name, digest.0)?;
+        top.child_skip = child.ignored;
+        if !child.ignored {
+            let bit = 1 << (digest.0 >> 58);
+            if top.names_seen & bit != 0 && self.names.get(top.names_mark..)?.contains(&digest.0) {
+                // A name given twice: serde_json keeps the last value; not digested.
+                return None;
+            }
+            top.names_seen |= bit;
+            top.name = digest;
+            self.names.push(digest.0);
         }
         Some(child)
     }
 
-    /// The rules at the value that follows, one `step` below `parent`, and whether it is
-    /// ignored. Only a container needs the rules below it: for a scalar, whether an `ignore`
-    /// rule selects it is all, and nothing is pushed.
-    fn child(&mut self, parent: Frame, step: Step<'_>) -> (Frame, bool) {
-        self.skip_space();
-        if matches!(self.peek(), Some(b'{' | b'[')) {
-            let frame = self.rules.enter(parent, step);
-            if !frame.ignored {
-                return (frame, false);
-            }
-            self.rules.leave(frame);
-            (self.rules.dead(), true)
+    /// Where the next element is.
+    #[inline(always)]
+    fn element(&mut self, top: &mut Open) -> Option<Child> {
+        let index = top.index;
+        top.index = index.saturating_add(1);
+        let child = if top.skip {
+            SKIPPED
         } else {
-            (self.rules.dead(), self.rules.ignores(parent, step))
-        }
+            self.rules.element(top.state, index)?
+        };
+        top.child_skip = child.ignored;
+        Some(child)
     }
 
-    /// The rules of the next element.
-    fn element(&mut self, parent: Frame, skip: bool) -> (Frame, bool) {
-        let mut child = (self.rules.dead(), true);
-        let index = self.open.last().map_or(0, |top| top.index);
-        if !skip {
-            child = self.child(parent, Step::Index(index));
-        }
-        if let Some(top) = self.open.last_mut() {
-            top.index = index.saturating_add(1);
-            (top.child, top.child_skip) = child;
-        }
-        child
-    }
-
-    /// At the closing bracket of the innermost container: its digest.
-    fn close(&mut self) -> Option<Digest> {
-        self.pos += 1;
-        let top = self.open.pop()?;
+    /// At the end of `top` (its closing bracket read): its digest.
+    fn close(&mut self, top: &Open) -> Option<Digest> {
         if top.skip {
             return Some(Digest::ZERO);
         }
         let digest = if top.object {
-            let names = self.names.get_mut(top.names_mark..).unwrap_or_default();
-            names.sort_unstable();
-            if names.windows(2).any(|w| w.first() == w.get(1)) {
-                // A name given twice: serde_json keeps the last value; not digested.
-                return None;
-            }
             self.names.truncate(top.names_mark);
-            Digest::tag(OBJECT)
+            TAGS.object
         } else if top.unordered {
-            Digest::tag(MULTISET)
+            TAGS.multiset
         } else {
             // An ordered array's elements are already mixed in, in order.
             return Some(top.acc.absorb(Digest::word(top.count)));
@@ -398,17 +425,22 @@ impl<'t> Pass<'t, '_> {
         })
     }
 
-    /// At `"`: the string's text, unescaped. Inlined into its two callers (a value and a
-    /// member name): the call and its `Option<Cow>` return cost as much as a short string's
-    /// scan (callgrind: 8 % of the pass's instructions).
+    /// At `"`: the string's text (UTF-8 bytes), unescaped. Inlined into its two callers (a
+    /// value and a member name): the call and its `Option<Cow>` return cost as much as a short
+    /// string's scan (callgrind: 8 % of the pass's instructions).
     #[inline(always)]
-    fn string(&mut self) -> Option<Cow<'t, str>> {
+    fn string(&mut self) -> Option<Cow<'t, [u8]>> {
         let start = self.pos + 1;
         let mut end = start;
+        // Every byte scanned, or'ed: a high bit set means a byte outside ASCII (maybe one
+        // just after the string, read with its last eight), and then the text is checked.
+        let mut seen = 0;
         // Eight bytes at a time until one is `"`, `\` or a control character, then straight
         // to the first such byte (the lowest flagged byte of the mask is exact).
         while let Some(chunk) = self.bytes.get(end..end + 8) {
-            let mask = special(u64::from_le_bytes(chunk.try_into().ok()?));
+            let v = u64::from_le_bytes(chunk.try_into().ok()?);
+            seen |= v;
+            let mask = special(v);
             if mask != 0 {
                 end += (mask.trailing_zeros() / 8) as usize;
                 break;
@@ -419,17 +451,26 @@ impl<'t> Pass<'t, '_> {
             match *self.bytes.get(end)? {
                 b'"' => {
                     self.pos = end + 1;
-                    return self.text.get(start..end).map(Cow::Borrowed);
+                    let text = self.bytes.get(start..end)?;
+                    // serde_json checks UTF-8 inside strings; outside them the grammar admits
+                    // only ASCII, so these checks cover the whole body.
+                    if seen & HIGHS != 0 {
+                        std::str::from_utf8(text).ok()?;
+                    }
+                    return Some(Cow::Borrowed(text));
                 }
                 b'\\' => return self.escaped_string(),
                 0..=0x1f => return None,
-                _ => end += 1,
+                b => {
+                    seen |= u64::from(b);
+                    end += 1;
+                }
             }
         }
     }
 
-    /// A string with escapes, read by serde_json (which checks them).
-    fn escaped_string(&mut self) -> Option<Cow<'t, str>> {
+    /// A string with escapes, read by serde_json (which checks them, and UTF-8).
+    fn escaped_string(&mut self) -> Option<Cow<'t, [u8]>> {
         let start = self.pos;
         let mut i = start + 1;
         loop {
@@ -440,11 +481,11 @@ impl<'t> Pass<'t, '_> {
                 _ => i += 1,
             }
         }
-        let quoted = self.text.get(start..=i)?;
+        let quoted = self.bytes.get(start..=i)?;
         self.pos = i + 1;
-        serde_json::from_slice::<String>(quoted.as_bytes())
+        serde_json::from_slice::<String>(quoted)
             .ok()
-            .map(Cow::Owned)
+            .map(|text| Cow::Owned(text.into_bytes()))
     }
 
     /// A number's value, as the comparer sees it.
@@ -472,14 +513,29 @@ impl<'t> Pass<'t, '_> {
             }
             _ => return None,
         }
+        // A decimal fraction with all its digits in `magnitude` (exactly, below 2^53), and
+        // how many of them follow the point.
+        let mut decimals = None;
         if self.peek() == Some(b'.') {
             self.pos += 1;
+            let point = self.pos;
+            let mut fraction = Some(magnitude).filter(|_| exact);
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                fraction = fraction
+                    .and_then(|m| m.checked_mul(10))
+                    .and_then(|m| m.checked_add(u64::from(d - b'0')));
+                self.pos += 1;
+            }
+            if self.pos == point {
+                return None;
+            }
+            decimals = fraction.map(|m| (m, self.pos - point));
             exact = false;
-            self.digits()?;
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
             self.pos += 1;
             exact = false;
+            decimals = None;
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.pos += 1;
             }
@@ -496,6 +552,15 @@ impl<'t> Pass<'t, '_> {
                 return Some(NumberKey::Int(-i128::from(magnitude)))
             }
             _ => {}
+        }
+        // `m / 10^k` with `m` and `10^k` exact in an f64: one correctly rounded division,
+        // exactly what serde_json computes for such a number (its significand as an f64 over
+        // its table's power of ten), so its value, without the call.
+        if let Some((m, k)) = decimals.filter(|(m, _)| *m <= 1 << 53) {
+            if let Some(power) = POWERS_OF_TEN.get(k) {
+                let f = m as f64 / power;
+                return Some(float_key(if negative { -f } else { f }));
+            }
         }
         // Everything else as serde_json reads it in a document: an f64 (or out of range).
         let f: f64 = serde_json::from_slice(self.bytes.get(start..self.pos)?).ok()?;
@@ -516,18 +581,16 @@ impl<'t> Pass<'t, '_> {
 fn add_child(top: &mut Open, value: Digest) {
     if top.object {
         if !top.child_skip {
-            top.acc = top
-                .acc
-                .add(Digest::tag(MEMBER).absorb(top.name).absorb(value));
+            top.acc = top.acc.add(TAGS.member.absorb(top.name).absorb(value));
             top.count += 1;
         }
     } else if top.child_skip {
         top.placeholders += 1;
     } else if top.unordered {
-        top.acc = top.acc.add(Digest::tag(ELEMENT).absorb(value));
+        top.acc = top.acc.add(TAGS.element.absorb(value));
         top.count += 1;
     } else {
-        let placeholder = Digest::tag(PLACEHOLDER);
+        let placeholder = TAGS.placeholder;
         for _ in 0..top.placeholders {
             top.acc = top.acc.absorb(placeholder);
         }
@@ -688,6 +751,39 @@ mod tests {
         let objects = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
         assert_eq!(plain(&objects), None);
         assert_eq!(plain(&nested(10_000)), None);
+    }
+
+    /// What the pass reads from `text`, a number alone.
+    fn read_number(text: &str) -> Option<NumberKey> {
+        let config = CompareConfig::plain();
+        let mut rules = RuleStates::new(&config);
+        let mut pass = Pass {
+            bytes: text.as_bytes(),
+            pos: 0,
+            rules: &mut rules,
+            open: Vec::new(),
+            names: Vec::new(),
+        };
+        pass.number().filter(|_| pass.pos == text.len())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2048, failure_persistence: None, ..Default::default()
+        })]
+
+        /// Decimal fractions (read without serde_json when their digits fit in 53 bits and
+        /// there are at most 22 after the point) get serde_json's value, whatever their size.
+        #[test]
+        fn decimals_are_read_as_serde_json_reads_them(
+            int in proptest::prop_oneof![0u64..1000, 0u64..=(1 << 54), proptest::num::u64::ANY],
+            fraction in "[0-9]{1,25}",
+            negative in proptest::bool::ANY,
+        ) {
+            let text = format!("{}{int}.{fraction}", if negative { "-" } else { "" });
+            let f: f64 = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(read_number(&text), Some(float_key(f)), "{}", text);
+        }
     }
 
     #[test]

@@ -99,6 +99,12 @@ impl JsonPath {
     pub fn selects(&self, states: States) -> bool {
         states & self.end != 0
     }
+
+    /// Whether a live state's next segment selects one array index (`[3]`): then the step to
+    /// an element depends on its index.
+    pub fn selects_an_index(&self, states: States) -> bool {
+        self.indexes.iter().any(|(p, _)| states & (1 << p) != 0)
+    }
 }
 
 impl fmt::Display for JsonPath {

@@ -1,7 +1,10 @@
 //! In-VM cost of comparing two 4 KiB JSON responses (dark launch), on one wasmtime VM of the
 //! release `.wasm`. A benchmark, not a test: the first half of `make bench-compare`
 //! (`scripts/bench-compare`), or alone
-//! `cargo run -p cutover-harness --release --example compare_vm_cost [-- READS_PER_ROUND]`.
+//! `cargo run -p cutover-harness --release --example compare_vm_cost [-- READS_PER_ROUND [CASE]]`,
+//! CASE `identical`, `equal` or `one change` to run only that one: under callgrind, the
+//! instructions of `equal` less those of `identical`, over the reads, are the comparison's in the
+//! VM, a count that does not move with the machine's load (docs/benchmarks.md).
 //!
 //! Every read is sampled (`shadow_reads` at 100 %) and compared: the primary's 4,096-byte body
 //! streams to the client, the tick dispatches the shadow, and the shadow's 4,096-byte answer is
@@ -51,8 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(20_000);
+    let only = std::env::args().nth(2);
     let mut filter = Filter::boot(CONFIG)?;
-    let mut cases = [
+    let cases = [
         Case {
             name: "identical",
             shadow: PRIMARY,
@@ -72,6 +76,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rounds: Vec::new(),
         },
     ];
+    let mut cases: Vec<Case> = cases
+        .into_iter()
+        .filter(|case| only.as_deref().is_none_or(|name| name == case.name))
+        .collect();
+    if cases.is_empty() {
+        return Err(format!("no case {only:?}: identical, equal or one change").into());
+    }
     // Warm-up: JIT code paged in, the guest allocator grown.
     for case in &cases {
         run(&mut filter, case.shadow, reads / 10)?;
