@@ -128,6 +128,7 @@ const POWERS_OF_TEN: [f64; 23] = [
 const STRING_SEED: u64 = 0x243f_6a88_85a3_08d3;
 
 /// MurmurHash3's 64-bit finaliser: a bijection that mixes every bit into every other.
+#[inline(always)]
 const fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -143,21 +144,25 @@ impl Digest {
         Digest(fmix64(tag ^ 0xa409_3822_299f_31d0))
     }
 
+    #[inline(always)]
     fn word(w: u64) -> Self {
         Digest(w)
     }
 
     /// Mixes `w` in, in order (a bijection of `self` for a given `w`).
+    #[inline(always)]
     fn absorb(self, w: Digest) -> Self {
         Digest(fmix64(self.0 ^ w.0))
     }
 
     /// Adds `w` in, in no order.
+    #[inline(always)]
     fn add(self, w: Digest) -> Self {
         Digest(self.0.wrapping_add(w.0))
     }
 
     /// A string by its (unescaped) UTF-8 bytes.
+    #[inline(always)]
     fn string(s: &[u8]) -> Self {
         let mut hasher = foldhash::fast::FixedState::with_seed(STRING_SEED).build_hasher();
         hasher.write(s);
@@ -238,6 +243,15 @@ impl<'t> Pass<'t, '_, '_> {
     /// the end is then rejected where a token must follow.
     #[inline(always)]
     fn next_byte(&mut self) -> u8 {
+        match self.bytes.get(self.pos) {
+            // Every byte above the space is no whitespace: one test in the common case.
+            Some(&b) if b > b' ' => b,
+            _ => self.next_byte_after_space(),
+        }
+    }
+
+    #[inline(never)]
+    fn next_byte_after_space(&mut self) -> u8 {
         loop {
             match self.bytes.get(self.pos) {
                 Some(b' ' | b'\n' | b'\t' | b'\r') => self.pos += 1,
@@ -336,6 +350,7 @@ impl<'t> Pass<'t, '_, '_> {
     }
 
     /// At `{` or `[` (`b`), at `at`: the container opened.
+    #[inline(always)]
     fn opened(&mut self, b: u8, at: Child) -> Open {
         self.pos += 1;
         let object = b == b'{';
@@ -578,6 +593,7 @@ impl<'t> Pass<'t, '_, '_> {
 }
 
 /// Adds a finished child's digest to its container.
+#[inline(always)]
 fn add_child(top: &mut Open, value: Digest) {
     if top.object {
         if !top.child_skip {

@@ -6,9 +6,10 @@
 //! (`$..etag` is live everywhere) and comparing names.
 //!
 //! One [`RuleStates`] serves both bodies of a comparison. Bounds: at most [`MAX_STATES`] states
-//! (a document that needs more gets no digest, and the structural comparison decides) and at
-//! most [`MAX_TRANSITIONS`] remembered member-name steps (beyond, a step is followed again each
-//! time it is met); both are far above what a rule set of a few paths reaches in a response.
+//! (a document that needs more gets no digest, and the structural comparison decides), far
+//! above what a rule set of a few paths reaches in a response, and a fixed table of
+//! [`NAME_SLOTS`] remembered member-name steps (two places for each; a step that finds both
+//! taken by others is followed again, and takes the first).
 //!
 //! Member names are looked up by their digest (foldhash, 64 bits) mixed with the state: the
 //! digest already counts two names with the same hash as the same name, so the lookup adds no
@@ -17,13 +18,11 @@
 
 use super::path::{JsonPath, States, Step};
 use crate::config::CompareConfig;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// Distinct rule states one comparison may intern.
 pub(crate) const MAX_STATES: usize = 256;
-/// Member-name steps one comparison remembers.
-pub(crate) const MAX_TRANSITIONS: usize = 4096;
+/// Member-name steps one comparison remembers at most.
+pub(crate) const NAME_SLOTS: usize = 256;
 
 /// An interned set of live rules; [`StateId::DEAD`] has none (every rule died above it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +49,21 @@ impl Child {
     };
 }
 
+#[derive(Clone, Copy)]
+struct NameSlot {
+    key: u64,
+    child: Child,
+    used: bool,
+}
+
+impl NameSlot {
+    const EMPTY: NameSlot = NameSlot {
+        key: 0,
+        child: Child::DEAD,
+        used: false,
+    };
+}
+
 struct State {
     /// The live rules: (index into the rule list, the rule's automaton states), in rule order.
     live: Vec<(u16, States)>,
@@ -64,8 +78,9 @@ pub(crate) struct RuleStates<'r> {
     rules: Vec<&'r JsonPath>,
     ignores: usize,
     states: Vec<State>,
-    /// Member-name steps followed so far, by [`name_key`] → child.
-    names: HashMap<u64, Child, BuildHasherDefault<AlreadyHashed>>,
+    /// Member-name steps followed so far: [`name_key`] → child, each key in one of two slots
+    /// (its top 8 bits, with the last bit either way).
+    names: Vec<NameSlot>,
     /// Scratch for a step being followed.
     scratch: Vec<(u16, States)>,
 }
@@ -82,7 +97,7 @@ impl<'r> RuleStates<'r> {
             rules,
             ignores: config.ignore.len(),
             states: vec![dead],
-            names: HashMap::with_capacity_and_hasher(64, Default::default()),
+            names: vec![NameSlot::EMPTY; NAME_SLOTS],
             scratch: Vec::new(),
         }
     }
@@ -98,7 +113,7 @@ impl<'r> RuleStates<'r> {
     }
 
     /// One member down from `state`, the member's name (UTF-8) given with its digest.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn member(
         &mut self,
         state: StateId,
@@ -109,18 +124,29 @@ impl<'r> RuleStates<'r> {
             return Some(Child::DEAD);
         }
         let key = name_key(state, name_digest);
-        if let Some(child) = self.names.get(&key) {
-            return Some(*child);
+        let slot = (key >> 56) as usize;
+        for at in [slot, slot ^ 1] {
+            if let Some(entry) = self.names.get(at).filter(|e| e.used && e.key == key) {
+                return Some(entry.child);
+            }
         }
         let child = self.follow(state, Step::Key(std::str::from_utf8(name).ok()?))?;
-        if self.names.len() < MAX_TRANSITIONS {
-            self.names.insert(key, child);
+        let free = [slot, slot ^ 1]
+            .into_iter()
+            .find(|at| self.names.get(*at).is_some_and(|e| !e.used))
+            .unwrap_or(slot);
+        if let Some(entry) = self.names.get_mut(free) {
+            *entry = NameSlot {
+                key,
+                child,
+                used: true,
+            };
         }
         Some(child)
     }
 
     /// One element down from `state`, at `index`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn element(&mut self, state: StateId, index: usize) -> Option<Child> {
         let at = self.states.get(state.0 as usize)?;
         if let Some(child) = at.element {
@@ -134,7 +160,9 @@ impl<'r> RuleStates<'r> {
         Some(child)
     }
 
-    /// Steps every live rule of `state` and interns what is left alive.
+    /// Steps every live rule of `state` and interns what is left alive (once per step and
+    /// state met, mostly: out of the hot path).
+    #[cold]
     fn follow(&mut self, state: StateId, step: Step<'_>) -> Option<Child> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
@@ -189,25 +217,4 @@ impl<'r> RuleStates<'r> {
 /// The key of a member-name step: the name's digest (already a hash) and the state, mixed.
 fn name_key(state: StateId, name_digest: u64) -> u64 {
     name_digest ^ u64::from(state.0).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-/// The hasher of keys that are hashes already: it passes the one `u64` through.
-#[derive(Default)]
-struct AlreadyHashed(u64);
-
-impl Hasher for AlreadyHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; anything else is folded in, never lost.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
