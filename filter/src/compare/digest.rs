@@ -83,6 +83,7 @@ const ELEMENT: u64 = 10;
 const MEMBER: u64 = 11;
 const PLACEHOLDER: u64 = 12;
 const IGNORED_ROOT: u64 = 13;
+const INT64: u64 = 14;
 
 /// Inside an ignored subtree: only checked for being JSON.
 const SKIPPED: Child = Child {
@@ -94,6 +95,7 @@ const SKIPPED: Child = Child {
 /// The tags' digests, computed once, at compile time.
 struct Tags {
     int: Digest,
+    int64: Digest,
     float: Digest,
     string: Digest,
     ignored_root: Digest,
@@ -107,6 +109,7 @@ struct Tags {
 
 const TAGS: Tags = Tags {
     int: Digest::tag(INT),
+    int64: Digest::tag(INT64),
     float: Digest::tag(FLOAT),
     string: Digest::tag(STRING),
     ignored_root: Digest::tag(IGNORED_ROOT),
@@ -171,10 +174,14 @@ impl Digest {
 
     fn number(key: NumberKey) -> Self {
         match key {
-            NumberKey::Int(i) => TAGS
-                .int
-                .absorb(Digest::word(i as u64))
-                .absorb(Digest::word((i >> 64) as u64)),
+            // One word for what an i64 holds (nearly every integer), two beyond.
+            NumberKey::Int(i) => match i64::try_from(i) {
+                Ok(small) => TAGS.int64.absorb(Digest::word(small as u64)),
+                Err(_) => TAGS
+                    .int
+                    .absorb(Digest::word(i as u64))
+                    .absorb(Digest::word((i >> 64) as u64)),
+            },
             NumberKey::Float(bits) => TAGS.float.absorb(Digest::word(bits)),
         }
     }
