@@ -36,7 +36,7 @@ demo: wasm
 	scripts/with-postgres "$(BIN_DIR)/cutover-demo"
 
 # In-VM cost of one request through the filter in the wasmtime harness (a benchmark, not a test).
-# The workspace release profile is tuned for the .wasm (LTO, opt-level "s"); the host side of the
+# The workspace release profile is tuned for the .wasm (LTO, opt-level 2); the host side of the
 # benchmark is built with plain opt-level 3 instead, which builds wasmtime far faster.
 .PHONY: bench-filter-vm
 bench-filter-vm: wasm

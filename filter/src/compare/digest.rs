@@ -27,13 +27,17 @@
 //!
 //! The pass is strict: it accepts no text serde_json rejects (the structural comparer's parser:
 //! the grammar, strings and their escapes, number ranges and the depth limit are checked as
-//! serde_json checks them, and numbers other than plain integers and strings with escapes are
-//! read by serde_json itself), so a body that is not JSON never gets a digest. It also gives up
-//! on what it cannot digest canonically, an object with a member name twice (serde_json keeps
-//! the last value), and the structural comparison decides then. It does not recurse: open
-//! containers are on one stack, bounded by serde_json's recursion limit ([`MAX_DEPTH`] nested
-//! arrays or objects, the next is rejected), and it never panics. Ignored subtrees are only
-//! checked for being JSON: neither hashed nor followed by the rules.
+//! serde_json checks them; UTF-8 is checked in each string holding a byte above ASCII, as the
+//! grammar admits no such byte elsewhere; strings with escapes, and numbers other than plain
+//! integers and decimal fractions whose digits fit in 53 bits, are read by serde_json itself), so
+//! a body that is not JSON never gets a digest. It also gives up on what it cannot digest
+//! canonically, an object with a member name twice (serde_json keeps the last value), and on a
+//! document whose rules reach more states than [`super::rule_states`] interns; the structural
+//! comparison decides then. It does not recurse: open containers are on one stack, bounded by
+//! serde_json's recursion limit ([`MAX_DEPTH`] nested arrays or objects, the next is rejected),
+//! and it never panics. Ignored subtrees are only checked for being JSON: neither hashed nor
+//! followed by the rules. The rules are followed on one automaton for both bodies
+//! ([`super::rule_states`]): after the first element of an array, a member costs a lookup.
 
 use super::rule_states::{Child, RuleStates, StateId};
 use super::{float_key, NumberKey};

@@ -1204,3 +1204,34 @@ fn after_a_difference_the_next_comparison_skips_the_fast_path_and_stays_exact() 
     // The hint never makes two configurations differ.
     assert_eq!(r, rules(r#""ignore":["$.at"]"#));
 }
+
+#[test]
+fn a_document_beyond_the_rule_states_bound_gets_no_digest_and_is_compared_structurally() {
+    // Rule `$..xI..z` stays alive everywhere and advances once a member `xI` is above: each
+    // set of names on the path is its own rule state (and `z` below each another).
+    fn level(names: usize, depth: usize, leaf: &str) -> String {
+        if depth == 0 {
+            return leaf.to_string();
+        }
+        let members: Vec<String> = (0..names)
+            .map(|i| format!(r#""x{i}":{}"#, level(names, depth - 1, leaf)))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+    let paths: Vec<String> = (0..16).map(|i| format!(r#""$..x{i}..z""#)).collect();
+    let r = rules(&format!(r#""ignore":[{}]"#, paths.join(",")));
+    // 8 names, two levels: fewer than 100 states.
+    assert!(digest::digest(&r, level(8, 2, r#"{"z":1,"c":1}"#).as_bytes()).is_some());
+    // 16 names, three levels: 696 sets of names alone.
+    let (a, ignored, changed) = (
+        level(16, 3, r#"{"z":1,"c":1}"#),
+        level(16, 3, r#"{"z":2,"c":1}"#),
+        level(16, 3, r#"{"z":1,"c":2}"#),
+    );
+    assert_eq!(digest::digest(&r, a.as_bytes()), None);
+    assert_eq!(verdict(&r, &a, &ignored), Verdict::Equal);
+    assert!(matches!(
+        verdict(&r, &a, &changed),
+        Verdict::BodyMismatch(_)
+    ));
+}
