@@ -223,7 +223,7 @@ struct Pass<'t, 'r, 's> {
     pos: usize,
     rules: &'s mut RuleStates<'r>,
     open: Vec<Open>,
-    /// The lane-0 digests of the names of the objects open, to find a name given twice.
+    /// The digests of the member names of the objects open, to find a name given twice.
     names: Vec<u64>,
 }
 
